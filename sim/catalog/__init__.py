@@ -1,0 +1,233 @@
+"""Catalogs of GPUs, prices and model architectures: data in YAML, validated here.
+
+The package ships ``gpus.yaml`` (spec sheets and prices, each figure with its source) and ``models.yaml``.
+A scenario may add its own files with the same schema (``catalog: {gpus: FILE, models: FILE}``); their
+entries add to or replace the shipped ones. A pool may also name a local Hugging Face ``config.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from sim.errors import CatalogError
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+Architecture = Literal["turing", "ampere", "ada", "hopper", "blackwell"]
+Interconnect = Literal["pcie_gen3", "pcie_gen4", "pcie_gen5", "nvlink3", "nvlink4", "nvlink5", "nvlink_bridge"]
+PriceTier = Literal["on_demand", "spot", "reserved", "self_hosted"]
+
+
+class GpuSpec(BaseModel):
+    """Spec-sheet figures of one GPU model (dense tensor peaks; bandwidth in 1e9 bytes/s)."""
+
+    model_config = _FROZEN
+    key: str = ""
+    name: str
+    architecture: Architecture
+    sm_version: int = Field(gt=0)
+    sm_count: int = Field(gt=0)
+    memory_gib: float = Field(gt=0)
+    memory_bandwidth_gb_s: float = Field(gt=0)
+    bf16_tflops: float = Field(gt=0, description="dense 16-bit tensor peak (fp16 where no bf16)")
+    fp8_tflops: float | None = Field(default=None, gt=0)
+    int8_tops: float | None = Field(default=None, gt=0)
+    tdp_w: float = Field(gt=0)
+    idle_w: float = Field(ge=0)
+    interconnect: Interconnect
+    interconnect_gb_s: float = Field(gt=0, description="per GPU, one direction")
+    sources: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def memory_bytes(self) -> float:
+        return self.memory_gib * 2**30
+
+    def tensor_flops(self, compute_dtype: str) -> float:
+        """Dense tensor peak in FLOP/s for ``compute_dtype`` (bf16, fp8, int8)."""
+        peak = {"bf16": self.bf16_tflops, "fp8": self.fp8_tflops, "int8": self.int8_tops}[compute_dtype]
+        if peak is None:
+            raise ValueError(f"{self.name} has no {compute_dtype} tensor cores")
+        return peak * 1e12
+
+
+class Price(BaseModel):
+    """One price observation: a whole instance of ``gpus_per_instance`` GPUs per hour."""
+
+    model_config = _FROZEN
+    gpu: str
+    provider: str
+    tier: PriceTier
+    instance: str = ""
+    gpus_per_instance: int = Field(default=1, gt=0)
+    usd_per_hour: float = Field(ge=0)
+    date: str = ""
+    source: str = ""
+    default: bool = False
+
+    @property
+    def usd_per_gpu_hour(self) -> float:
+        return self.usd_per_hour / self.gpus_per_instance
+
+
+class ModelSpec(BaseModel):
+    """Architecture of a decoder-only transformer (GQA attention, gated MLP)."""
+
+    model_config = _FROZEN
+    key: str = ""
+    name: str
+    n_layers: int = Field(gt=0)
+    hidden_size: int = Field(gt=0)
+    n_heads: int = Field(gt=0)
+    n_kv_heads: int = Field(gt=0)
+    head_dim: int = Field(gt=0)
+    intermediate_size: int = Field(gt=0)
+    vocab_size: int = Field(gt=0)
+    max_context_tokens: int = Field(gt=0)
+    tie_word_embeddings: bool = False
+    source: str = ""
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> ModelSpec:
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(f"n_heads ({self.n_heads}) must be a multiple of n_kv_heads ({self.n_kv_heads})")
+        return self
+
+    @property
+    def n_params(self) -> int:
+        """Parameter count: embeddings, attention, gated MLP, RMS norms and (untied) LM head."""
+        h, d = self.hidden_size, self.head_dim
+        attention = h * self.n_heads * d * 2 + h * self.n_kv_heads * d * 2  # q, o; k, v
+        mlp = 3 * h * self.intermediate_size
+        per_layer = attention + mlp + 2 * h
+        embeddings = self.vocab_size * h * (1 if self.tie_word_embeddings else 2)
+        return self.n_layers * per_layer + embeddings + h
+
+
+class Catalog(BaseModel):
+    """GPUs, prices and models available to a scenario."""
+
+    model_config = _FROZEN
+    gpus: dict[str, GpuSpec]
+    prices: tuple[Price, ...]
+    models: dict[str, ModelSpec]
+
+    def prices_for(self, gpu: str) -> list[Price]:
+        return [p for p in self.prices if p.gpu == gpu]
+
+
+def _read_yaml(path: Path | str, text: str | None = None) -> dict:
+    try:
+        data = yaml.safe_load(text if text is not None else Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as err:
+        raise CatalogError(f"{path}: cannot read catalog file: {err}") from None
+    except yaml.YAMLError as err:
+        raise CatalogError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise CatalogError(f"{path}: a catalog file must be a mapping with keys gpus, prices or models")
+    unknown = set(data) - {"gpus", "prices", "models"}
+    if unknown:
+        raise CatalogError(f"{path}: unknown top-level key(s) {sorted(unknown)}; allowed: gpus, prices, models")
+    return data
+
+
+def _validate(path: Path | str, data: dict) -> tuple[dict[str, GpuSpec], list[Price], dict[str, ModelSpec]]:
+    gpus, prices, models = {}, [], {}
+    where = ""
+    try:
+        for key, body in (data.get("gpus") or {}).items():
+            where = f"gpus.{key}"
+            gpus[key] = GpuSpec(key=key, **body)
+        for i, body in enumerate(data.get("prices") or []):
+            where = f"prices[{i}]"
+            prices.append(Price(**body))
+        for key, body in (data.get("models") or {}).items():
+            where = f"models.{key}"
+            models[key] = ModelSpec(key=key, **body)
+    except ValidationError as err:
+        first = err.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        raise CatalogError(f"{path}: {where}.{loc}: {first['msg']}") from None
+    except (TypeError, AttributeError):
+        raise CatalogError(f"{path}: {where or 'top level'}: expected a mapping of fields") from None
+    return gpus, prices, models
+
+
+@cache
+def _shipped() -> Catalog:
+    gpus, prices, models = {}, [], {}
+    for name in ("gpus.yaml", "models.yaml"):
+        text = resources.files("sim.catalog").joinpath(name).read_text(encoding="utf-8")
+        g, p, m = _validate(name, _read_yaml(name, text))
+        gpus.update(g)
+        prices.extend(p)
+        models.update(m)
+    return Catalog(gpus=gpus, prices=tuple(prices), models=models)
+
+
+def load_catalog(extra_files: tuple[Path, ...] = ()) -> Catalog:
+    """The shipped catalog, extended (or overridden entry by entry) by ``extra_files``.
+
+    Raises
+    ------
+    CatalogError
+        If a file cannot be read or an entry is invalid.
+    """
+    base = _shipped()
+    gpus, prices, models = dict(base.gpus), list(base.prices), dict(base.models)
+    for path in extra_files:
+        g, p, m = _validate(path, _read_yaml(path))
+        gpus.update(g)
+        models.update(m)
+        # A user's price for (gpu, provider, tier, instance) replaces the shipped one.
+        keys = {(q.gpu, q.provider, q.tier, q.instance) for q in p}
+        prices = [q for q in prices if (q.gpu, q.provider, q.tier, q.instance) not in keys] + p
+    return Catalog(gpus=gpus, prices=tuple(prices), models=models)
+
+
+def model_from_hf_config(path: Path | str) -> ModelSpec:
+    """Read a model architecture from a local Hugging Face ``config.json``.
+
+    Uses ``num_hidden_layers``, ``hidden_size``, ``num_attention_heads``, ``num_key_value_heads`` (defaults to
+    the head count), ``head_dim`` (defaults to hidden / heads), ``intermediate_size``, ``vocab_size``,
+    ``max_position_embeddings`` and ``tie_word_embeddings``.
+    """
+    path = Path(path)
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as err:
+        raise CatalogError(f"{path}: cannot read model config: {err}") from None
+    except json.JSONDecodeError as err:
+        raise CatalogError(f"{path}:{err.lineno}: not valid JSON: {err.msg}") from None
+    if not isinstance(cfg, dict):
+        raise CatalogError(f"{path}: a Hugging Face config.json must be a JSON object")
+    cfg = cfg.get("text_config", cfg)  # multimodal configs nest the language model
+    required = ["num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size", "vocab_size"]
+    missing = [k for k in required if k not in cfg]
+    if missing:
+        raise CatalogError(f"{path}: missing field(s) {missing} needed for a decoder-only transformer")
+    heads = cfg["num_attention_heads"]
+    try:
+        return ModelSpec(
+            key=str(path),
+            name=cfg.get("_name_or_path") or path.parent.name or path.stem,
+            n_layers=cfg["num_hidden_layers"],
+            hidden_size=cfg["hidden_size"],
+            n_heads=heads,
+            n_kv_heads=cfg.get("num_key_value_heads") or heads,
+            head_dim=cfg.get("head_dim") or cfg["hidden_size"] // heads,
+            intermediate_size=cfg["intermediate_size"],
+            vocab_size=cfg["vocab_size"],
+            max_context_tokens=cfg.get("max_position_embeddings", 4096),
+            tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+            source=f"Hugging Face config {path}",
+        )
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise CatalogError(f"{path}: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None

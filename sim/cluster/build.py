@@ -1,0 +1,100 @@
+"""Wire one run: a fresh SimPy environment, the pools' replicas, the router and the workload."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import simpy
+
+from sim.cluster.deploy import PoolPlan
+from sim.cluster.router import ROUTERS
+from sim.config import ClosedLoopWorkload, OpenLoopWorkload, Scenario
+from sim.engine.replica import Replica
+from sim.engine.request import Request
+from sim.engine.scheduler import SCHEDULERS, EngineLimits
+from sim.metrics.timeseries import PoolMonitor
+from sim.perf import build_perf_model
+from sim.rng import Streams
+from sim.workload.source import ClosedLoop, open_loop_arrays, replay, trace_arrays
+
+
+@dataclass
+class Fleet:
+    """The replicas of every pool, behind one router; keeps every request that arrives."""
+
+    env: simpy.Environment
+    plans: dict[str, PoolPlan]
+    router: object
+    monitor: PoolMonitor
+    events: list | None
+    replicas: list[Replica] = field(default_factory=list)
+    requests: list[Request] = field(default_factory=list)
+    arrivals_over: bool = False
+    unfinished: int = 0
+    done: simpy.Event | None = None
+
+    def add_replicas(self) -> None:
+        for name, plan in self.plans.items():
+            eng = plan.config.engine
+            limits = EngineLimits(eng.max_num_seqs, eng.max_num_batched_tokens, eng.block_size,
+                                  eng.enable_chunked_prefill)
+            perf = build_perf_model(plan.config, plan.gpu, plan.model, plan.sizing)
+            for _ in range(plan.config.replicas):
+                self.replicas.append(Replica(
+                    self.env, len(self.replicas), name, SCHEDULERS[eng.scheduler](limits), perf,
+                    plan.sizing.kv_blocks, plan.sizing.block_size, plan.sizing.max_model_len,
+                    self._finished, self.monitor, self.events,
+                ))
+
+    def dispatch(self, prompt_tokens: int, output_tokens: int) -> Request:
+        """A request arrives now: route it, or reject it with a reason."""
+        req = Request(len(self.requests), self.env.now, prompt_tokens, output_tokens)
+        self.requests.append(req)
+        if self.events is not None:
+            self.events.append((self.env.now, req.request_id, "arrive", prompt_tokens))
+        total = prompt_tokens + output_tokens
+        eligible = [r for r in self.replicas if r.max_model_len >= total]
+        if not eligible:
+            req.reject_reason = "exceeds_max_model_len" if self.replicas else "no_replicas"
+            if self.events is not None:
+                self.events.append((self.env.now, req.request_id, "reject", 0))
+            return req
+        self.unfinished += 1
+        views = [r.view() for r in eligible]
+        eligible[self.router.route(req, views)].submit(req)
+        return req
+
+    def _finished(self, req: Request) -> None:
+        self.unfinished -= 1
+        if req.done is not None:
+            req.done.succeed()
+        self._check_done()
+
+    def end_arrivals(self) -> None:
+        self.arrivals_over = True
+        self._check_done()
+
+    def _check_done(self) -> None:
+        if self.arrivals_over and self.unfinished == 0 and not self.done.triggered:
+            self.done.succeed(self.env.now)
+
+
+def build(scenario: Scenario, plans: dict[str, PoolPlan], streams: Streams) -> Fleet:
+    """A ready-to-run fleet for ``scenario``: nothing is shared with any other run."""
+    env = simpy.Environment()
+    fleet = Fleet(
+        env=env,
+        plans=plans,
+        router=ROUTERS[scenario.router.policy](streams.get("routing")),
+        monitor=PoolMonitor(),
+        events=[] if scenario.run.trace_events else None,
+    )
+    fleet.done = env.event()
+    fleet.add_replicas()
+    wl = scenario.workload
+    if isinstance(wl, ClosedLoopWorkload):
+        ClosedLoop(env, wl, streams, fleet.dispatch, fleet.end_arrivals)
+    else:
+        arrays = open_loop_arrays(wl, streams) if isinstance(wl, OpenLoopWorkload) else trace_arrays(wl)
+        env.process(replay(env, arrays, fleet.dispatch, fleet.end_arrivals))
+    return fleet

@@ -1,0 +1,93 @@
+"""Routers: which replica receives an arriving request.
+
+Each router is a small class with one decision method, ``route(request, replicas) -> index``, over read-only
+:class:`~sim.engine.replica.ReplicaView` snapshots of the eligible replicas. Ties go to the lowest index, so
+routing is deterministic except where a router draws from its own random stream. Registry: :data:`ROUTERS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+
+from sim.engine.replica import ReplicaView
+from sim.engine.request import Request
+
+
+class Router(Protocol):
+    def route(self, request: Request, replicas: Sequence[ReplicaView]) -> int: ...
+
+
+def _argmin(values) -> int:
+    best, best_i = None, 0
+    for i, v in enumerate(values):
+        if best is None or v < best:
+            best, best_i = v, i
+    return best_i
+
+
+class RoundRobin:
+    """Cycle through the replicas in order."""
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        self._next = 0
+
+    def route(self, request: Request, replicas: Sequence[ReplicaView]) -> int:
+        i = self._next % len(replicas)
+        self._next += 1
+        return i
+
+
+class RandomRouter:
+    """Uniformly at random."""
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        self.rng = rng
+
+    def route(self, request: Request, replicas: Sequence[ReplicaView]) -> int:
+        return int(self.rng.integers(len(replicas)))
+
+
+class LeastOutstanding:
+    """Fewest requests queued or running."""
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        pass
+
+    def route(self, request: Request, replicas: Sequence[ReplicaView]) -> int:
+        return _argmin(r.outstanding_requests for r in replicas)
+
+
+class JoinShortestQueueTokens:
+    """Fewest outstanding tokens (prompt plus output of every unfinished request)."""
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        pass
+
+    def route(self, request: Request, replicas: Sequence[ReplicaView]) -> int:
+        return _argmin(r.outstanding_tokens for r in replicas)
+
+
+class PowerOfTwoChoices:
+    """Sample two distinct replicas at random; send to the one with fewer outstanding requests."""
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        self.rng = rng
+
+    def route(self, request: Request, replicas: Sequence[ReplicaView]) -> int:
+        if len(replicas) == 1:
+            return 0
+        a, b = self.rng.choice(len(replicas), size=2, replace=False)
+        a, b = int(a), int(b)
+        return a if replicas[a].outstanding_requests <= replicas[b].outstanding_requests else b
+
+
+ROUTERS: dict[str, type] = {
+    "round_robin": RoundRobin,
+    "random": RandomRouter,
+    "least_outstanding": LeastOutstanding,
+    "jsq_tokens": JoinShortestQueueTokens,
+    "power_of_two": PowerOfTwoChoices,
+}

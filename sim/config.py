@@ -1,0 +1,179 @@
+"""The scenario schema: frozen pydantic models, one per block of the scenario file.
+
+Units are in the field names. Fixed option sets are ``Literal`` types checked at load; policy names
+(router, scheduler) are registry keys checked against their registries by :mod:`sim.scenario`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from sim.workload.arrivals import ArrivalProcess
+from sim.workload.lengths import LengthDist
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+WeightPrecision = Literal["bf16", "fp16", "fp8", "int8", "int4"]
+KvCacheDtype = Literal["auto", "bf16", "fp16", "fp8"]
+PriceTier = Literal["on_demand", "spot", "reserved", "self_hosted"]
+
+
+class EngineConfig(BaseModel):
+    """Continuous-batching engine settings, named as in vLLM."""
+
+    model_config = _FROZEN
+    scheduler: str = Field(default="vllm_v1", description="batch-formation policy (registry key)")
+    max_num_seqs: int = Field(default=256, gt=0)
+    max_num_batched_tokens: int = Field(default=8192, gt=0)
+    block_size: int = Field(default=16, gt=0, description="tokens per KV-cache block")
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
+    enable_chunked_prefill: bool = True
+    max_model_len: int | None = Field(default=None, gt=0, description="default: the model's context length")
+    activation_reserve_gib: float | None = Field(
+        default=None, ge=0, description="memory kept for activations per GPU; default: estimated from the model"
+    )
+
+
+class RooflinePerf(BaseModel):
+    """First-version kernel model: per-operator roofline times flat efficiency factors.
+
+    Defaults are round figures from public vLLM/H100 practice, not fits; issue #3 replaces them with
+    calibrated curves.
+    """
+
+    model_config = _FROZEN
+    model: Literal["roofline"] = "roofline"
+    gemm_compute_efficiency: float = Field(default=0.70, gt=0, le=1)
+    attention_compute_efficiency: float = Field(default=0.50, gt=0, le=1)
+    memory_efficiency: float = Field(default=0.80, gt=0, le=1)
+    allreduce_efficiency: float = Field(default=0.70, gt=0, le=1)
+    allreduce_latency_s: float = Field(default=10e-6, ge=0)
+    kernel_floor_s: float = Field(default=2e-6, ge=0, description="minimum time of any one kernel")
+    step_overhead_s: float = Field(default=2e-3, ge=0, description="CPU scheduling overhead per step")
+    per_sequence_overhead_s: float = Field(default=10e-6, ge=0, description="CPU overhead per sequence per step")
+
+
+class ConstantPerf(BaseModel):
+    """Test double: every step takes ``step_s`` plus ``per_token_s`` per scheduled token."""
+
+    model_config = _FROZEN
+    model: Literal["constant"] = "constant"
+    step_s: float = Field(gt=0)
+    per_token_s: float = Field(default=0.0, ge=0)
+
+
+PerfConfig = Annotated[RooflinePerf | ConstantPerf, Field(discriminator="model")]
+
+
+class PriceConfig(BaseModel):
+    """Which catalog price a pool pays, or an explicit figure."""
+
+    model_config = _FROZEN
+    provider: str | None = Field(default=None, description="default: the GPU's default catalog price")
+    tier: PriceTier = "on_demand"
+    instance: str | None = None
+    usd_per_gpu_hour: float | None = Field(default=None, ge=0, description="overrides the catalog")
+
+
+class PoolConfig(BaseModel):
+    """A set of identical replicas: GPU type x model x precision x tensor parallelism x engine x price."""
+
+    model_config = _FROZEN
+    gpu: str
+    model: str = Field(description="catalog key, or a path to a Hugging Face config.json")
+    precision: WeightPrecision = "bf16"
+    kv_cache_dtype: KvCacheDtype = "auto"
+    tensor_parallel: int = Field(default=1, gt=0, le=64)
+    replicas: int = Field(default=1, ge=0)
+    engine: EngineConfig = EngineConfig()
+    perf: PerfConfig = RooflinePerf()
+    price: PriceConfig = PriceConfig()
+
+
+class _BoundedWorkload(BaseModel):
+    model_config = _FROZEN
+    num_requests: int | None = Field(default=None, gt=0)
+    duration_s: float | None = Field(default=None, gt=0, description="no arrivals after this time")
+
+    @model_validator(mode="after")
+    def _bounded(self):
+        if self.num_requests is None and self.duration_s is None:
+            raise ValueError("give num_requests or duration_s (or both) so the workload ends")
+        return self
+
+
+class OpenLoopWorkload(_BoundedWorkload):
+    """Requests arrive by ``arrival`` whatever the fleet does; lengths drawn independently."""
+
+    type: Literal["open_loop"] = "open_loop"
+    arrival: ArrivalProcess
+    prompt_tokens: LengthDist
+    output_tokens: LengthDist
+
+
+class ClosedLoopWorkload(_BoundedWorkload):
+    """``clients`` users, each sending its next request ``think_time_s`` after the last one finished."""
+
+    type: Literal["closed_loop"] = "closed_loop"
+    clients: int = Field(gt=0)
+    think_time_s: float = Field(default=0.0, ge=0)
+    prompt_tokens: LengthDist
+    output_tokens: LengthDist
+
+
+class TraceWorkload(BaseModel):
+    """Replay a request trace file.
+
+    ``time_scale`` multiplies inter-arrival times (0.5 replays twice as fast); ``start_s`` and
+    ``duration_s`` take a window of the trace (in trace time); ``num_requests`` keeps the first N.
+    """
+
+    model_config = _FROZEN
+    type: Literal["trace"] = "trace"
+    path: str
+    format: Literal["azure"] = "azure"
+    time_scale: float = Field(default=1.0, gt=0)
+    start_s: float = Field(default=0.0, ge=0)
+    duration_s: float | None = Field(default=None, gt=0)
+    num_requests: int | None = Field(default=None, gt=0)
+
+
+Workload = Annotated[OpenLoopWorkload | ClosedLoopWorkload | TraceWorkload, Field(discriminator="type")]
+
+
+class RouterConfig(BaseModel):
+    model_config = _FROZEN
+    policy: str = Field(default="least_outstanding", description="registry key")
+
+
+class SloConfig(BaseModel):
+    """Per-request latency objectives; a finished request attains the SLO when it meets every one given."""
+
+    model_config = _FROZEN
+    ttft_s: float | None = Field(default=None, gt=0)
+    tpot_s: float | None = Field(default=None, gt=0)
+    e2e_s: float | None = Field(default=None, gt=0)
+
+
+class RunConfig(BaseModel):
+    model_config = _FROZEN
+    max_duration_s: float | None = Field(
+        default=None, gt=0, description="stop the clock here; unfinished requests are reported in flight"
+    )
+    trace_events: bool = Field(default=False, description="keep the per-request event log (for debugging)")
+
+
+class Scenario(BaseModel):
+    """A whole scenario: what arrives, the fleet that serves it, and how results are judged."""
+
+    model_config = _FROZEN
+    name: str = "scenario"
+    seed: int = Field(default=0, ge=0)
+    catalog_files: tuple[str, ...] = ()
+    workload: Workload
+    pools: dict[str, PoolConfig] = Field(min_length=1)
+    router: RouterConfig = RouterConfig()
+    slo: SloConfig = SloConfig()
+    run: RunConfig = RunConfig()

@@ -1,0 +1,45 @@
+"""Live state of one request inside the simulator (mutable; turned into a frozen record at the end)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(slots=True, eq=False)
+class Request:
+    """A request's progress through routing, queueing, prefill and decode.
+
+    Token accounting follows vLLM: ``computed_tokens`` are in the KV cache; the *known* tokens are the prompt
+    plus the tokens generated so far. A step that brings ``computed_tokens`` up to the known tokens samples one
+    new token. Preemption by recompute resets ``computed_tokens`` to 0 (the generated tokens are kept and are
+    recomputed with the prompt).
+    """
+
+    request_id: int
+    arrival_s: float
+    prompt_tokens: int
+    output_tokens: int
+    pool: str | None = None
+    replica_id: int = -1
+    computed_tokens: int = 0
+    generated_tokens: int = 0
+    kv_blocks: int = 0
+    scheduled_s: float | None = None
+    first_token_s: float | None = None
+    finish_s: float | None = None
+    preemptions: int = 0
+    reject_reason: str | None = None
+    done: Any = None  # a simpy.Event a closed-loop client waits on
+
+    @property
+    def known_tokens(self) -> int:
+        return self.prompt_tokens + self.generated_tokens
+
+    @property
+    def status(self) -> str:
+        if self.finish_s is not None:
+            return "finished"
+        if self.reject_reason is not None:
+            return "rejected"
+        return "in_flight"

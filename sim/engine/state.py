@@ -1,0 +1,78 @@
+"""Replica state and the pure transitions that apply a :class:`~sim.engine.scheduler.StepPlan` to it.
+
+A step has two instants: at its start the plan's preemptions, admissions and KV allocations take effect
+(:func:`start_step`); at its end the computed tokens are committed, new tokens sampled and finished requests
+released (:func:`finish_step`). Keeping both as plain functions of (state, plan, time) is what lets a run of
+identical decode steps be applied at once later.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from sim.engine.request import Request
+from sim.engine.scheduler import StepPlan, blocks_for
+
+
+@dataclass(slots=True)
+class ReplicaState:
+    """The queues and KV-cache occupancy of one replica."""
+
+    total_blocks: int
+    block_size: int
+    free_blocks: int = -1
+    running: list[Request] = field(default_factory=list)
+    waiting: deque[Request] = field(default_factory=deque)
+
+    def __post_init__(self) -> None:
+        if self.free_blocks < 0:
+            self.free_blocks = self.total_blocks
+
+    @property
+    def used_blocks(self) -> int:
+        return self.total_blocks - self.free_blocks
+
+
+def start_step(state: ReplicaState, plan: StepPlan, now_s: float) -> None:
+    """Apply preemptions, admissions and block allocations of ``plan`` at the step's start."""
+    for req in plan.preempted:
+        popped = state.running.pop()
+        assert popped is req, "preempted requests leave from the end of the running list"
+        state.free_blocks += req.kv_blocks
+        req.kv_blocks = 0
+        req.computed_tokens = 0
+        req.preemptions += 1
+        state.waiting.appendleft(req)
+    for req in plan.admitted:
+        head = state.waiting.popleft()
+        assert head is req, "admissions come from the front of the waiting queue"
+        state.running.append(req)
+        if req.scheduled_s is None:
+            req.scheduled_s = now_s
+    bs = state.block_size
+    for req, n in plan.scheduled:
+        need = blocks_for(req.computed_tokens + n, bs) - req.kv_blocks
+        req.kv_blocks += need
+        state.free_blocks -= need
+    assert state.free_blocks >= 0, "KV blocks over-allocated"
+
+
+def finish_step(state: ReplicaState, plan: StepPlan, now_s: float) -> list[Request]:
+    """Commit the step's tokens at its end; return the requests that finished (already released)."""
+    finished = []
+    for req, n in plan.scheduled:
+        req.computed_tokens += n
+        if req.computed_tokens == req.known_tokens:
+            req.generated_tokens += 1
+            if req.first_token_s is None:
+                req.first_token_s = now_s
+            if req.generated_tokens >= req.output_tokens:
+                req.finish_s = now_s
+                state.free_blocks += req.kv_blocks
+                req.kv_blocks = 0
+                finished.append(req)
+    if finished:
+        done = set(map(id, finished))
+        state.running = [r for r in state.running if id(r) not in done]
+    return finished

@@ -1,0 +1,65 @@
+"""User-facing errors.
+
+Every problem with user input (a scenario file, a trace, a command-line argument, an impossible deployment)
+raises a :class:`FleetsimError` whose message is one line naming the file, the field or line, and what is
+allowed. The CLI prints that line and exits with status 2; it never shows a traceback for these.
+"""
+
+from __future__ import annotations
+
+
+class FleetsimError(Exception):
+    """Base class of errors caused by user input; ``str(err)`` is the one-line message."""
+
+
+class ScenarioError(FleetsimError):
+    """A scenario file (or an override) is invalid.
+
+    Parameters
+    ----------
+    source
+        The file (or ``--set`` override) the problem is in.
+    field
+        Dotted path of the offending field, e.g. ``pools.l4.gpu``; empty for the whole file.
+    message
+        What is wrong and what is allowed.
+    """
+
+    def __init__(self, source: str, field: str, message: str) -> None:
+        self.source = source
+        self.field = field
+        self.message = message
+        where = f"{source}: {field}" if field else source
+        super().__init__(f"{where}: {message}")
+
+
+class DeploymentError(ScenarioError):
+    """A deployment that cannot run: weights larger than memory, KV cache too small, and so on."""
+
+
+class TraceError(FleetsimError):
+    """A trace or length file is malformed.
+
+    Parameters
+    ----------
+    path
+        The file.
+    line
+        1-based line number of the bad row (0 when the problem is the whole file).
+    message
+        What is wrong.
+    """
+
+    def __init__(self, path: str, line: int, message: str) -> None:
+        self.path = path
+        self.line = line
+        where = f"{path}:{line}" if line else path
+        super().__init__(f"{where}: {message}")
+
+
+class CatalogError(FleetsimError):
+    """A catalog file (GPUs, models, prices) is malformed or a name is not in it."""
+
+
+class InternalError(RuntimeError):
+    """A simulator invariant was violated: a bug in fleetsim, not a user error."""

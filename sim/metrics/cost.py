@@ -1,0 +1,50 @@
+"""Cost and energy, computed after the run from the replicas' lifetimes.
+
+Cost: ``GPUs x seconds alive x usd_per_gpu_hour / 3600``, split by clock hour. Energy uses a two-level power
+model per GPU: ``tdp_w`` while the replica executes steps, ``idle_w`` otherwise (an upper bound on busy power:
+real kernels rarely draw full TDP).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+INTERVAL_COLUMNS = ["pool", "gpu_type", "replica_id", "gpus", "start_s", "end_s", "busy_s", "usd_per_gpu_hour",
+                    "idle_w", "busy_w"]
+
+
+def cost_by_hour(intervals: pd.DataFrame) -> pd.DataFrame:
+    """USD and GPU-hours per pool per clock hour (hour 0 is ``[0 s, 3600 s)``).
+
+    Parameters
+    ----------
+    intervals
+        One row per replica lifetime with columns ``pool, gpu_type, gpus, start_s, end_s, usd_per_gpu_hour``.
+    """
+    rows = []
+    for rec in intervals.itertuples(index=False):
+        if rec.end_s <= rec.start_s:
+            continue
+        first, last = int(rec.start_s // 3600), int(math.ceil(rec.end_s / 3600))
+        for hour in range(first, max(last, first + 1)):
+            overlap = min(rec.end_s, (hour + 1) * 3600) - max(rec.start_s, hour * 3600)
+            if overlap > 0:
+                gpu_hours = rec.gpus * overlap / 3600
+                rows.append((hour, rec.pool, rec.gpu_type, gpu_hours, gpu_hours * rec.usd_per_gpu_hour))
+    frame = pd.DataFrame(rows, columns=["hour", "pool", "gpu_type", "gpu_hours", "usd"])
+    if frame.empty:
+        return frame
+    return frame.groupby(["hour", "pool", "gpu_type"], as_index=False, observed=True).sum()
+
+
+def energy_kwh(intervals: pd.DataFrame) -> float:
+    """Energy of all GPUs over their lifetimes under the two-level power model."""
+    alive = (intervals["end_s"] - intervals["start_s"]).clip(lower=0).to_numpy(dtype=float)
+    busy = np.minimum(intervals["busy_s"].to_numpy(dtype=float), alive)
+    joules = intervals["gpus"].to_numpy() * (
+        intervals["busy_w"].to_numpy() * busy + intervals["idle_w"].to_numpy() * (alive - busy)
+    )
+    return float(joules.sum() / 3.6e6)

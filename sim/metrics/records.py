@@ -1,0 +1,56 @@
+"""One record per request: the requests DataFrame, built once at the end of a run."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from sim.engine.request import Request
+
+RECORD_COLUMNS = [
+    "request_id", "arrival_s", "first_token_s", "finish_s", "prompt_tokens", "output_tokens", "pool",
+    "gpu_type", "replica_id", "status", "reject_reason", "preemptions", "queue_s", "ttft_s", "tpot_s", "e2e_s",
+]
+
+
+def _opt(values) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in values], dtype=float)
+
+
+def requests_frame(requests: Sequence[Request], gpu_of_pool: dict[str, str]) -> pd.DataFrame:
+    """The requests as a DataFrame with derived latency columns (NaN where not reached).
+
+    ``queue_s`` is arrival to first scheduling; ``ttft_s`` arrival to first token; ``tpot_s`` the mean time
+    per output token after the first, ``(finish - first_token) / (output_tokens - 1)`` (NaN for one-token
+    outputs); ``e2e_s`` arrival to finish.
+    """
+    arrival = np.array([r.arrival_s for r in requests], dtype=float)
+    first = _opt(r.first_token_s for r in requests)
+    finish = _opt(r.finish_s for r in requests)
+    scheduled = _opt(r.scheduled_s for r in requests)
+    output = np.array([r.output_tokens for r in requests], dtype=np.int64)
+    pools = [r.pool for r in requests]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpot = np.where(output > 1, (finish - first) / (output - 1), np.nan)
+    frame = pd.DataFrame({
+        "request_id": np.array([r.request_id for r in requests], dtype=np.int64),
+        "arrival_s": arrival,
+        "first_token_s": first,
+        "finish_s": finish,
+        "prompt_tokens": np.array([r.prompt_tokens for r in requests], dtype=np.int64),
+        "output_tokens": output,
+        "pool": pd.Categorical(pools, categories=list(gpu_of_pool)),
+        "gpu_type": pd.Categorical([gpu_of_pool.get(p) for p in pools],
+                                   categories=sorted(set(gpu_of_pool.values()))),
+        "replica_id": np.array([r.replica_id for r in requests], dtype=np.int64),
+        "status": pd.Categorical([r.status for r in requests], categories=["finished", "rejected", "in_flight"]),
+        "reject_reason": pd.Series([r.reject_reason for r in requests], dtype="object"),
+        "preemptions": np.array([r.preemptions for r in requests], dtype=np.int64),
+        "queue_s": scheduled - arrival,
+        "ttft_s": first - arrival,
+        "tpot_s": tpot,
+        "e2e_s": finish - arrival,
+    })
+    return frame[RECORD_COLUMNS]

@@ -1,0 +1,100 @@
+"""Summary figures of a run, overall and per pool (plain dicts and a tidy DataFrame)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from sim.config import SloConfig
+
+LATENCY_METRICS = ("ttft_s", "tpot_s", "e2e_s", "queue_s")
+QUANTILES = {"p50": 0.5, "p90": 0.9, "p99": 0.99}
+
+
+def _stats(values: pd.Series) -> dict[str, float | None]:
+    v = values.dropna().to_numpy(dtype=float)
+    if len(v) == 0:
+        return {"mean": None, **dict.fromkeys(QUANTILES)}
+    q = np.quantile(v, list(QUANTILES.values()))
+    return {"mean": float(v.mean()), **{k: float(x) for k, x in zip(QUANTILES, q, strict=True)}}
+
+
+def slo_met(requests: pd.DataFrame, slo: SloConfig) -> pd.Series:
+    """True for finished requests that meet every SLO given (a one-token output has no TPOT to miss)."""
+    met = requests["status"] == "finished"
+    for column in ("ttft_s", "tpot_s", "e2e_s"):
+        target = getattr(slo, column)
+        if target is not None:
+            met &= ~(requests[column] > target)
+    return met
+
+
+def _block(requests: pd.DataFrame, slo: SloConfig, duration_s: float) -> dict:
+    finished = requests[requests["status"] == "finished"]
+    judged = int((requests["status"] != "in_flight").sum())
+    out = {
+        "requests": {
+            "arrived": len(requests),
+            "finished": len(finished),
+            "rejected": int((requests["status"] == "rejected").sum()),
+            "in_flight": int((requests["status"] == "in_flight").sum()),
+            "preemptions": int(requests["preemptions"].sum()),
+        },
+    }
+    for metric in LATENCY_METRICS:
+        out[metric] = _stats(finished[metric])
+    out["throughput"] = {
+        "requests_per_s": len(finished) / duration_s if duration_s > 0 else None,
+        "output_tokens_per_s": float(finished["output_tokens"].sum()) / duration_s if duration_s > 0 else None,
+        "input_tokens_per_s": float(finished["prompt_tokens"].sum()) / duration_s if duration_s > 0 else None,
+    }
+    targets = {k: v for k, v in slo.model_dump().items() if v is not None}
+    out["slo"] = {
+        "targets": targets,
+        # Rejected requests count as misses; requests still in flight are not judged.
+        "attainment": float(slo_met(requests, slo).sum() / judged) if judged and targets else None,
+    }
+    return out
+
+
+def summarize(requests: pd.DataFrame, hourly_cost: pd.DataFrame, pool_prices: dict[str, str], slo: SloConfig,
+              duration_s: float, energy_kwh: float) -> dict:
+    """The run's summary: counts, latency statistics, throughput, SLO attainment, cost, energy.
+
+    Throughput is over the whole run, from time 0 to the end (the last completion, or the clock limit).
+    ``usd_per_hour`` is the total divided by the run's length in hours.
+    """
+    summary = _block(requests, slo, duration_s)
+    usd_total = float(hourly_cost["usd"].sum()) if len(hourly_cost) else 0.0
+    out_tokens = float(requests.loc[requests["status"] == "finished", "output_tokens"].sum())
+    hours = duration_s / 3600
+    summary["cost"] = {
+        "usd_total": usd_total,
+        "usd_per_hour": usd_total / hours if hours > 0 else None,
+        "usd_per_million_output_tokens": usd_total / out_tokens * 1e6 if out_tokens else None,
+    }
+    summary["energy_kwh"] = energy_kwh
+    summary["duration_s"] = duration_s
+    pools = {}
+    for pool, price in pool_prices.items():
+        block = _block(requests[requests["pool"] == pool], slo, duration_s)
+        usd = float(hourly_cost.loc[hourly_cost["pool"] == pool, "usd"].sum()) if len(hourly_cost) else 0.0
+        block["cost"] = {"usd_total": usd, "usd_per_hour": usd / hours if hours > 0 else None, "price": price}
+        pools[pool] = block
+    summary["pools"] = pools
+    return summary
+
+
+def pool_table(summary: dict) -> pd.DataFrame:
+    """One row per pool (and ``all``) with the headline figures, for printing or plotting."""
+    rows = []
+    for name, block in [*summary["pools"].items(), ("all", summary)]:
+        row = {"pool": name, "finished": block["requests"]["finished"], "rejected": block["requests"]["rejected"]}
+        for metric in ("ttft_s", "tpot_s", "e2e_s"):
+            for q in ("p50", "p90", "p99"):
+                row[f"{metric}_{q}"] = block[metric][q]
+        row["output_tokens_per_s"] = block["throughput"]["output_tokens_per_s"]
+        row["slo_attainment"] = block["slo"]["attainment"]
+        row["usd_per_hour"] = block["cost"]["usd_per_hour"]
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -1,0 +1,63 @@
+"""Time-varying pool state as a change-point log, summarised with time weighting.
+
+A row ``(time_s, pool, running, waiting, kv_used_blocks, busy_replicas)`` is written whenever a pool's running
+or waiting count or its number of busy replicas changes; KV usage is sampled at those instants (admissions,
+completions, arrivals), not at every step. Each value holds until the next row of the same pool.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+COLUMNS = ["time_s", "pool", "running", "waiting", "kv_used_blocks", "busy_replicas"]
+
+
+class PoolMonitor:
+    """Aggregates per-replica state into per-pool change points."""
+
+    def __init__(self) -> None:
+        self._replica: dict[int, tuple[int, int, int, bool]] = {}
+        self._pool: dict[str, list[int]] = {}
+        self.rows: list[tuple] = []
+        self._last_row_index: dict[str, int] = {}
+
+    def update(self, now_s: float, pool: str, replica_id: int, running: int, waiting: int, kv_used: int,
+               busy: bool) -> None:
+        old = self._replica.get(replica_id, (0, 0, 0, False))
+        new = (running, waiting, kv_used, busy)
+        if old == new:
+            return
+        self._replica[replica_id] = new
+        agg = self._pool.setdefault(pool, [0, 0, 0, 0])
+        agg[0] += running - old[0]
+        agg[1] += waiting - old[1]
+        agg[2] += kv_used - old[2]
+        agg[3] += int(busy) - int(old[3])
+        if (running, waiting, busy) == old[:2] + (old[3],):
+            return  # only KV usage moved: sampled at the next structural change
+        row = (now_s, pool, agg[0], agg[1], agg[2], agg[3])
+        last = self._last_row_index.get(pool)
+        if last is not None and self.rows[last][0] == now_s:
+            self.rows[last] = row  # coalesce changes at one instant
+        else:
+            self._last_row_index[pool] = len(self.rows)
+            self.rows.append(row)
+
+    def frame(self) -> pd.DataFrame:
+        frame = pd.DataFrame(self.rows, columns=COLUMNS)
+        frame["pool"] = frame["pool"].astype("category")
+        return frame
+
+
+def time_weighted_mean(frame: pd.DataFrame, column: str, end_s: float, start_s: float = 0.0) -> float:
+    """Time-weighted mean of a change-point ``column`` (one entity) over ``[start_s, end_s]``.
+
+    The value before the first row is taken as 0.
+    """
+    if end_s <= start_s:
+        return float("nan")
+    t = frame["time_s"].to_numpy(dtype=float)
+    v = frame[column].to_numpy(dtype=float)
+    t = np.clip(np.append(t, end_s), start_s, end_s)
+    return float(np.sum(v * np.diff(t)) / (end_s - start_s))

@@ -1,0 +1,222 @@
+"""Load a scenario file: read YAML safely, apply ``--set`` overrides, resolve paths, validate, cross-check.
+
+This is the one place user configuration enters. Every problem becomes a :class:`~sim.errors.ScenarioError`
+naming the file and the dotted field, with the allowed values where there is a fixed set.
+"""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Iterable
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from sim.catalog import load_catalog
+from sim.cluster.deploy import plan_pools, unknown_name
+from sim.cluster.router import ROUTERS
+from sim.config import Scenario
+from sim.errors import CatalogError, ScenarioError
+
+
+def read_yaml(path: Path) -> dict:
+    """The mapping in a YAML file (safe loader: no object construction)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ScenarioError(str(path), "", "file not found") from None
+    except IsADirectoryError:
+        raise ScenarioError(str(path), "", "is a directory, expected a scenario YAML file") from None
+    except UnicodeDecodeError as err:
+        raise ScenarioError(str(path), "", f"not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except OSError as err:
+        raise ScenarioError(str(path), "", f"cannot read: {err.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ScenarioError(str(path), "", f"not valid YAML: {where}{problem}") from None
+    if data is None:
+        raise ScenarioError(str(path), "", "empty file; a scenario needs at least workload and pools")
+    if not isinstance(data, dict):
+        raise ScenarioError(str(path), "", f"a scenario must be a mapping of fields, got {type(data).__name__}")
+    return data
+
+
+def apply_override(data: dict, assignment: str) -> None:
+    """Apply one ``dotted.key=value`` override in place; the value is parsed as YAML (``3``, ``true``, ``[1, 2]``)."""
+    source = f"--set {assignment}"
+    if "=" not in assignment:
+        raise ScenarioError(source, "", "expected dotted.key=value")
+    key, _, raw = assignment.partition("=")
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ScenarioError(source, key, "empty segment in the dotted key")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        raise ScenarioError(source, key, f"cannot parse value {raw!r}") from None
+    node = data
+    for i, part in enumerate(parts[:-1]):
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ScenarioError(source, ".".join(parts[: i + 1]), f"no list index {part} (length {len(node)})")
+            node = node[int(part)]
+        elif isinstance(node, dict):
+            if node.get(part) is None:
+                node[part] = {}
+            node = node[part]
+        else:
+            raise ScenarioError(source, ".".join(parts[:i]), "is a value, not a mapping; cannot set a sub-key")
+    last = parts[-1]
+    if isinstance(node, list):
+        if not last.isdigit() or int(last) >= len(node):
+            raise ScenarioError(source, key, f"no list index {last} (length {len(node)})")
+        node[int(last)] = value
+    elif isinstance(node, dict):
+        node[last] = value
+    else:
+        raise ScenarioError(source, ".".join(parts[:-1]), "is a value, not a mapping; cannot set a sub-key")
+
+
+def _resolve_paths(data: dict, base: Path) -> None:
+    """Make file references relative to the scenario file's folder absolute."""
+
+    def fix(path):
+        return str((base / path).resolve()) if isinstance(path, str) and not Path(path).is_absolute() else path
+
+    if isinstance(data.get("catalog_files"), list):
+        data["catalog_files"] = [fix(p) for p in data["catalog_files"]]
+    workload = data.get("workload")
+    if isinstance(workload, dict):
+        if "path" in workload:
+            workload["path"] = fix(workload["path"])
+        for key in ("prompt_tokens", "output_tokens"):
+            dist = workload.get(key)
+            if isinstance(dist, dict) and "path" in dist:
+                dist["path"] = fix(dist["path"])
+    pools = data.get("pools")
+    if isinstance(pools, dict):
+        for pool in pools.values():
+            if isinstance(pool, dict) and isinstance(pool.get("model"), str) and pool["model"].endswith(".json"):
+                pool["model"] = fix(pool["model"])
+
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str] | None:
+    """Field names of the schema model found by following a pydantic error location (tags included)."""
+    current: object = model
+    for part in loc:
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            info = current.model_fields.get(part) or next(
+                (f for f in current.model_fields.values() if f.alias == part), None)
+            if info is None:
+                return None
+            current = info.annotation
+            continue
+        args = [a for a in typing.get_args(current) if a is not type(None)]
+        origin = typing.get_origin(current)
+        if origin is dict:
+            current = args[1]
+            continue
+        if origin is typing.Annotated:
+            current = args[0]
+            args = [a for a in typing.get_args(current) if a is not type(None)]
+        # A union: the location names the tag of the member that was tried.
+        members = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+        match = [m for m in members if any(
+            getattr(f, "default", None) == part for f in m.model_fields.values())]
+        if not match:
+            return None
+        current = match[0]
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return [f.alias or n for n, f in current.model_fields.items()]
+    return None
+
+
+def _user_path(data: object, loc: tuple) -> str:
+    """The dotted path as the user wrote it: drops the union-tag segments pydantic adds to locations."""
+    parts, node = [], data
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            parts.append(str(part))
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            parts.append(str(part))
+            node = node[part]
+        elif isinstance(node, dict) and isinstance(part, str) and part in node.values():
+            continue  # a discriminator tag
+        else:
+            parts.append(str(part))
+            node = None
+    return ".".join(parts)
+
+
+def _message(err: dict, data: dict) -> tuple[str, str]:
+    loc = tuple(err["loc"])
+    field = _user_path(data, loc)
+    kind, msg = err["type"], err["msg"]
+    if kind == "extra_forbidden":
+        allowed = _fields_at(Scenario, loc[:-1])
+        msg = "unknown field" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
+    elif kind == "missing":
+        msg = "required field is missing"
+    elif kind == "union_tag_invalid":
+        ctx = err.get("ctx", {})
+        msg = f"unknown {ctx.get('discriminator', 'type')} {ctx.get('tag')!r}; allowed: {ctx.get('expected_tags')}"
+    elif kind == "union_tag_not_found":
+        msg = f"missing {err.get('ctx', {}).get('discriminator', 'type')} (which kind of entry this is)"
+    elif kind == "value_error":
+        msg = msg.removeprefix("Value error, ")
+    return field, msg
+
+
+def validate_scenario(data: dict, source: str) -> Scenario:
+    """Validate a scenario mapping (paths already resolved) and check its references against the catalog."""
+    try:
+        scenario = Scenario.model_validate(data)
+    except ValidationError as err:
+        field, msg = _message(err.errors()[0], data)
+        extra = len(err.errors()) - 1
+        more = f" (and {extra} more problem{'s' if extra > 1 else ''})" if extra else ""
+        raise ScenarioError(source, field, msg + more) from None
+    if scenario.router.policy not in ROUTERS:
+        raise ScenarioError(source, "router.policy", unknown_name("router", scenario.router.policy, ROUTERS))
+    try:
+        catalog = load_catalog(tuple(Path(p) for p in scenario.catalog_files))
+    except CatalogError as err:
+        raise ScenarioError(source, "catalog_files", str(err)) from None
+    wl = scenario.workload
+    if getattr(wl, "path", None) and not Path(wl.path).is_file():
+        raise ScenarioError(source, "workload.path", f"trace file not found: {wl.path}")
+    for key in ("prompt_tokens", "output_tokens"):
+        dist = getattr(wl, key, None)
+        if getattr(dist, "path", None) and not Path(dist.path).is_file():
+            raise ScenarioError(source, f"workload.{key}.path", f"length file not found: {dist.path}")
+    plan_pools(scenario, catalog, source)
+    return scenario
+
+
+def load_scenario(path: str | Path, overrides: Iterable[str] = ()) -> Scenario:
+    """Read, override, validate and cross-check a scenario file.
+
+    Parameters
+    ----------
+    path
+        The scenario YAML. Relative file references inside it are relative to its folder.
+    overrides
+        ``dotted.key=value`` strings applied before validation, e.g. ``pools.h100.replicas=4``.
+
+    Raises
+    ------
+    ScenarioError
+        With the file and the field of the first problem.
+    """
+    path = Path(path)
+    data = read_yaml(path)
+    for assignment in overrides:
+        apply_override(data, assignment)
+    _resolve_paths(data, path.parent)
+    return validate_scenario(data, str(path))

@@ -1,0 +1,88 @@
+"""Run one simulation: ``simulate(scenario, seed) -> Results``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sim.catalog import load_catalog
+from sim.cluster.build import build
+from sim.cluster.deploy import plan_pools
+from sim.config import Scenario
+from sim.metrics.cost import INTERVAL_COLUMNS, cost_by_hour, energy_kwh
+from sim.metrics.records import requests_frame
+from sim.metrics.summary import summarize
+from sim.results import Results
+from sim.rng import Streams
+from sim.scenario import load_scenario
+
+#: Progress callback: ``(simulated_s, requests_done, requests_expected_or_None)``.
+Progress = Callable[[float, int, int | None], None]
+
+
+def _expected_requests(scenario: Scenario) -> int | None:
+    return getattr(scenario.workload, "num_requests", None)
+
+
+def simulate(
+    scenario: Scenario | str | Path,
+    seed: int | np.random.SeedSequence | None = None,
+    *,
+    progress: Progress | None = None,
+) -> Results:
+    """Simulate ``scenario`` and return its :class:`~sim.results.Results`.
+
+    Parameters
+    ----------
+    scenario
+        A :class:`~sim.config.Scenario` or the path of a scenario file.
+    seed
+        Overrides ``scenario.seed``: an int or a ``SeedSequence`` (e.g. a spawned child for a replication).
+    progress
+        Called now and then with the simulated time and request counts (the CLI draws a progress bar).
+
+    The run ends when every request has finished after the last arrival, or at ``run.max_duration_s``.
+    Every request that arrived is in ``Results.requests``: finished, rejected (with a reason) or in flight.
+    """
+    if not isinstance(scenario, Scenario):
+        scenario = load_scenario(scenario)
+    seed = scenario.seed if seed is None else seed
+    catalog = load_catalog(tuple(Path(p) for p in scenario.catalog_files))
+    plans = plan_pools(scenario, catalog, source=scenario.name)
+    fleet = build(scenario, plans, Streams(seed))
+    env = fleet.env
+    limit = scenario.run.max_duration_s
+    stop = fleet.done if limit is None else env.any_of([fleet.done, env.timeout(limit)])
+    if progress is None:
+        env.run(until=stop)
+    else:
+        expected = _expected_requests(scenario)
+        while not stop.triggered:
+            # Slices of simulated time; the clock of the results is taken from the stop event, not from here.
+            env.run(until=env.any_of([stop, env.timeout(max(1.0, env.now * 0.05))]))
+            done = len(fleet.requests) - fleet.unfinished
+            progress(env.now, done, expected)
+    end_s = fleet.done.value if fleet.done.triggered else float(limit)
+
+    gpu_of_pool = {name: plan.gpu.key for name, plan in plans.items()}
+    requests = requests_frame(fleet.requests, gpu_of_pool)
+    replicas = pd.DataFrame(
+        [
+            (r.pool, plans[r.pool].gpu.key, r.replica_id, plans[r.pool].gpus_per_replica, 0.0, end_s,
+             min(r.busy_s, end_s), plans[r.pool].usd_per_gpu_hour, plans[r.pool].gpu.idle_w,
+             plans[r.pool].gpu.tdp_w)
+            for r in fleet.replicas
+        ],
+        columns=INTERVAL_COLUMNS,
+    )
+    hourly = cost_by_hour(replicas)
+    summary = summarize(requests, hourly, {n: p.price_label for n, p in plans.items()}, scenario.slo, end_s,
+                        energy_kwh(replicas))
+    seed_info = seed if not isinstance(seed, np.random.SeedSequence) else {
+        "entropy": seed.entropy, "spawn_key": list(seed.spawn_key)}
+    summary["seed"] = seed_info
+    summary["scenario"] = scenario.name
+    return Results(scenario, seed_info, requests, fleet.monitor.frame(), replicas, hourly, summary, fleet.events)

@@ -1,0 +1,188 @@
+"""Token-length distributions: frozen values with ``sample(rng, n)`` and analytic moments.
+
+All samples are positive integers. Continuous distributions are discretised by ``ceil`` (so a draw is never 0);
+the ``mean`` property gives the mean of the continuous law, which the discretised draws exceed by about 0.5.
+Truncation is never silent: ``max_tokens`` on the log-normal resamples draws above the cap (a truncated law),
+and its documented ``mean`` is the truncated one.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from scipy import stats
+
+from sim.errors import TraceError
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+
+class FixedLength(BaseModel):
+    """Every request has exactly ``tokens`` tokens."""
+
+    model_config = _FROZEN
+    dist: Literal["fixed"] = "fixed"
+    tokens: int = Field(gt=0)
+
+    @property
+    def mean(self) -> float:
+        return float(self.tokens)
+
+    @property
+    def cv(self) -> float:
+        return 0.0
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        return np.full(n, self.tokens, dtype=np.int64)
+
+
+class UniformLength(BaseModel):
+    """Integers uniform on ``[low, high]`` inclusive."""
+
+    model_config = _FROZEN
+    dist: Literal["uniform"] = "uniform"
+    low: int = Field(gt=0)
+    high: int = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> UniformLength:
+        if self.high < self.low:
+            raise ValueError(f"high ({self.high}) must be >= low ({self.low})")
+        return self
+
+    @property
+    def mean(self) -> float:
+        return (self.low + self.high) / 2
+
+    @property
+    def cv(self) -> float:
+        width = self.high - self.low + 1
+        return math.sqrt((width**2 - 1) / 12) / self.mean
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        return rng.integers(self.low, self.high, size=n, endpoint=True, dtype=np.int64)
+
+
+class LogNormalLength(BaseModel):
+    """Log-normal with the given ``mean`` and coefficient of variation ``cv``, discretised by ``ceil``.
+
+    With ``max_tokens`` set, the law is truncated at that value (draws above it are redrawn), and ``mean`` is
+    the truncated mean.
+    """
+
+    model_config = _FROZEN
+    dist: Literal["lognormal"] = "lognormal"
+    mean_tokens: float = Field(gt=0, alias="mean")
+    cv_value: float = Field(gt=0, alias="cv")
+    max_tokens: int | None = Field(default=None, gt=0)
+
+    @property
+    def _frozen(self):
+        sigma = math.sqrt(math.log1p(self.cv_value**2))
+        mu = math.log(self.mean_tokens) - sigma**2 / 2
+        return stats.lognorm(s=sigma, scale=math.exp(mu))
+
+    @property
+    def mean(self) -> float:
+        dist = self._frozen
+        if self.max_tokens is None:
+            return float(dist.mean())
+        upper = self.max_tokens
+        return float(dist.expect(lambda x: x, ub=upper, conditional=True))
+
+    @property
+    def cv(self) -> float:
+        return self.cv_value
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        dist = self._frozen
+        if self.max_tokens is None:
+            return np.ceil(dist.rvs(size=n, random_state=rng)).astype(np.int64)
+        # Inverse-CDF sampling of the truncated law: exact, and a fixed number of draws per sample.
+        u = rng.random(n) * dist.cdf(self.max_tokens)
+        return np.minimum(np.ceil(dist.ppf(u)), self.max_tokens).astype(np.int64)
+
+
+class GeometricLength(BaseModel):
+    """Geometric on {1, 2, ...} with the given mean: the discrete analogue of an exponential length."""
+
+    model_config = _FROZEN
+    dist: Literal["geometric"] = "geometric"
+    mean_tokens: float = Field(ge=1, alias="mean")
+
+    @property
+    def mean(self) -> float:
+        return self.mean_tokens
+
+    @property
+    def cv(self) -> float:
+        p = 1 / self.mean_tokens
+        return math.sqrt(1 - p)
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        return rng.geometric(1 / self.mean_tokens, size=n).astype(np.int64)
+
+
+class EmpiricalLength(BaseModel):
+    """Draw with replacement from one column of a CSV file (e.g. the ShareGPT length statistics).
+
+    ``path`` is resolved relative to the scenario file when the scenario is loaded.
+    """
+
+    model_config = _FROZEN
+    dist: Literal["empirical"] = "empirical"
+    path: str
+    column: str
+
+    @property
+    def values(self) -> np.ndarray:
+        return read_length_column(self.path, self.column)
+
+    @property
+    def mean(self) -> float:
+        return float(self.values.mean())
+
+    @property
+    def cv(self) -> float:
+        v = self.values
+        return float(v.std() / v.mean())
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        v = self.values
+        return v[rng.integers(0, len(v), size=n)]
+
+
+LengthDist = Annotated[
+    FixedLength | UniformLength | LogNormalLength | GeometricLength | EmpiricalLength,
+    Field(discriminator="dist"),
+]
+
+
+@cache
+def read_length_column(path: str, column: str) -> np.ndarray:
+    """Positive integer lengths from ``column`` of the CSV at ``path``; a bad row names its line."""
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(path, usecols=lambda c: c == column, dtype=str, keep_default_na=False)
+    except FileNotFoundError:
+        raise TraceError(path, 0, "file not found") from None
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise TraceError(path, 0, f"cannot read as CSV: {str(err).splitlines()[0]}") from None
+    if column not in frame.columns:
+        header = pd.read_csv(path, nrows=0).columns.tolist()
+        raise TraceError(path, 1, f"no column {column!r}; columns are {header}")
+    values = pd.to_numeric(frame[column], errors="coerce").to_numpy()
+    bad = np.flatnonzero(~np.isfinite(values) | (values < 1) | (values != np.round(values)))
+    if len(bad):
+        row = int(bad[0])
+        raw = frame[column].iloc[row]
+        raise TraceError(path, row + 2, f"column {column!r} must hold positive integers, got {raw!r}")
+    if len(values) == 0:
+        raise TraceError(path, 0, f"column {column!r} has no rows")
+    return values.astype(np.int64)

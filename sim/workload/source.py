@@ -1,0 +1,101 @@
+"""Turn a workload config into arrivals: arrays for open-loop and trace replay, processes for closed loop."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import simpy
+
+from sim.config import ClosedLoopWorkload, OpenLoopWorkload, TraceWorkload
+from sim.engine.request import Request
+from sim.rng import Streams
+from sim.workload.lengths import LengthDist
+from sim.workload.traces import READERS, TraceArrays
+
+Dispatch = Callable[[int, int], Request]
+
+
+def open_loop_arrays(wl: OpenLoopWorkload, streams: Streams) -> TraceArrays:
+    """Arrival times and lengths of an open-loop workload, drawn in bulk from their own streams."""
+    times = wl.arrival.sample_times(streams.get("arrivals"), n=wl.num_requests, until_s=wl.duration_s)
+    n = len(times)
+    return TraceArrays(
+        arrival_s=times,
+        prompt_tokens=wl.prompt_tokens.sample(streams.get("prompt_tokens"), n),
+        output_tokens=wl.output_tokens.sample(streams.get("output_tokens"), n),
+    )
+
+
+def trace_arrays(wl: TraceWorkload) -> TraceArrays:
+    """A trace file, windowed to ``[start_s, start_s + duration_s)``, re-based to 0, time-scaled and cut."""
+    full = READERS[wl.format](wl.path)
+    keep = full.arrival_s >= wl.start_s
+    if wl.duration_s is not None:
+        keep &= full.arrival_s < wl.start_s + wl.duration_s
+    idx = np.flatnonzero(keep)[: wl.num_requests]
+    arrival = (full.arrival_s[idx] - wl.start_s) * wl.time_scale
+    return TraceArrays(arrival, full.prompt_tokens[idx], full.output_tokens[idx])
+
+
+def replay(env: simpy.Environment, arrays: TraceArrays, dispatch: Dispatch, on_done: Callable[[], None]):
+    """SimPy process: dispatch each request at its arrival time, then report that arrivals are over."""
+    times = arrays.arrival_s.tolist()
+    prompts = arrays.prompt_tokens.tolist()
+    outputs = arrays.output_tokens.tolist()
+    for t, p, o in zip(times, prompts, outputs, strict=True):
+        if t > env.now:
+            yield env.timeout(t - env.now)
+        dispatch(p, o)
+    on_done()
+
+
+class LengthStream:
+    """Draws lengths one at a time from a distribution, sampling in blocks for speed."""
+
+    def __init__(self, dist: LengthDist, rng: np.random.Generator, block: int = 1024) -> None:
+        self.dist, self.rng, self.block = dist, rng, block
+        self._buf: list[int] = []
+
+    def next(self) -> int:
+        if not self._buf:
+            self._buf = self.dist.sample(self.rng, self.block).tolist()[::-1]
+        return self._buf.pop()
+
+
+class ClosedLoop:
+    """``clients`` SimPy processes, each sending a request, waiting for it to end, thinking, and repeating.
+
+    The workload ends after ``num_requests`` requests have been sent in total, or at ``duration_s``, whichever
+    comes first; requests already sent run to completion.
+    """
+
+    def __init__(self, env: simpy.Environment, wl: ClosedLoopWorkload, streams: Streams, dispatch: Dispatch,
+                 on_done: Callable[[], None]) -> None:
+        self.env, self.wl, self.dispatch, self.on_done = env, wl, dispatch, on_done
+        self.prompts = LengthStream(wl.prompt_tokens, streams.get("prompt_tokens"))
+        self.outputs = LengthStream(wl.output_tokens, streams.get("output_tokens"))
+        self.sent = 0
+        self.active = wl.clients
+        for _ in range(wl.clients):
+            env.process(self.client())
+
+    def _more(self) -> bool:
+        wl = self.wl
+        if wl.num_requests is not None and self.sent >= wl.num_requests:
+            return False
+        return wl.duration_s is None or self.env.now < wl.duration_s
+
+    def client(self):
+        env = self.env
+        while self._more():
+            self.sent += 1
+            req = self.dispatch(self.prompts.next(), self.outputs.next())
+            if req.status == "in_flight":
+                req.done = env.event()
+                yield req.done
+            if self.wl.think_time_s:
+                yield env.timeout(self.wl.think_time_s)
+        self.active -= 1
+        if self.active == 0:
+            self.on_done()

@@ -1,0 +1,96 @@
+"""Readers of request traces into arrays of (arrival_s, prompt_tokens, output_tokens).
+
+A reader checks every row and raises :class:`~sim.errors.TraceError` naming the file and the 1-based line of
+the first bad row. Arrival times are re-based so that the first request arrives at 0 s.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from sim.errors import TraceError
+
+
+@dataclass(frozen=True, slots=True)
+class TraceArrays:
+    """A trace as columns; ``arrival_s`` is sorted and starts at 0."""
+
+    arrival_s: np.ndarray
+    prompt_tokens: np.ndarray
+    output_tokens: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.arrival_s)
+
+
+AZURE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
+
+
+def _positive_int(text: str, path: str, line: int, column: str, minimum: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise TraceError(path, line, f"{column} must be an integer, got {text!r}") from None
+    if value < minimum:
+        raise TraceError(path, line, f"{column} must be >= {minimum}, got {value}")
+    return value
+
+
+def read_azure_csv(path: str | Path) -> TraceArrays:
+    """Read an Azure LLM inference trace (2023 format): ``TIMESTAMP,ContextTokens,GeneratedTokens``.
+
+    TIMESTAMP is a wall-clock time (``2023-11-16 18:15:46.6805900``; a UTC offset is accepted). Rows must be in
+    time order. A row with 0 generated tokens is an error: the engine model needs at least one output token
+    (the 2023 conv and code traces have none).
+    """
+    path = str(path)
+    times, prompts, outputs = [], [], []
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.reader(handle)
+            header = next(reader, None)
+            if header is None:
+                raise TraceError(path, 0, "empty file; expected header " + ",".join(AZURE_COLUMNS))
+            header = [h.strip().lstrip("\ufeff") for h in header]
+            if tuple(header[:3]) != AZURE_COLUMNS:
+                raise TraceError(path, 1, f"expected header {','.join(AZURE_COLUMNS)}, got {','.join(header)}")
+            previous = None
+            for line, row in enumerate(reader, start=2):
+                if not row:
+                    continue
+                if len(row) != 3:
+                    raise TraceError(path, line, f"expected 3 fields, got {len(row)}")
+                try:
+                    when = datetime.fromisoformat(row[0].strip())
+                except ValueError:
+                    raise TraceError(path, line, f"TIMESTAMP is not a date-time: {row[0]!r}") from None
+                # Naive stamps are read as UTC: the local time zone (and its DST) must not move arrivals.
+                stamp = (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+                if previous is not None and stamp < previous:
+                    raise TraceError(path, line, "TIMESTAMP goes backwards; the trace must be sorted by time")
+                previous = stamp
+                times.append(stamp)
+                prompts.append(_positive_int(row[1], path, line, "ContextTokens", 1))
+                outputs.append(_positive_int(row[2], path, line, "GeneratedTokens", 1))
+    except FileNotFoundError:
+        raise TraceError(path, 0, "file not found") from None
+    except UnicodeDecodeError as err:
+        raise TraceError(path, 0, f"not UTF-8 text ({err.reason})") from None
+    except csv.Error as err:
+        raise TraceError(path, 0, f"malformed CSV: {err}") from None
+    if not times:
+        raise TraceError(path, 0, "no requests in trace")
+    arrival = np.asarray(times, dtype=float)
+    return TraceArrays(
+        arrival_s=arrival - arrival[0],
+        prompt_tokens=np.asarray(prompts, dtype=np.int64),
+        output_tokens=np.asarray(outputs, dtype=np.int64),
+    )
+
+
+READERS = {"azure": read_azure_csv}
