@@ -31,6 +31,9 @@ class EngineConfig(BaseModel):
     gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
     enable_chunked_prefill: bool = True
     max_model_len: int | None = Field(default=None, gt=0, description="default: the model's context length")
+    num_gpu_blocks_override: int | None = Field(
+        default=None, gt=0, description="use this many KV blocks instead of sizing from memory (as in vLLM)"
+    )
     activation_reserve_gib: float | None = Field(
         default=None, ge=0, description="memory kept for activations per GPU; default: estimated from the model"
     )

@@ -106,6 +106,8 @@ def size_replica(gpu: GpuSpec, model: ModelSpec, pool: PoolConfig) -> ReplicaSiz
     kv_per_token = 2 * model.n_layers * kv_heads_per_gpu(model, tp) * model.head_dim * KV_BYTES[kv_dtype]
     kv_budget = budget - weights - activation
     kv_blocks = int(kv_budget // (kv_per_token * eng.block_size)) if kv_budget > 0 else 0
+    if eng.num_gpu_blocks_override is not None:
+        kv_blocks = eng.num_gpu_blocks_override
     max_model_len = eng.max_model_len or model.max_context_tokens
     if max_model_len > model.max_context_tokens:
         raise SizingError(
@@ -115,7 +117,7 @@ def size_replica(gpu: GpuSpec, model: ModelSpec, pool: PoolConfig) -> ReplicaSiz
     kv_tokens = kv_blocks * eng.block_size
     if kv_tokens < max_model_len:
         raise SizingError(
-            "engine.max_model_len",
+            "engine.num_gpu_blocks_override" if eng.num_gpu_blocks_override else "engine.max_model_len",
             f"the KV cache of {model.name} on {tp} x {gpu.name} holds {kv_tokens} tokens "
             f"({max(kv_budget, 0) / GIB:.2f} GiB per GPU left after {weights / GIB:.1f} GiB weights and "
             f"{activation / GIB:.1f} GiB activations), fewer than max_model_len {max_model_len}; "

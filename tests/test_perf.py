@@ -1,0 +1,82 @@
+"""The first-version step model: monotone, never faster than the spec sheet allows, sensible magnitudes."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sim.catalog import load_catalog
+from sim.config import ConstantPerf, PoolConfig
+from sim.engine.sizing import size_replica, weight_bytes
+from sim.perf import BatchShape, build_perf_model
+from sim.perf.step import ConstantStepModel
+
+CATALOG = load_catalog()
+
+
+def step_model(gpu="h100_sxm", model="llama-3.1-8b", precision="bf16", tp=1):
+    pool = PoolConfig(gpu=gpu, model=model, precision=precision, tensor_parallel=tp,
+                      engine={"max_model_len": 4096})
+    g, m = CATALOG.gpus[gpu], CATALOG.models[model]
+    return build_perf_model(pool, g, m, size_replica(g, m, pool)), g, m
+
+
+def test_constant_model():
+    m = ConstantStepModel(ConstantPerf(step_s=0.5, per_token_s=0.01))
+    assert m.step_time_s(BatchShape(((0, 10),), 2, 30, 3)) == pytest.approx(0.5 + 0.12)
+
+
+def test_single_decode_is_weight_bandwidth_bound():
+    perf, gpu, model = step_model()
+    t = perf.step_time_s(BatchShape((), 1, 1000, 1))
+    floor = weight_bytes(model, "bf16") / (gpu.memory_bandwidth_gb_s * 1e9)
+    assert floor < t < 2.5 * floor + 3e-3  # about 4.8 ms of weights at full bandwidth, plus overhead
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    chunk=st.integers(1, 8192), cached=st.integers(0, 8192), decodes=st.integers(0, 256),
+    kv=st.integers(1, 8192), extra=st.integers(1, 512),
+)
+def test_more_work_never_takes_less_time(chunk, cached, decodes, kv, extra):
+    perf, _, _ = step_model()
+    base = BatchShape(((cached, chunk),), decodes, decodes * kv, decodes + 1)
+    bigger_chunk = BatchShape(((cached, chunk + extra),), decodes, decodes * kv, decodes + 1)
+    longer_context = BatchShape(((cached + extra, chunk),), decodes, decodes * (kv + extra), decodes + 1)
+    more_decodes = BatchShape(((cached, chunk),), decodes + extra, (decodes + extra) * kv, decodes + extra + 1)
+    t = perf.step_time_s(base)
+    assert perf.step_time_s(bigger_chunk) >= t
+    assert perf.step_time_s(longer_context) >= t
+    assert perf.step_time_s(more_decodes) >= t
+
+
+@pytest.mark.parametrize(("gpu", "precision"), [("h100_sxm", "bf16"), ("h100_sxm", "fp8"), ("l4", "fp8"),
+                                                 ("l40s", "bf16"), ("a100_80gb_sxm", "int4")])
+def test_never_faster_than_the_spec_sheet(gpu, precision):
+    perf, g, m = step_model(gpu=gpu, precision=precision)
+    tokens = 4096
+    t = perf.step_time_s(BatchShape(((0, tokens),), 0, 0, 1))
+    gemm_flops = 2 * tokens * (m.n_params - 2 * m.vocab_size * m.hidden_size)
+    peak = max(g.bf16_tflops, g.fp8_tflops or 0, g.int8_tops or 0) * 1e12
+    assert t >= gemm_flops / peak
+    assert t >= weight_bytes(m, precision) / (g.memory_bandwidth_gb_s * 1e9)
+
+
+def test_tensor_parallelism_speeds_up_a_large_prefill():
+    shape = BatchShape(((0, 4096),), 0, 0, 1)
+    t1 = step_model(model="llama-3.1-70b", gpu="h100_sxm", tp=4)[0].step_time_s(shape)
+    t2 = step_model(model="llama-3.1-70b", gpu="h100_sxm", tp=8)[0].step_time_s(shape)
+    assert t2 < t1
+
+
+def test_fp8_decode_is_faster_than_bf16_on_h100():
+    shape = BatchShape((), 8, 8 * 1000, 8)
+    assert step_model(precision="fp8")[0].step_time_s(shape) < step_model(precision="bf16")[0].step_time_s(shape)
+
+
+def test_allreduce_only_with_tensor_parallelism():
+    perf, gpu, model = step_model()
+    ops = perf.ops
+    assert ops.allreduce_s(1e6, 1) == 0.0
+    assert ops.allreduce_s(1e6, 2) > 0.0
