@@ -48,7 +48,11 @@ def summary_text(res: Results) -> str:
             _fmt(b["cost"]["usd_per_hour"], 1, 2),
         ])
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    line = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+
+    def line(cells: list[str]) -> str:
+        padded = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))]
+        return "  ".join(padded)
+
     req = s["requests"]
     cost = s["cost"]
     out = [

@@ -23,7 +23,7 @@ class Results:
     requests
         One row per request that arrived (see :func:`sim.metrics.records.requests_frame`).
     timeseries
-        Pool state change points: ``time_s, pool, running, waiting, kv_used_blocks, busy_replicas``.
+        Pool state change points: ``time_s, pool, running, waiting, kv_used_blocks, busy_replicas, kv_utilization``.
     replicas
         One row per replica lifetime: pool, GPU, GPUs, start/end, busy seconds, price and power.
     cost_by_hour

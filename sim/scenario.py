@@ -140,10 +140,9 @@ def _user_path(data: object, loc: tuple) -> str:
     """The dotted path as the user wrote it: drops the union-tag segments pydantic adds to locations."""
     parts, node = [], data
     for part in loc:
-        if isinstance(node, dict) and part in node:
-            parts.append(str(part))
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+        in_dict = isinstance(node, dict) and part in node
+        in_list = isinstance(node, list) and isinstance(part, int) and part < len(node)
+        if in_dict or in_list:
             parts.append(str(part))
             node = node[part]
         elif isinstance(node, dict) and isinstance(part, str) and part in node.values():

@@ -54,6 +54,8 @@ def merge(base: dict, patch: dict) -> dict:
             out.pop(key, None)
         elif isinstance(value, dict) and isinstance(out.get(key), dict) and _same_kind(out[key], value):
             out[key] = merge(out[key], value)
+        elif isinstance(value, dict):
+            out[key] = merge({}, value)  # a new kind of block: taken whole, minus keys set to None
         else:
             out[key] = copy.deepcopy(value)
     return out

@@ -86,7 +86,7 @@ def build(scenario: Scenario, plans: dict[str, PoolPlan], streams: Streams) -> F
         env=env,
         plans=plans,
         router=ROUTERS[scenario.router.policy](streams.get("routing")),
-        monitor=PoolMonitor(),
+        monitor=PoolMonitor({n: p.sizing.kv_blocks * p.config.replicas for n, p in plans.items()}),
         events=[] if scenario.run.trace_events else None,
     )
     fleet.done = env.event()

@@ -81,7 +81,8 @@ def size_replica(gpu: GpuSpec, model: ModelSpec, pool: PoolConfig) -> ReplicaSiz
     """Plan one replica's memory; raise :class:`SizingError` for a deployment that cannot run."""
     eng, tp = pool.engine, pool.tensor_parallel
     if model.n_heads % tp:
-        raise SizingError("tensor_parallel", f"{tp} does not divide the {model.n_heads} attention heads of {model.name}")
+        raise SizingError("tensor_parallel",
+                          f"{tp} does not divide the {model.n_heads} attention heads of {model.name}")
     compute = COMPUTE_DTYPE[pool.precision]
     if {"fp8": gpu.fp8_tflops, "int8": gpu.int8_tops}.get(compute, gpu.bf16_tflops) is None:
         # No fp8/int8 tensor cores (e.g. A100 has no fp8): vLLM runs such checkpoints weight-only (Marlin).
@@ -96,7 +97,8 @@ def size_replica(gpu: GpuSpec, model: ModelSpec, pool: PoolConfig) -> ReplicaSiz
     if weights >= budget:
         raise SizingError(
             "model",
-            f"{model.name} in {pool.precision} needs {weights / GIB:.1f} GiB of weights per GPU at tensor_parallel={tp}, "
+            f"{model.name} in {pool.precision} needs {weights / GIB:.1f} GiB of weights per GPU at "
+            f"tensor_parallel={tp}, "
             f"more than {gpu.name}'s {gpu.memory_gib:g} GiB x gpu_memory_utilization {eng.gpu_memory_utilization:g} "
             f"= {budget / GIB:.1f} GiB; use a larger GPU, more tensor parallelism or a lower precision",
         )

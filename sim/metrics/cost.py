@@ -28,7 +28,7 @@ def cost_by_hour(intervals: pd.DataFrame) -> pd.DataFrame:
     for rec in intervals.itertuples(index=False):
         if rec.end_s <= rec.start_s:
             continue
-        first, last = int(rec.start_s // 3600), int(math.ceil(rec.end_s / 3600))
+        first, last = int(rec.start_s // 3600), math.ceil(rec.end_s / 3600)
         for hour in range(first, max(last, first + 1)):
             overlap = min(rec.end_s, (hour + 1) * 3600) - max(rec.start_s, hour * 3600)
             if overlap > 0:

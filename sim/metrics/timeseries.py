@@ -1,6 +1,7 @@
 """Time-varying pool state as a change-point log, summarised with time weighting.
 
-A row ``(time_s, pool, running, waiting, kv_used_blocks, busy_replicas)`` is written whenever a pool's running
+A row ``(time_s, pool, running, waiting, kv_used_blocks, busy_replicas, kv_utilization)`` is written whenever
+a pool's running
 or waiting count or its number of busy replicas changes; KV usage is sampled at those instants (admissions,
 completions, arrivals), not at every step. Each value holds until the next row of the same pool.
 """
@@ -16,7 +17,8 @@ COLUMNS = ["time_s", "pool", "running", "waiting", "kv_used_blocks", "busy_repli
 class PoolMonitor:
     """Aggregates per-replica state into per-pool change points."""
 
-    def __init__(self) -> None:
+    def __init__(self, kv_blocks_by_pool: dict[str, int] | None = None) -> None:
+        self.kv_blocks_by_pool = kv_blocks_by_pool or {}
         self._replica: dict[int, tuple[int, int, int, bool]] = {}
         self._pool: dict[str, list[int]] = {}
         self.rows: list[tuple] = []
@@ -34,7 +36,7 @@ class PoolMonitor:
         agg[1] += waiting - old[1]
         agg[2] += kv_used - old[2]
         agg[3] += int(busy) - int(old[3])
-        if (running, waiting, busy) == old[:2] + (old[3],):
+        if (running, waiting, busy) == (old[0], old[1], old[3]):
             return  # only KV usage moved: sampled at the next structural change
         row = (now_s, pool, agg[0], agg[1], agg[2], agg[3])
         last = self._last_row_index.get(pool)
@@ -45,8 +47,11 @@ class PoolMonitor:
             self.rows.append(row)
 
     def frame(self) -> pd.DataFrame:
+        """The change points, with ``kv_utilization`` = used / total KV blocks of the pool's replicas."""
         frame = pd.DataFrame(self.rows, columns=COLUMNS)
-        frame["pool"] = frame["pool"].astype("category")
+        total = frame["pool"].map(self.kv_blocks_by_pool).astype(float)
+        frame["kv_utilization"] = frame["kv_used_blocks"] / total
+        frame["pool"] = pd.Categorical(frame["pool"], categories=list(self.kv_blocks_by_pool) or None)
         return frame
 
 

@@ -66,7 +66,8 @@ class RooflineOperators:
         if batch_size <= 0:
             return 0.0
         flops = 4.0 * batch_size * kv_len * n_heads * head_dim
-        moved = batch_size * (kv_len * 2 * n_kv_heads * head_dim * KV_BYTES[kv_dtype] + 2 * n_heads * head_dim * ACT_BYTES)
+        kv_read = kv_len * 2 * n_kv_heads * head_dim * KV_BYTES[kv_dtype]
+        moved = batch_size * (kv_read + 2 * n_heads * head_dim * ACT_BYTES)
         return max(flops / self._attn_peak, moved / self._bw) + self.cfg.kernel_floor_s
 
     def allreduce_s(self, n_bytes: float, n_gpus: int) -> float:

@@ -57,24 +57,38 @@ class TransformerStepModel:
         self._qkv_n = (self._heads + 2 * self._kv_heads) * m.head_dim
         self._o_k = self._heads * m.head_dim
         self._inter = m.intermediate_size // tp
+        self._dense: dict[int, float] = {}
+        self._head: dict[int, float] = {}
+
+    def dense_layer_s(self, tokens: int) -> float:
+        """Time of the token-count-dependent part of one layer: GEMMs, norms/activation and all-reduces.
+
+        Memoised per token count: batch sizes repeat across steps, so this is mostly a dictionary hit.
+        """
+        t = self._dense.get(tokens)
+        if t is None:
+            m, ops, p = self.model, self.ops, self.precision
+            h = m.hidden_size
+            t = ops.gemm_s(tokens, self._qkv_n, h, p)
+            t += ops.gemm_s(tokens, h, self._o_k, p)
+            t += ops.gemm_s(tokens, 2 * self._inter, h, p)
+            t += ops.gemm_s(tokens, h, self._inter, p)
+            # Two RMS norms and residual adds over hidden, SiLU-and-mul over the intermediate (read 2, write 1).
+            t += ops.elementwise_s(tokens * (4 * h + 3 * self._inter) * ACT_BYTES)
+            t += 2 * ops.allreduce_s(tokens * h * ACT_BYTES, self.tp)
+            self._dense[tokens] = t
+        return t
 
     def layer_s(self, shape: BatchShape) -> float:
         """Time of one transformer layer for ``shape`` (all GPUs of the replica run in lockstep)."""
-        m, ops, p = self.model, self.ops, self.precision
-        tokens = shape.num_tokens
-        h, d = m.hidden_size, m.head_dim
-        t = ops.gemm_s(tokens, self._qkv_n, h, p)
+        ops, d = self.ops, self.model.head_dim
+        t = self.dense_layer_s(shape.num_tokens)
         for cached, chunk in shape.prefill_chunks:
-            t += ops.attention_prefill_s(1, chunk, self._heads, self._kv_heads, d, p, self.kv_dtype, cached)
+            t += ops.attention_prefill_s(1, chunk, self._heads, self._kv_heads, d, self.precision, self.kv_dtype,
+                                         cached)
         if shape.n_decodes:
             mean_kv = shape.decode_kv_tokens / shape.n_decodes
             t += ops.attention_decode_s(shape.n_decodes, mean_kv, self._heads, self._kv_heads, d, self.kv_dtype)
-        t += ops.gemm_s(tokens, h, self._o_k, p)
-        t += ops.gemm_s(tokens, 2 * self._inter, h, p)
-        t += ops.gemm_s(tokens, h, self._inter, p)
-        # Two RMS norms and residual adds over hidden, SiLU-and-mul over the intermediate (read 2, write 1).
-        t += ops.elementwise_s(tokens * (4 * h + 3 * self._inter) * ACT_BYTES)
-        t += 2 * ops.allreduce_s(tokens * h * ACT_BYTES, self.tp)
         return t
 
     def step_time_s(self, shape: BatchShape) -> float:
@@ -82,8 +96,11 @@ class TransformerStepModel:
             return self.step_overhead_s
         m = self.model
         t = m.n_layers * self.layer_s(shape)
-        t += self.ops.gemm_s(shape.n_sampled, m.vocab_size // self.tp, m.hidden_size, "bf16")
-        return t + self.step_overhead_s + self.per_sequence_overhead_s * shape.num_seqs
+        head = self._head.get(shape.n_sampled)
+        if head is None:
+            head = self._head[shape.n_sampled] = self.ops.gemm_s(shape.n_sampled, m.vocab_size // self.tp,
+                                                                 m.hidden_size, "bf16")
+        return t + head + self.step_overhead_s + self.per_sequence_overhead_s * shape.num_seqs
 
 
 class ConstantStepModel:

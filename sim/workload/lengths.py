@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from functools import cache
-from pathlib import Path
 from typing import Annotated, Literal
 
 import numpy as np
