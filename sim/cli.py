@@ -118,6 +118,8 @@ class _Bar:
 
 def cmd_run(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario, args.set or ())
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise FleetsimError(f"--out {args.out}: exists and is not a folder")
     bar = _Bar(args.quiet)
     started = time.perf_counter()
     try:
@@ -128,7 +130,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(summary_text(res))
     print(f"wall time {wall:.2f} s")
     if args.out:
-        write_results(res, Path(args.out))
+        try:
+            write_results(res, Path(args.out))
+        except OSError as err:
+            raise FleetsimError(f"--out {args.out}: cannot write results: {err.strerror or err}") from None
         print(f"results written to {args.out}/")
     return 0
 

@@ -7,6 +7,8 @@ allowed. The CLI prints that line and exits with status 2; it never shows a trac
 
 from __future__ import annotations
 
+import difflib
+
 
 class FleetsimError(Exception):
     """Base class of errors caused by user input; ``str(err)`` is the one-line message."""
@@ -63,3 +65,11 @@ class CatalogError(FleetsimError):
 
 class InternalError(RuntimeError):
     """A simulator invariant was violated: a bug in fleetsim, not a user error."""
+
+
+def unknown_name(kind: str, name: str, choices) -> str:
+    """'unknown X 'name'; did you mean ...; allowed: ...' for a bad registry or catalog key."""
+    choices = sorted(choices)
+    close = difflib.get_close_matches(str(name), choices, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown {kind} {name!r}{hint}; allowed: {', '.join(choices)}"

@@ -6,6 +6,9 @@ naming the file and the dotted field, with the allowed values where there is a f
 
 from __future__ import annotations
 
+import contextlib
+import json
+import re
 import typing
 from collections.abc import Iterable
 from pathlib import Path
@@ -14,10 +17,12 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from sim.catalog import load_catalog
-from sim.cluster.deploy import plan_pools, unknown_name
+from sim.cluster.deploy import plan_pools
 from sim.cluster.router import ROUTERS
-from sim.config import Scenario
-from sim.errors import CatalogError, ScenarioError
+from sim.config import Scenario, TraceWorkload
+from sim.errors import CatalogError, ScenarioError, unknown_name
+from sim.workload.source import trace_arrays
+from sim.yamlio import describe_yaml_error, load_yaml
 
 
 def read_yaml(path: Path) -> dict:
@@ -33,12 +38,9 @@ def read_yaml(path: Path) -> dict:
     except OSError as err:
         raise ScenarioError(str(path), "", f"cannot read: {err.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ScenarioError(str(path), "", f"not valid YAML: {where}{problem}") from None
+        raise ScenarioError(str(path), "", f"not valid YAML: {describe_yaml_error(err)}") from None
     if data is None:
         raise ScenarioError(str(path), "", "empty file; a scenario needs at least workload and pools")
     if not isinstance(data, dict):
@@ -56,9 +58,12 @@ def apply_override(data: dict, assignment: str) -> None:
     if not all(parts):
         raise ScenarioError(source, key, "empty segment in the dotted key")
     try:
-        value = yaml.safe_load(raw)
+        value = load_yaml(raw)
     except yaml.YAMLError:
         raise ScenarioError(source, key, f"cannot parse value {raw!r}") from None
+    if isinstance(value, str):  # YAML 1.1 reads 1e9 as a string; a number is what anyone means
+        with contextlib.suppress(ValueError):
+            value = float(value) if not value.strip().lstrip("+-").isdigit() else int(value)
     node = data
     for i, part in enumerate(parts[:-1]):
         if isinstance(node, list):
@@ -164,18 +169,24 @@ def _message(err: dict, data: dict) -> tuple[str, str]:
         msg = "required field is missing"
     elif kind == "union_tag_invalid":
         ctx = err.get("ctx", {})
-        msg = f"unknown {ctx.get('discriminator', 'type')} {ctx.get('tag')!r}; allowed: {ctx.get('expected_tags')}"
+        tag_field = str(ctx.get("discriminator", "type")).strip("'")
+        field = f"{field}.{tag_field}"
+        msg = unknown_name(tag_field, ctx.get("tag"), re.findall(r"'([^']*)'", str(ctx.get("expected_tags", ""))))
     elif kind == "union_tag_not_found":
         msg = f"missing {err.get('ctx', {}).get('discriminator', 'type')} (which kind of entry this is)"
     elif kind == "value_error":
         msg = msg.removeprefix("Value error, ")
+    elif not isinstance(err.get("input"), dict | list):
+        msg = f"{msg}, got {err.get('input')!r}"
     return field, msg
 
 
 def validate_scenario(data: dict, source: str) -> Scenario:
     """Validate a scenario mapping (paths already resolved) and check its references against the catalog."""
     try:
-        scenario = Scenario.model_validate(data)
+        # Strict JSON-mode validation: a YAML boolean or a quoted string is not a number, while lists still
+        # fill tuple fields and integers fill float fields.
+        scenario = Scenario.model_validate_json(json.dumps(data, default=str), strict=True)
     except ValidationError as err:
         field, msg = _message(err.errors()[0], data)
         extra = len(err.errors()) - 1
@@ -188,12 +199,18 @@ def validate_scenario(data: dict, source: str) -> Scenario:
     except CatalogError as err:
         raise ScenarioError(source, "catalog_files", str(err)) from None
     wl = scenario.workload
-    if getattr(wl, "path", None) and not Path(wl.path).is_file():
-        raise ScenarioError(source, "workload.path", f"trace file not found: {wl.path}")
+    if isinstance(wl, TraceWorkload):
+        if not Path(wl.path).is_file():
+            raise ScenarioError(source, "workload.path", f"trace file not found: {wl.path}")
+        if len(trace_arrays(wl)) == 0:  # reads (and checks) every row; the reader caches the arrays
+            raise ScenarioError(source, "workload.start_s", f"the window from start_s={wl.start_s:g} s "
+                                f"(duration_s={wl.duration_s}) holds no request of the trace")
     for key in ("prompt_tokens", "output_tokens"):
         dist = getattr(wl, key, None)
-        if getattr(dist, "path", None) and not Path(dist.path).is_file():
-            raise ScenarioError(source, f"workload.{key}.path", f"length file not found: {dist.path}")
+        if getattr(dist, "path", None):
+            if not Path(dist.path).is_file():
+                raise ScenarioError(source, f"workload.{key}.path", f"length file not found: {dist.path}")
+            dist.values  # noqa: B018 - reads and checks every row now, not mid-run
     plan_pools(scenario, catalog, source)
     return scenario
 
@@ -215,7 +232,16 @@ def load_scenario(path: str | Path, overrides: Iterable[str] = ()) -> Scenario:
     """
     path = Path(path)
     data = read_yaml(path)
+    overrides = list(overrides)
     for assignment in overrides:
         apply_override(data, assignment)
     _resolve_paths(data, path.parent)
-    return validate_scenario(data, str(path))
+    try:
+        return validate_scenario(data, str(path))
+    except ScenarioError as err:
+        # A problem in a field that an override set is the override's, not the file's.
+        for assignment in reversed(overrides):
+            key = assignment.partition("=")[0].strip()
+            if err.field and (err.field == key or err.field.startswith(key + ".")):
+                raise type(err)(f"--set {assignment}", err.field, err.message) from None
+        raise

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sim.errors import CatalogError
+from sim.yamlio import describe_yaml_error, load_yaml
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
@@ -124,11 +125,11 @@ class Catalog(BaseModel):
 
 def _read_yaml(path: Path | str, text: str | None = None) -> dict:
     try:
-        data = yaml.safe_load(text if text is not None else Path(path).read_text(encoding="utf-8"))
+        data = load_yaml(text if text is not None else Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as err:
-        raise CatalogError(f"{path}: cannot read catalog file: {err}") from None
+        raise CatalogError(f"{path}: cannot read catalog file: {getattr(err, 'strerror', None) or err}") from None
     except yaml.YAMLError as err:
-        raise CatalogError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
+        raise CatalogError(f"{path}: not valid YAML: {describe_yaml_error(err)}") from None
     if not isinstance(data, dict):
         raise CatalogError(f"{path}: a catalog file must be a mapping with keys gpus, prices or models")
     unknown = set(data) - {"gpus", "prices", "models"}
@@ -153,7 +154,8 @@ def _validate(path: Path | str, data: dict) -> tuple[dict[str, GpuSpec], list[Pr
     except ValidationError as err:
         first = err.errors()[0]
         loc = ".".join(str(p) for p in first["loc"])
-        raise CatalogError(f"{path}: {where}.{loc}: {first['msg']}") from None
+        msg = first["msg"].removeprefix("Value error, ")
+        raise CatalogError(f"{path}: {where}{'.' + loc if loc else ''}: {msg}") from None
     except (TypeError, AttributeError):
         raise CatalogError(f"{path}: {where or 'top level'}: expected a mapping of fields") from None
     return gpus, prices, models
@@ -191,6 +193,14 @@ def load_catalog(extra_files: tuple[Path, ...] = ()) -> Catalog:
     return Catalog(gpus=gpus, prices=tuple(prices), models=models)
 
 
+#: ModelSpec field -> Hugging Face config.json key, to name the user's field in errors.
+HF_NAMES = {
+    "n_layers": "num_hidden_layers", "hidden_size": "hidden_size", "n_heads": "num_attention_heads",
+    "n_kv_heads": "num_key_value_heads", "head_dim": "head_dim", "intermediate_size": "intermediate_size",
+    "vocab_size": "vocab_size", "max_context_tokens": "max_position_embeddings",
+}
+
+
 def model_from_hf_config(path: Path | str) -> ModelSpec:
     """Read a model architecture from a local Hugging Face ``config.json``.
 
@@ -213,6 +223,8 @@ def model_from_hf_config(path: Path | str) -> ModelSpec:
     if missing:
         raise CatalogError(f"{path}: missing field(s) {missing} needed for a decoder-only transformer")
     heads = cfg["num_attention_heads"]
+    if not isinstance(heads, int) or isinstance(heads, bool) or heads <= 0:
+        raise CatalogError(f"{path}: num_attention_heads must be a positive integer, got {heads!r}")
     try:
         return ModelSpec(
             key=str(path),
@@ -230,4 +242,10 @@ def model_from_hf_config(path: Path | str) -> ModelSpec:
         )
     except ValidationError as err:
         first = err.errors()[0]
-        raise CatalogError(f"{path}: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        loc = HF_NAMES.get(".".join(map(str, first["loc"])), ".".join(map(str, first["loc"])))
+        msg = first["msg"].removeprefix("Value error, ")
+        if not loc and "n_kv_heads" in msg:
+            loc = "num_key_value_heads"
+            msg = f"num_attention_heads ({heads}) must be a multiple of num_key_value_heads"
+        raise CatalogError(f"{path}: {loc + ': ' if loc else ''}{msg}, got {first.get('input')!r}"
+                           if first["type"] != "value_error" else f"{path}: {loc + ': ' if loc else ''}{msg}") from None

@@ -5,7 +5,6 @@ This is where impossible deployments are caught, at load time, with the pool fie
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from sim.catalog import Catalog, GpuSpec, ModelSpec, Price, model_from_hf_config
 from sim.config import PoolConfig, Scenario
 from sim.engine.scheduler import SCHEDULERS
 from sim.engine.sizing import ReplicaSizing, SizingError, size_replica
-from sim.errors import CatalogError, DeploymentError, ScenarioError
+from sim.errors import CatalogError, DeploymentError, ScenarioError, unknown_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,14 +30,6 @@ class PoolPlan:
     @property
     def gpus_per_replica(self) -> int:
         return self.config.tensor_parallel
-
-
-def unknown_name(kind: str, name: str, choices) -> str:
-    """'unknown X 'name'; did you mean ...; allowed: ...' for a bad registry or catalog key."""
-    choices = sorted(choices)
-    close = difflib.get_close_matches(name, choices, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    return f"unknown {kind} {name!r}{hint} allowed: {', '.join(choices)}"
 
 
 def _model(pool: PoolConfig, catalog: Catalog, source: str, field: str) -> ModelSpec:

@@ -11,7 +11,7 @@ from sim.config import ClosedLoopWorkload, OpenLoopWorkload, TraceWorkload
 from sim.engine.request import Request
 from sim.rng import Streams
 from sim.workload.lengths import LengthDist
-from sim.workload.traces import READERS, TraceArrays
+from sim.workload.traces import TraceArrays, read_trace
 
 Dispatch = Callable[[int, int], Request]
 
@@ -29,7 +29,7 @@ def open_loop_arrays(wl: OpenLoopWorkload, streams: Streams) -> TraceArrays:
 
 def trace_arrays(wl: TraceWorkload) -> TraceArrays:
     """A trace file, windowed to ``[start_s, start_s + duration_s)``, re-based to 0, time-scaled and cut."""
-    full = READERS[wl.format](wl.path)
+    full = read_trace(wl.format, wl.path)
     keep = full.arrival_s >= wl.start_s
     if wl.duration_s is not None:
         keep &= full.arrival_s < wl.start_s + wl.duration_s

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,17 @@ class TraceArrays:
 
     def __len__(self) -> int:
         return len(self.arrival_s)
+
+
+def first_undecodable_line(path: str) -> int:
+    """1-based number of the first line that is not valid UTF-8 (0 if none is found)."""
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return number
+    return 0
 
 
 AZURE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
@@ -80,7 +92,7 @@ def read_azure_csv(path: str | Path) -> TraceArrays:
     except FileNotFoundError:
         raise TraceError(path, 0, "file not found") from None
     except UnicodeDecodeError as err:
-        raise TraceError(path, 0, f"not UTF-8 text ({err.reason})") from None
+        raise TraceError(path, first_undecodable_line(path), f"not UTF-8 text ({err.reason})") from None
     except csv.Error as err:
         raise TraceError(path, 0, f"malformed CSV: {err}") from None
     if not times:
@@ -94,3 +106,21 @@ def read_azure_csv(path: str | Path) -> TraceArrays:
 
 
 READERS = {"azure": read_azure_csv}
+
+
+@lru_cache(maxsize=8)
+def _read_cached(fmt: str, path: str, mtime_ns: int, size: int) -> TraceArrays:
+    arrays = READERS[fmt](path)
+    for column in (arrays.arrival_s, arrays.prompt_tokens, arrays.output_tokens):
+        column.flags.writeable = False  # shared between runs: nobody may change it
+    return arrays
+
+
+def read_trace(fmt: str, path: str | Path) -> TraceArrays:
+    """Read a trace in format ``fmt`` once per file version (cached on path, modification time and size)."""
+    path = str(path)
+    try:
+        stat = Path(path).stat()
+    except FileNotFoundError:
+        raise TraceError(path, 0, "file not found") from None
+    return _read_cached(fmt, path, stat.st_mtime_ns, stat.st_size)
