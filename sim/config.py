@@ -58,6 +58,23 @@ class RooflinePerf(BaseModel):
     per_sequence_overhead_s: float = Field(default=10e-6, ge=0, description="CPU overhead per sequence per step")
 
 
+class KernelPerf(BaseModel):
+    """Calibrated kernel model (:mod:`sim.perf.kernel`): measured efficiency curves for H100 SXM and L40S,
+    spec transfer for every other GPU.
+
+    ``calibrated: false`` ignores the GPU's own calibration (spec transfer only); ``calibration_file`` uses a
+    file written by ``fleetsim calibrate``. The CPU overhead per step defaults to the figures fitted end to end
+    on measured vLLM serving (see the README's fidelity section).
+    """
+
+    model_config = _FROZEN
+    model: Literal["kernel"] = "kernel"
+    calibrated: bool = True
+    calibration_file: str | None = None
+    step_overhead_s: float | None = Field(default=None, ge=0, description="default: fitted end to end")
+    per_sequence_overhead_s: float | None = Field(default=None, ge=0, description="default: fitted end to end")
+
+
 class ConstantPerf(BaseModel):
     """Test double: every step takes ``step_s`` plus ``per_token_s`` per scheduled token."""
 
@@ -67,7 +84,7 @@ class ConstantPerf(BaseModel):
     per_token_s: float = Field(default=0.0, ge=0)
 
 
-PerfConfig = Annotated[RooflinePerf | ConstantPerf, Field(discriminator="model")]
+PerfConfig = Annotated[KernelPerf | RooflinePerf | ConstantPerf, Field(discriminator="model")]
 
 
 class PriceConfig(BaseModel):
@@ -91,7 +108,7 @@ class PoolConfig(BaseModel):
     tensor_parallel: int = Field(default=1, gt=0, le=64)
     replicas: int = Field(default=1, ge=0)
     engine: EngineConfig = EngineConfig()
-    perf: PerfConfig = RooflinePerf()
+    perf: PerfConfig = KernelPerf()
     price: PriceConfig = PriceConfig()
 
 

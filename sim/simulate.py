@@ -72,7 +72,7 @@ def simulate(
     replicas = pd.DataFrame(
         [
             (r.pool, plans[r.pool].gpu.key, r.replica_id, plans[r.pool].gpus_per_replica, 0.0, end_s,
-             min(r.busy_s, end_s), plans[r.pool].usd_per_gpu_hour, plans[r.pool].gpu.idle_w,
+             r.busy_s - max(0.0, r.step_end_s - end_s), plans[r.pool].usd_per_gpu_hour, plans[r.pool].gpu.idle_w,
              plans[r.pool].gpu.tdp_w)
             for r in fleet.replicas
         ],

@@ -64,6 +64,7 @@ class Replica:
         self.events = events
         self.outstanding_tokens = 0
         self.busy_s = 0.0
+        self.step_end_s = 0.0  # end of the last step started (a clock limit may cut it)
         self.steps = 0
         self._wake: simpy.Event | None = None
         self.process = env.process(self.run())
@@ -125,6 +126,7 @@ class Replica:
             self._report(busy=True)
             step_s = self.perf.step_time_s(plan.shape)
             self.busy_s += step_s
+            self.step_end_s = env.now + step_s
             self.steps += 1
             yield env.timeout(step_s)
             finished = finish_step(st, plan, env.now)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from sim.catalog import GpuSpec, ModelSpec
-from sim.config import ConstantPerf, PoolConfig, RooflinePerf
+from sim.config import ConstantPerf, KernelPerf, PoolConfig, RooflinePerf
 from sim.engine.sizing import ReplicaSizing
 from sim.perf.roofline import RooflineOperators
 from sim.perf.shape import BatchShape, PerfModel
@@ -29,12 +29,35 @@ def _roofline(pool: PoolConfig, gpu: GpuSpec, model: ModelSpec, sizing: ReplicaS
     )
 
 
+#: CPU scheduling overhead per step when neither the scenario nor the calibration gives one.
+DEFAULT_STEP_OVERHEAD_S = 2e-3
+DEFAULT_PER_SEQUENCE_OVERHEAD_S = 10e-6
+
+
+def _kernel(pool: PoolConfig, gpu: GpuSpec, model: ModelSpec, sizing: ReplicaSizing) -> PerfModel:
+    from sim.perf.kernel import KernelModel
+
+    cfg = pool.perf
+    assert isinstance(cfg, KernelPerf)
+    ops = KernelModel.for_gpu(gpu, calibrated=cfg.calibrated, calibration_file=cfg.calibration_file)
+    cal = ops.calibration
+    step = cfg.step_overhead_s
+    if step is None:
+        step = cal.step_overhead_s if cal.step_overhead_s is not None else DEFAULT_STEP_OVERHEAD_S
+    per_seq = cfg.per_sequence_overhead_s
+    if per_seq is None:
+        per_seq = cal.per_sequence_overhead_s if cal.per_sequence_overhead_s is not None else (
+            DEFAULT_PER_SEQUENCE_OVERHEAD_S)
+    return TransformerStepModel(ops, model, pool.tensor_parallel, pool.precision, sizing.kv_dtype, step, per_seq)
+
+
 def _constant(pool: PoolConfig, gpu: GpuSpec, model: ModelSpec, sizing: ReplicaSizing) -> PerfModel:
     assert isinstance(pool.perf, ConstantPerf)
     return ConstantStepModel(pool.perf)
 
 
 PERF_MODELS: dict[str, Callable[[PoolConfig, GpuSpec, ModelSpec, ReplicaSizing], PerfModel]] = {
+    "kernel": _kernel,
     "roofline": _roofline,
     "constant": _constant,
 }

@@ -96,7 +96,12 @@ class LogNormalLength(BaseModel):
 
     @property
     def cv(self) -> float:
-        return self.cv_value
+        """Coefficient of variation of the (truncated, if ``max_tokens``) continuous law."""
+        if self.max_tokens is None:
+            return self.cv_value
+        mean = self.mean
+        second = float(self._frozen.expect(lambda x: x * x, ub=self.max_tokens, conditional=True))
+        return math.sqrt(max(second - mean * mean, 0.0)) / mean
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         dist = self._frozen

@@ -1,0 +1,280 @@
+"""The calibrated kernel model: per-operator roofline x fitted efficiency curves, plus a fixed floor.
+
+Each operator's time is ``max(SOL, (floor + softmax_p(FLOPs / (peak x eff_c), bytes / (bandwidth x eff_m)))
+x exp(correction))`` where SOL is the spec-sheet bound ``max(FLOPs / peak, bytes / bandwidth)`` (so nothing
+is ever faster than the data sheet allows), ``softmax_p`` is the p-norm that rounds the roofline's knee, and
+``correction`` is a smooth function of the operator's size in log space (see :mod:`sim.perf.curves`), fitted
+on measured data. A GPU without measurements borrows the efficiencies and corrections of the nearest measured
+GPU (:func:`sim.perf.transfer.transfer_source`) and uses its own spec sheet for the peaks.
+
+Time is monotone in the work by construction: GEMM time takes a running maximum over the ``m`` knots (the
+fitted log-time is convex between knots, so that is enough), and the attention and all-reduce corrections
+may not fall faster than their work grows (:func:`sim.perf.curves.bound_growth`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from sim.catalog import GpuSpec, load_catalog
+from sim.engine.sizing import KV_BYTES, WEIGHT_BYTES
+from sim.errors import CatalogError
+from sim.perf.curves import LogGrid
+
+ACT_BYTES = 2
+HEADER = ("# fleetsim kernel-model calibration (written by `fleetsim calibrate`; see sim/perf/kernel.py).\n"
+          "# Fitted on NVIDIA AIConfigurator measurements where `source` says so: Apache-2.0,\n"
+          "# Copyright (c) 2026 NVIDIA CORPORATION & AFFILIATES. Only fitted parameters are stored here.\n")
+#: Element-wise kernels (norms, activations) are not in the measured tables: AIC's analytic rule.
+ELEMENTWISE_MEMORY_EFFICIENCY = 0.8
+ELEMENTWISE_FLOOR_S = 3e-6
+
+
+@dataclass(frozen=True)
+class GemmCurve:
+    """Efficiency of ``y[m, n] = x[m, k] W^T`` for one weight dtype."""
+
+    compute_efficiency: float
+    memory_efficiency: float
+    softness: float
+    floor_s: float
+    correction: LogGrid  # over (log2 m, log2 n, log2 k)
+
+
+@dataclass(frozen=True)
+class AttentionCurve:
+    """Efficiency of an attention kernel: ``floor + work / (peak x efficiency) x exp(correction(log2 size))``.
+
+    Prefill: work is FLOPs against the bf16 tensor peak; the correction is over (log2 of sequence x head units,
+    log2 of the KV length per sequence, log2 head_dim). Decode: work is bytes read against memory bandwidth;
+    the correction is over (log2 of the batch size, log2 of the KV length per sequence, log2 head_dim).
+    """
+
+    efficiency: float
+    floor_s: float
+    correction: LogGrid  # (log2 parallel units, log2 KV length, log2 head_dim)
+
+
+@dataclass(frozen=True)
+class AllReduceCurve:
+    """All-reduce over ``n`` GPUs: ``latency + bus bytes / (link x efficiency) x exp(correction(log2 bytes))``."""
+
+    latency_s: float
+    efficiency: float
+    correction: LogGrid
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Fitted parameters of one GPU (what ``fleetsim calibrate`` writes and the package ships)."""
+
+    gpu: str
+    source: str
+    gemm: dict[str, GemmCurve]
+    attention_prefill: dict[str, AttentionCurve]
+    attention_decode: dict[str, AttentionCurve]
+    allreduce: dict[int, AllReduceCurve]
+    notes: tuple[str, ...] = ()
+    step_overhead_s: float | None = None
+    per_sequence_overhead_s: float | None = None
+    fit_report: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        def curve(c):
+            out = {k: (v.to_dict() if isinstance(v, LogGrid) else float(v)) for k, v in c.__dict__.items()}
+            return out
+
+        return {
+            "gpu": self.gpu,
+            "source": self.source,
+            "notes": list(self.notes),
+            "step_overhead_s": self.step_overhead_s,
+            "per_sequence_overhead_s": self.per_sequence_overhead_s,
+            "gemm": {k: curve(v) for k, v in self.gemm.items()},
+            "attention_prefill": {k: curve(v) for k, v in self.attention_prefill.items()},
+            "attention_decode": {k: curve(v) for k, v in self.attention_decode.items()},
+            "allreduce": {int(k): curve(v) for k, v in self.allreduce.items()},
+            "fit_report": self.fit_report,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Calibration:
+        def build(kind, body):
+            body = dict(body)
+            body["correction"] = LogGrid.from_dict(body["correction"])
+            return kind(**body)
+
+        return cls(
+            gpu=data["gpu"],
+            source=data.get("source", ""),
+            notes=tuple(data.get("notes", ())),
+            step_overhead_s=data.get("step_overhead_s"),
+            per_sequence_overhead_s=data.get("per_sequence_overhead_s"),
+            gemm={k: build(GemmCurve, v) for k, v in data["gemm"].items()},
+            attention_prefill={k: build(AttentionCurve, v) for k, v in data["attention_prefill"].items()},
+            attention_decode={k: build(AttentionCurve, v) for k, v in data["attention_decode"].items()},
+            allreduce={int(k): build(AllReduceCurve, v) for k, v in data["allreduce"].items()},
+            fit_report=data.get("fit_report", {}),
+        )
+
+    def write(self, path: Path | str) -> None:
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False, width=120, default_flow_style=None)
+        Path(path).write_text(HEADER + text, encoding="utf-8")
+
+    @classmethod
+    def read(cls, path: Path | str) -> Calibration:
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+            return cls.from_dict(data)
+        except FileNotFoundError:
+            raise CatalogError(f"{path}: calibration file not found") from None
+        except (KeyError, TypeError, ValueError, yaml.YAMLError) as err:
+            raise CatalogError(f"{path}: not a fleetsim calibration file ({type(err).__name__}: {err})") from None
+
+
+@cache
+def shipped_calibrations() -> dict[str, Calibration]:
+    """The calibrations that ship with the package, by GPU key."""
+    out = {}
+    folder = resources.files("sim.perf").joinpath("calibrations")
+    for entry in folder.iterdir():
+        if entry.name.endswith(".yaml"):
+            cal = Calibration.from_dict(yaml.safe_load(entry.read_text(encoding="utf-8")))
+            out[cal.gpu] = cal
+    return out
+
+
+#: Weight dtype -> (efficiency curve, activation bytes): int8 W8A8 borrows the fp8 curve (same byte widths;
+#: no int8 table was measured); int4 weight-only runs bf16 tensor cores on dequantised weights.
+GEMM_CURVE_OF = {"bf16": ("bf16", 2), "fp16": ("bf16", 2), "fp8": ("fp8", 1), "int8": ("fp8", 1), "int4": ("bf16", 2)}
+PEAK_OF = {"bf16": "bf16", "fp16": "bf16", "fp8": "fp8", "int8": "int8", "int4": "bf16"}
+
+
+class KernelModel:
+    """Operator times in seconds for one GPU, from its spec sheet and a calibration.
+
+    Parameters
+    ----------
+    gpu
+        The GPU whose peaks and bandwidths are used.
+    calibration
+        Fitted curves: this GPU's own, or those of a measured GPU (spec transfer).
+    """
+
+    def __init__(self, gpu: GpuSpec, calibration: Calibration) -> None:
+        self.gpu = gpu
+        self.calibration = calibration
+        self.transferred = calibration.gpu != gpu.key
+        self._bw = gpu.memory_bandwidth_gb_s * 1e9
+        self._bf16 = gpu.bf16_tflops * 1e12
+        self._knot_max: dict[tuple, np.ndarray] = {}
+
+    @classmethod
+    def for_gpu(cls, gpu: str | GpuSpec, calibrated: bool = True, calibration_file: str | Path | None = None
+                ) -> KernelModel:
+        """The kernel model of ``gpu``: its shipped calibration if one exists and ``calibrated``, else spec
+        transfer from the nearest measured GPU (never from itself when ``calibrated`` is False)."""
+        from sim.perf.transfer import transfer_source
+
+        spec = load_catalog().gpus[gpu] if isinstance(gpu, str) else gpu
+        if calibration_file is not None:
+            return cls(spec, Calibration.read(calibration_file))
+        shipped = shipped_calibrations()
+        if calibrated and spec.key in shipped:
+            return cls(spec, shipped[spec.key])
+        source = transfer_source(spec, exclude=None if calibrated else spec.key)
+        return cls(spec, shipped[source])
+
+    # -- operators -------------------------------------------------------------------------------------------
+
+    def _peak(self, dtype: str) -> float:
+        peak = {"fp8": self.gpu.fp8_tflops, "int8": self.gpu.int8_tops}.get(PEAK_OF[dtype], self.gpu.bf16_tflops)
+        return (peak or self.gpu.bf16_tflops) * 1e12
+
+    def _curve(self, dtype: str) -> tuple[GemmCurve, int, float]:
+        name, act = GEMM_CURVE_OF[dtype]
+        peak = self._peak(dtype)
+        if peak == self._bf16 and name == "fp8":
+            name, act = "bf16", 2  # no fp8/int8 tensor cores: weight-only, bf16 compute
+        return self.calibration.gemm[name], act, peak
+
+    def _gemm_raw(self, m: float, n: int, k: int, dtype: str) -> float:
+        curve, act, peak = self._curve(dtype)
+        flops = 2.0 * m * n * k
+        moved = n * k * WEIGHT_BYTES[dtype] + m * k * act + m * n * ACT_BYTES
+        tc = flops / (peak * curve.compute_efficiency)
+        tm = moved / (self._bw * curve.memory_efficiency)
+        p = curve.softness
+        t = (curve.floor_s + (tc**p + tm**p) ** (1 / p)) * math.exp(
+            curve.correction.at(math.log2(m), math.log2(n), math.log2(k)))
+        return max(t, flops / peak, moved / self._bw)
+
+    def gemm_s(self, m: int, n: int, k: int, dtype: str = "bf16") -> float:
+        """``y[m, n] = x[m, k] W^T`` with weights in ``dtype`` (bf16, fp16, fp8, int8, int4); ``m`` = tokens."""
+        if m <= 0:
+            return 0.0
+        key = (n, k, dtype)
+        knots = self._curve(dtype)[0].correction.knots[0]
+        running = self._knot_max.get(key)
+        if running is None:
+            running = np.maximum.accumulate([self._gemm_raw(2.0**x, n, k, dtype) for x in knots])
+            self._knot_max[key] = running
+        x = math.log2(m)
+        t = self._gemm_raw(m, n, k, dtype)
+        if x >= knots[0]:
+            j = min(int(np.searchsorted(knots, x, side="right")) - 1, len(knots) - 1)
+            t = max(t, float(running[j]))
+        return t
+
+    def attention_prefill_s(self, batch_size: int, seq_len: int, n_heads: int, n_kv_heads: int, head_dim: int,
+                            dtype: str = "bf16", kv_dtype: str = "bf16", cached_len: int = 0) -> float:
+        """Causal attention of ``seq_len`` new tokens per sequence over ``cached_len`` cached ones plus themselves
+        (FlashAttention; includes writing the new KV)."""
+        if batch_size <= 0 or seq_len <= 0:
+            return 0.0
+        curve = self.calibration.attention_prefill["bf16"]
+        pairs = seq_len * cached_len + seq_len * (seq_len + 1) / 2
+        flops = 4.0 * batch_size * n_heads * head_dim * pairs
+        kv = (cached_len + seq_len) * 2 * n_kv_heads * head_dim * KV_BYTES[kv_dtype]
+        moved = batch_size * (kv + 2 * seq_len * n_heads * head_dim * ACT_BYTES)
+        t = curve.floor_s + flops / (self._bf16 * curve.efficiency) * math.exp(
+            curve.correction.at(math.log2(batch_size * n_heads), math.log2(cached_len + seq_len), math.log2(head_dim)))
+        return max(t, flops / self._bf16, moved / self._bw)
+
+    def attention_decode_s(self, batch_size: int, kv_len: float, n_heads: int, n_kv_heads: int, head_dim: int,
+                           kv_dtype: str = "bf16") -> float:
+        """One new token per sequence attending to ``kv_len`` tokens (the batch mean, including the new one)."""
+        if batch_size <= 0:
+            return 0.0
+        name = "fp8" if KV_BYTES[kv_dtype] == 1 and "fp8" in self.calibration.attention_decode else "bf16"
+        curve = self.calibration.attention_decode[name]
+        moved = batch_size * (kv_len * 2 * n_kv_heads * head_dim * KV_BYTES[kv_dtype]
+                              + 2 * n_heads * head_dim * ACT_BYTES)
+        flops = 4.0 * batch_size * kv_len * n_heads * head_dim
+        t = curve.floor_s + moved / (self._bw * curve.efficiency) * math.exp(
+            curve.correction.at(math.log2(batch_size), math.log2(kv_len), math.log2(head_dim)))
+        return max(t, flops / self._bf16, moved / self._bw)
+
+    def allreduce_s(self, n_bytes: float, n_gpus: int) -> float:
+        """All-reduce of ``n_bytes`` across ``n_gpus`` GPUs of one node (vLLM custom all-reduce / NCCL)."""
+        if n_gpus <= 1 or n_bytes <= 0:
+            return 0.0
+        curves = self.calibration.allreduce
+        curve = curves.get(n_gpus) or curves[min(curves, key=lambda n: abs(math.log2(n) - math.log2(n_gpus)))]
+        bus_bytes = 2 * (n_gpus - 1) / n_gpus * n_bytes
+        link = self.gpu.interconnect_gb_s * 1e9
+        t = curve.latency_s + bus_bytes / (link * curve.efficiency) * math.exp(curve.correction.at(math.log2(n_bytes)))
+        return max(t, bus_bytes / link)
+
+    def elementwise_s(self, n_bytes: float) -> float:
+        """A memory-bound kernel moving ``n_bytes`` (norms, activations): AIC's analytic rule."""
+        if n_bytes <= 0:
+            return 0.0
+        return n_bytes / (self._bw * ELEMENTWISE_MEMORY_EFFICIENCY) + ELEMENTWISE_FLOOR_S
