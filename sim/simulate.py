@@ -11,20 +11,27 @@ import pandas as pd
 from sim.catalog import load_catalog
 from sim.cluster.build import build
 from sim.cluster.deploy import plan_pools
-from sim.config import Scenario
+from sim.config import Scenario, TraceWorkload
 from sim.metrics.cost import INTERVAL_COLUMNS, cost_by_hour, energy_kwh
 from sim.metrics.records import requests_frame
 from sim.metrics.summary import summarize
 from sim.results import Results
 from sim.rng import Streams
 from sim.scenario import load_scenario
+from sim.workload.source import trace_arrays
 
 #: Progress callback: ``(simulated_s, requests_done, requests_expected_or_None)``.
 Progress = Callable[[float, int, int | None], None]
 
 
 def _expected_requests(scenario: Scenario) -> int | None:
-    return getattr(scenario.workload, "num_requests", None)
+    """How many requests the workload will send, where that is known in advance (for the progress bar)."""
+    wl = scenario.workload
+    if isinstance(wl, TraceWorkload):
+        return len(trace_arrays(wl))
+    if wl.duration_s is None:
+        return wl.num_requests
+    return None
 
 
 def simulate(

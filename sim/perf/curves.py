@@ -39,9 +39,21 @@ class LogGrid:
             raise ValueError(f"values shape {self.values.shape} does not match knots {[len(k) for k in self.knots]}")
         if any(len(k) < 2 or any(b <= a for a, b in itertools.pairwise(k)) for k in self.knots):
             raise ValueError("each axis needs at least two strictly increasing knots")
+        # Nested Python lists index far faster than numpy scalars on the simulation's hot path.
+        object.__setattr__(self, "_nested", self.values.tolist())
 
     def at(self, *log2_coords: float) -> float:
-        """The correction at one point (fast scalar path)."""
+        """The correction at one point (fast scalar path; unrolled for one to three axes)."""
+        v = self._nested
+        if len(log2_coords) == 3:
+            (i, f), (j, g), (k, h) = (_locate(x, kn) for x, kn in zip(log2_coords, self.knots, strict=True))
+            a, b = v[i], v[i + 1]
+            lo = (a[j][k] * (1 - h) + a[j][k + 1] * h) * (1 - g) + (a[j + 1][k] * (1 - h) + a[j + 1][k + 1] * h) * g
+            hi = (b[j][k] * (1 - h) + b[j][k + 1] * h) * (1 - g) + (b[j + 1][k] * (1 - h) + b[j + 1][k + 1] * h) * g
+            return lo * (1 - f) + hi * f
+        if len(log2_coords) == 1:
+            i, f = _locate(log2_coords[0], self.knots[0])
+            return v[i] * (1 - f) + v[i + 1] * f
         located = [_locate(x, k) for x, k in zip(log2_coords, self.knots, strict=True)]
         total = 0.0
         for corner in itertools.product((0, 1), repeat=len(located)):

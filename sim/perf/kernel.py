@@ -29,6 +29,7 @@ from sim.errors import CatalogError
 from sim.perf.curves import LogGrid
 
 ACT_BYTES = 2
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available: 10x faster to parse
 HEADER = ("# fleetsim kernel-model calibration (written by `fleetsim calibrate`; see sim/perf/kernel.py).\n"
           "# Fitted on NVIDIA AIConfigurator measurements where `source` says so: Apache-2.0,\n"
           "# Copyright (c) 2026 NVIDIA CORPORATION & AFFILIATES. Only fitted parameters are stored here.\n")
@@ -146,7 +147,7 @@ def shipped_calibrations() -> dict[str, Calibration]:
     folder = resources.files("sim.perf").joinpath("calibrations")
     for entry in folder.iterdir():
         if entry.name.endswith(".yaml"):
-            cal = Calibration.from_dict(yaml.safe_load(entry.read_text(encoding="utf-8")))
+            cal = Calibration.from_dict(yaml.load(entry.read_text(encoding="utf-8"), Loader=SAFE_LOADER))
             out[cal.gpu] = cal
     return out
 
