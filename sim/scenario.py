@@ -137,7 +137,9 @@ def _fields_at(model: type[BaseModel], loc: tuple) -> list[str] | None:
             return None
         current = match[0]
     if isinstance(current, type) and issubclass(current, BaseModel):
-        return [f.alias or n for n, f in current.model_fields.items()]
+        names = [f.alias or n for n, f in current.model_fields.items()]
+        tags = [n for n in names if n in ("type", "process", "dist", "model")]
+        return tags + [n for n in names if n not in tags]  # the kind of block first, then its fields
     return None
 
 

@@ -31,63 +31,61 @@ def _renewal_times(draw, rng: np.random.Generator, n: int | None, until_s: float
     return times[times < until_s]
 
 
-class PoissonArrivals(BaseModel):
-    """Poisson process: exponential gaps with mean ``1 / rate_per_s``."""
+class _RenewalArrivals(BaseModel):
+    """Shared sampling of renewal processes: i.i.d. gaps of mean ``1 / rate_per_s`` from :meth:`_gaps`."""
 
     model_config = _FROZEN
-    process: Literal["poisson"] = "poisson"
     rate_per_s: float = Field(gt=0)
 
     @property
     def mean_rate_per_s(self) -> float:
         return self.rate_per_s
+
+    def _gaps(self, rng: np.random.Generator, k: int) -> np.ndarray:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def sample_times(self, rng: np.random.Generator, n: int | None = None, until_s: float | None = None):
+        return _renewal_times(self._gaps, rng, n, until_s, self.rate_per_s)
+
+
+class PoissonArrivals(_RenewalArrivals):
+    """Poisson process: exponential gaps with mean ``1 / rate_per_s``."""
+
+    process: Literal["poisson"] = "poisson"
 
     @property
     def cv(self) -> float:
         return 1.0
 
-    def sample_times(self, rng: np.random.Generator, n: int | None = None, until_s: float | None = None):
-        return _renewal_times(lambda r, k: r.exponential(1 / self.rate_per_s, k), rng, n, until_s, self.rate_per_s)
+    def _gaps(self, rng: np.random.Generator, k: int) -> np.ndarray:
+        return rng.exponential(1 / self.rate_per_s, k)
 
 
-class GammaArrivals(BaseModel):
+class GammaArrivals(_RenewalArrivals):
     """Renewal process with Gamma gaps of mean ``1 / rate_per_s`` and coefficient of variation ``cv``.
 
     ``cv > 1`` is burstier than Poisson, ``cv < 1`` more regular; ``cv = 1`` is Poisson.
     """
 
-    model_config = _FROZEN
     process: Literal["gamma"] = "gamma"
-    rate_per_s: float = Field(gt=0)
     cv: float = Field(gt=0)
 
-    @property
-    def mean_rate_per_s(self) -> float:
-        return self.rate_per_s
-
-    def sample_times(self, rng: np.random.Generator, n: int | None = None, until_s: float | None = None):
+    def _gaps(self, rng: np.random.Generator, k: int) -> np.ndarray:
         shape = 1 / self.cv**2
-        scale = 1 / (self.rate_per_s * shape)
-        return _renewal_times(lambda r, k: r.gamma(shape, scale, k), rng, n, until_s, self.rate_per_s)
+        return rng.gamma(shape, 1 / (self.rate_per_s * shape), k)
 
 
-class ConstantArrivals(BaseModel):
+class ConstantArrivals(_RenewalArrivals):
     """Deterministic arrivals every ``1 / rate_per_s`` seconds."""
 
-    model_config = _FROZEN
     process: Literal["constant"] = "constant"
-    rate_per_s: float = Field(gt=0)
-
-    @property
-    def mean_rate_per_s(self) -> float:
-        return self.rate_per_s
 
     @property
     def cv(self) -> float:
         return 0.0
 
-    def sample_times(self, rng: np.random.Generator, n: int | None = None, until_s: float | None = None):
-        return _renewal_times(lambda r, k: np.full(k, 1 / self.rate_per_s), rng, n, until_s, self.rate_per_s)
+    def _gaps(self, rng: np.random.Generator, k: int) -> np.ndarray:
+        return np.full(k, 1 / self.rate_per_s)
 
 
 class _ThinnedArrivals(BaseModel):
