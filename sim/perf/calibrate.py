@@ -31,7 +31,7 @@ from scipy.optimize import least_squares
 
 from sim.catalog import GpuSpec
 from sim.errors import TraceError
-from sim.perf.curves import LogGrid, bound_growth, bound_growth_all, fit_grid, isotonic_increasing, octave_knots
+from sim.perf.curves import LogGrid, bound_growth, fit_grid, isotonic_increasing, octave_knots
 from sim.perf.kernel import ACT_BYTES, AllReduceCurve, AttentionCurve, Calibration, GemmCurve, KernelModel
 
 GEMM_KERNELS = {"bfloat16": ("bf16", "torch.nn.functional.linear"), "fp8": ("fp8", "CutlassFP8ScaledMMLinearKernel")}
@@ -40,7 +40,12 @@ L2_RESIDENT_BYTES = {"l40s": 130e6}  # decode footprints below this are L2-resid
 CUSTOM_ALLREDUCE_MAX_BYTES = 8 * 2**20
 DTYPE = {"bfloat16": "bf16", "fp8": "fp8", "float16": "bf16", "half": "bf16"}
 #: Attention corrections: log2 of parallel units (1 .. 64k), of KV length (1 .. 128k), of head_dim (64 .. 512).
-ATTENTION_KNOTS = (octave_knots(0, 16), octave_knots(0, 17), octave_knots(6, 9))
+#: Prefill correction knots, log2 of: batch 1-256 and heads per KV head 1-64 (every 2 octaves), KV heads 1-64,
+#: length 1-16k, head_dim 64-512.
+PREFILL_KNOTS = (octave_knots(0, 8, 2), octave_knots(0, 6, 2), octave_knots(0, 6), octave_knots(0, 14),
+                 octave_knots(6, 9))
+#: Decode correction knots, log2 of: batch 1-2048, KV heads 1-16, KV length 1-128k, head_dim 64-512.
+DECODE_KNOTS = (octave_knots(0, 11), octave_knots(0, 4), octave_knots(0, 17), octave_knots(6, 9))
 GROWTH_LIMIT = 0.95 * math.log(2)  # efficiency may rise at most ~2x per octave of work: keeps time monotone
 
 
@@ -171,16 +176,19 @@ def prefill_flops(p: pd.DataFrame) -> np.ndarray:
     return 4.0 * p["batch_size"].to_numpy(float) * heads * (s * (s + 1) / 2)
 
 
+def _log2(frame: pd.DataFrame, *columns: str) -> list[np.ndarray]:
+    return [np.log2(frame[c].to_numpy(float)) for c in columns]
+
+
 def prefill_coords(p: pd.DataFrame) -> list[np.ndarray]:
-    """(log2 of parallel (sequence, head) units, log2 of the KV length per sequence)."""
-    return [np.log2((p["batch_size"] * p["n_heads"]).to_numpy(float)), np.log2(p["seq_len"].to_numpy(float)),
-            np.log2(p["head_dim"].to_numpy(float))]
+    """log2 of (batch, heads per KV head, KV heads, sequence length, head_dim): the prefill correction's axes."""
+    b, h, kv, s, d = _log2(p, "batch_size", "n_heads", "n_kv_heads", "seq_len", "head_dim")
+    return [b, h - kv, kv, s, d]
 
 
 def decode_coords(d: pd.DataFrame) -> list[np.ndarray]:
-    """(log2 of the batch size, log2 of the KV length per sequence, log2 head_dim)."""
-    return [np.log2(d["batch_size"].to_numpy(float)), np.log2(d["kv_len"].to_numpy(float)),
-            np.log2(d["head_dim"].to_numpy(float))]
+    """log2 of (batch, KV heads, KV length, head_dim): the decode correction's axes."""
+    return _log2(d, "batch_size", "n_kv_heads", "kv_len", "head_dim")
 
 
 def holdout_mask(frame: pd.DataFrame, group: list[str] | None, rng: np.random.Generator, n_groups: float,
@@ -225,15 +233,16 @@ def _fit_gemm(rows: pd.DataFrame, peak: float, bw: float, weight_bytes: float, a
 
 
 def _fit_attention(work: np.ndarray, coords_log2: list[np.ndarray], t: np.ndarray, rate: float,
-                   knots: tuple[tuple[float, ...], ...]) -> AttentionCurve:
+                   knots: tuple[tuple[float, ...], ...], smooth: float) -> AttentionCurve:
+    """``time = (floor + work / (rate x efficiency)) x exp(correction)``: a robust fit of efficiency and floor,
+    then the correction surface on the log residuals (the kernel model keeps time monotone at evaluation)."""
     def base(q):
         eff, floor = q
         return floor + work / (rate * eff)
 
     fit = least_squares(lambda q: np.log(base(q)) - np.log(t), [0.5, 1e-5], bounds=([0.01, 0.0], [1.5, 1e-3]),
                         loss="soft_l1", f_scale=0.1)
-    grid = fit_grid(coords_log2, np.log(t) - np.log(base(fit.x)), knots)
-    grid = bound_growth_all(grid, GROWTH_LIMIT, axes=(0, 1))
+    grid = fit_grid(coords_log2, np.log(t) - np.log(base(fit.x)), knots, smooth=smooth)
     return AttentionCurve(float(fit.x[0]), float(fit.x[1]), grid)
 
 
@@ -268,10 +277,11 @@ def fit_calibration(tables: Tables, gpu: GpuSpec, train: dict[str, np.ndarray] |
             gemm[dtype] = _fit_gemm(part, peak * 1e12, bw, wb, ab)
     prefill = {}
     p = rows("prefill")
-    p = p[p["kv_dtype"] == "bf16"]
-    if len(p):
-        prefill["bf16"] = _fit_attention(prefill_flops(p), prefill_coords(p), p["latency_s"].to_numpy(float),
-                                         gpu.bf16_tflops * 1e12, ATTENTION_KNOTS)
+    for kv in ("bf16", "fp8"):
+        part = p[p["kv_dtype"] == kv]
+        if len(part):
+            prefill[kv] = _fit_attention(prefill_flops(part), prefill_coords(part), part["latency_s"].to_numpy(float),
+                                         gpu.bf16_tflops * 1e12, PREFILL_KNOTS, smooth=0.3)
     decode = {}
     d = rows("decode")
     for kv in ("bf16", "fp8"):
@@ -279,7 +289,7 @@ def fit_calibration(tables: Tables, gpu: GpuSpec, train: dict[str, np.ndarray] |
         if len(part):
             work = decode_bytes(part)
             decode[kv] = _fit_attention(work, decode_coords(part), part["latency_s"].to_numpy(float), bw,
-                                        ATTENTION_KNOTS)
+                                        DECODE_KNOTS, smooth=1.0)
     allreduce = {}
     a = rows("allreduce")
     for n_gpus, part in a.groupby("n_gpus"):
@@ -348,6 +358,8 @@ def calibrate(tables: Tables, gpu: GpuSpec, seed: int = 0) -> tuple[Calibration,
     """Fit on the training rows; return the calibration and the held-out error table (stored in it too)."""
     held = holdout_split(tables, seed)
     cal = fit_calibration(tables, gpu, {name: ~mask for name, mask in held.items()})
+    # Measure exactly what is written: the file stores rounded knot values.
+    cal = Calibration.from_dict(cal.to_dict())
     km = KernelModel(gpu, cal)
     pred = predictions(km, tables)
     pred["held_out"] = np.concatenate([held["gemm"], held["prefill"], held["decode"], held["allreduce"]])

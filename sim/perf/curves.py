@@ -66,6 +66,22 @@ class LogGrid:
                 total += weight * self.values[tuple(index)]
         return float(total)
 
+    def slice2(self, axis_a: int, axis_b: int, fixed: dict[int, float]) -> Slice2:
+        """The surface over two axes with the others held at ``fixed`` (log2 values): exact, since the surface
+        is multilinear, so later lookups need only a bilinear interpolation."""
+        ka, kb = self.knots[axis_a], self.knots[axis_b]
+        values = []
+        for xa in ka:
+            row = []
+            for xb in kb:
+                point = [0.0] * len(self.knots)
+                for axis, x in fixed.items():
+                    point[axis] = x
+                point[axis_a], point[axis_b] = xa, xb
+                row.append(self.at(*point))
+            values.append(row)
+        return Slice2(ka, kb, values)
+
     def to_dict(self, digits: int = 4) -> dict:
         return {"knots_log2": [list(k) for k in self.knots], "values": np.round(self.values, digits).tolist()}
 
@@ -77,6 +93,21 @@ class LogGrid:
     @classmethod
     def zeros(cls, knots: tuple[tuple[float, ...], ...]) -> LogGrid:
         return cls(knots, np.zeros(tuple(len(k) for k in knots)))
+
+
+@dataclass(frozen=True)
+class Slice2:
+    """A two-axis section of a :class:`LogGrid` (see :meth:`LogGrid.slice2`)."""
+
+    knots_a: tuple[float, ...]
+    knots_b: tuple[float, ...]
+    values: list[list[float]]
+
+    def at(self, xa: float, xb: float) -> float:
+        i, f = _locate(xa, self.knots_a)
+        j, g = _locate(xb, self.knots_b)
+        v0, v1 = self.values[i], self.values[i + 1]
+        return (v0[j] * (1 - g) + v0[j + 1] * g) * (1 - f) + (v1[j] * (1 - g) + v1[j + 1] * g) * f
 
 
 def design_matrix(log2_coords: list[np.ndarray], knots: tuple[tuple[float, ...], ...]) -> sp.csr_matrix:

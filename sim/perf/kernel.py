@@ -15,6 +15,7 @@ may not fall faster than their work grows (:func:`sim.perf.curves.bound_growth`)
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -26,7 +27,7 @@ import yaml
 from sim.catalog import GpuSpec, load_catalog
 from sim.engine.sizing import KV_BYTES, WEIGHT_BYTES
 from sim.errors import CatalogError
-from sim.perf.curves import LogGrid
+from sim.perf.curves import LogGrid, Slice2
 
 ACT_BYTES = 2
 SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available: 10x faster to parse
@@ -53,14 +54,14 @@ class GemmCurve:
 class AttentionCurve:
     """Efficiency of an attention kernel: ``floor + work / (peak x efficiency) x exp(correction(log2 size))``.
 
-    Prefill: work is FLOPs against the bf16 tensor peak; the correction is over (log2 of sequence x head units,
-    log2 of the KV length per sequence, log2 head_dim). Decode: work is bytes read against memory bandwidth;
-    the correction is over (log2 of the batch size, log2 of the KV length per sequence, log2 head_dim).
+    ``time = (floor + work / (peak x efficiency)) x exp(correction)``. Prefill: work is FLOPs against the bf16
+    tensor peak; the correction is over log2 of (batch, heads per KV head, KV heads, length, head_dim). Decode: work is bytes
+    read against memory bandwidth; the correction is over log2 of (batch, KV heads, KV length, head_dim).
     """
 
     efficiency: float
     floor_s: float
-    correction: LogGrid  # (log2 parallel units, log2 KV length, log2 head_dim)
+    correction: LogGrid
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ class Calibration:
 
     def to_dict(self) -> dict:
         def curve(c):
-            out = {k: (v.to_dict() if isinstance(v, LogGrid) else float(v)) for k, v in c.__dict__.items()}
+            out = {k: (v.to_dict(digits=3) if isinstance(v, LogGrid) else float(v)) for k, v in c.__dict__.items()}
             return out
 
         return {
@@ -234,20 +235,63 @@ class KernelModel:
             t = max(t, float(running[j]))
         return t
 
+    def _slice(self, curve: AttentionCurve, family: str, n_heads: int, n_kv_heads: int, head_dim: int) -> Slice2:
+        """The correction over (batch, length) for one head configuration: heads are fixed per model and TP."""
+        key = ("slice", family, id(curve), n_heads, n_kv_heads, head_dim)
+        section = self._knot_max.get(key)
+        if section is None:
+            grid = curve.correction
+            if family == "prefill":
+                fixed = {1: math.log2(n_heads / n_kv_heads), 2: math.log2(n_kv_heads), 4: math.log2(head_dim)}
+                section = grid.slice2(0, 3, fixed)
+            else:
+                section = grid.slice2(0, 2, {1: math.log2(n_kv_heads), 3: math.log2(head_dim)})
+            self._knot_max[key] = section
+        return section
+
+    def _prefill_raw(self, curve: AttentionCurve, batch_size: int, length: float, n_heads: int, n_kv_heads: int,
+                     head_dim: int) -> float:
+        """Fitted time of a full causal prefill of ``length`` tokens per sequence (no cached prefix)."""
+        flops = 4.0 * batch_size * n_heads * head_dim * length * (length + 1) / 2
+        t = curve.floor_s + flops / (self._bf16 * curve.efficiency)
+        section = self._slice(curve, "prefill", n_heads, n_kv_heads, head_dim)
+        return t * math.exp(section.at(math.log2(batch_size), math.log2(length)))
+
     def attention_prefill_s(self, batch_size: int, seq_len: int, n_heads: int, n_kv_heads: int, head_dim: int,
                             dtype: str = "bf16", kv_dtype: str = "bf16", cached_len: int = 0) -> float:
         """Causal attention of ``seq_len`` new tokens per sequence over ``cached_len`` cached ones plus themselves
-        (FlashAttention; includes writing the new KV)."""
+        (FlashAttention; includes writing the new KV).
+
+        A chunk over a cached prefix is priced as the full causal prefill with the same number of (query, key)
+        pairs: exact for the measured rows (no prefix), an assumption for chunked prefill (the measured tables
+        have no cached-prefix rows).
+        """
         if batch_size <= 0 or seq_len <= 0:
             return 0.0
-        curve = self.calibration.attention_prefill["bf16"]
+        name = "fp8" if KV_BYTES[kv_dtype] == 1 and "fp8" in self.calibration.attention_prefill else "bf16"
+        curve = self.calibration.attention_prefill[name]
         pairs = seq_len * cached_len + seq_len * (seq_len + 1) / 2
         flops = 4.0 * batch_size * n_heads * head_dim * pairs
         kv = (cached_len + seq_len) * 2 * n_kv_heads * head_dim * KV_BYTES[kv_dtype]
         moved = batch_size * (kv + 2 * seq_len * n_heads * head_dim * ACT_BYTES)
-        t = curve.floor_s + flops / (self._bf16 * curve.efficiency) * math.exp(
-            curve.correction.at(math.log2(batch_size * n_heads), math.log2(cached_len + seq_len), math.log2(head_dim)))
-        return max(t, flops / self._bf16, moved / self._bw)
+        sol = max(flops / self._bf16, moved / self._bw)
+        if len(curve.correction.knots) == 3:  # first-generation curve: correction on the work term only
+            t = curve.floor_s + flops / (self._bf16 * curve.efficiency) * math.exp(curve.correction.at(
+                math.log2(batch_size * n_heads), math.log2(cached_len + seq_len), math.log2(head_dim)))
+            return max(t, sol)
+        length = (math.sqrt(1 + 8 * pairs) - 1) / 2  # L with L (L + 1) / 2 = pairs
+        key = ("prefill", name, batch_size, n_heads, n_kv_heads, head_dim)
+        running = self._knot_max.get(key)
+        knots = curve.correction.knots[3]
+        if running is None:
+            running = np.maximum.accumulate([self._prefill_raw(curve, batch_size, 2.0**x, n_heads, n_kv_heads,
+                                                               head_dim) for x in knots])
+            self._knot_max[key] = running
+        t = self._prefill_raw(curve, batch_size, length, n_heads, n_kv_heads, head_dim)
+        x = math.log2(length)
+        if x >= knots[0]:
+            t = max(t, float(running[min(bisect_right(knots, x) - 1, len(knots) - 1)]))
+        return max(t, sol)
 
     def attention_decode_s(self, batch_size: int, kv_len: float, n_heads: int, n_kv_heads: int, head_dim: int,
                            kv_dtype: str = "bf16") -> float:
@@ -259,9 +303,60 @@ class KernelModel:
         moved = batch_size * (kv_len * 2 * n_kv_heads * head_dim * KV_BYTES[kv_dtype]
                               + 2 * n_heads * head_dim * ACT_BYTES)
         flops = 4.0 * batch_size * kv_len * n_heads * head_dim
-        t = curve.floor_s + moved / (self._bw * curve.efficiency) * math.exp(
-            curve.correction.at(math.log2(batch_size), math.log2(kv_len), math.log2(head_dim)))
-        return max(t, flops / self._bf16, moved / self._bw)
+        sol = max(flops / self._bf16, moved / self._bw)
+        if len(curve.correction.knots) == 3:  # first-generation curve: correction on the work term only
+            t = curve.floor_s + moved / (self._bw * curve.efficiency) * math.exp(
+                curve.correction.at(math.log2(batch_size), math.log2(kv_len), math.log2(head_dim)))
+            return max(t, sol)
+        return max(self._decode_monotone(curve, name, batch_size, kv_len, n_heads, n_kv_heads, head_dim, kv_dtype),
+                   sol)
+
+    def _kv_running_max(self, curve: AttentionCurve, key: tuple, batch: float, n_heads: int, n_kv_heads: int,
+                        head_dim: int, kv_dtype: str) -> list[float]:
+        """Running maximum over the KV-length knots of the raw decode time at ``batch`` (cached per batch)."""
+        cache_key = (*key, batch)
+        running = self._knot_max.get(cache_key)
+        if running is None:
+            running = np.maximum.accumulate([self._decode_raw(curve, batch, 2.0**x, n_heads, n_kv_heads, head_dim,
+                                                              kv_dtype) for x in curve.correction.knots[2]]).tolist()
+            self._knot_max[cache_key] = running
+        return running
+
+    def _decode_monotone(self, curve: AttentionCurve, name: str, batch: float, kv_len: float, n_heads: int,
+                         n_kv_heads: int, head_dim: int, kv_dtype: str) -> float:
+        """Decode time made non-decreasing in batch and KV length without changing it where it already is.
+
+        ``t1(b, kv)`` = max(raw, running max over the KV knots below, at this batch) is non-decreasing in kv
+        (the fitted log-time is convex in log kv between knots). The result takes the max of ``t1`` at this batch
+        and at every batch knot below it, which makes it non-decreasing in the batch too (convex in log b between
+        knots, as a max of convex functions).
+        """
+        key = ("decode", name, n_heads, n_kv_heads, head_dim, kv_dtype)
+        kb, kk = curve.correction.knots[0], curve.correction.knots[2]
+        xk = math.log2(kv_len)
+        j = min(bisect_right(kk, xk) - 1, len(kk) - 1) if xk >= kk[0] else -1
+
+        def t1(b: float) -> float:
+            t = self._decode_raw(curve, b, kv_len, n_heads, n_kv_heads, head_dim, kv_dtype)
+            if j >= 0:
+                t = max(t, self._kv_running_max(curve, key, b, n_heads, n_kv_heads, head_dim, kv_dtype)[j])
+            return t
+
+        t = t1(batch)
+        xb = math.log2(batch)
+        for i, knot in enumerate(kb):
+            if knot > xb:
+                break
+            t = max(t, t1(2.0**knot))
+        return t
+
+    def _decode_raw(self, curve: AttentionCurve, batch_size: float, kv_len: float, n_heads: int, n_kv_heads: int,
+                    head_dim: int, kv_dtype: str) -> float:
+        moved = batch_size * (kv_len * 2 * n_kv_heads * head_dim * KV_BYTES[kv_dtype]
+                              + 2 * n_heads * head_dim * ACT_BYTES)
+        t = curve.floor_s + moved / (self._bw * curve.efficiency)
+        section = self._slice(curve, "decode", n_heads, n_kv_heads, head_dim)
+        return t * math.exp(section.at(math.log2(batch_size), math.log2(kv_len)))
 
     def allreduce_s(self, n_bytes: float, n_gpus: int) -> float:
         """All-reduce of ``n_bytes`` across ``n_gpus`` GPUs of one node (vLLM custom all-reduce / NCCL)."""
