@@ -17,7 +17,7 @@ import yaml
 
 from sim.catalog import load_catalog
 from sim.cluster.deploy import plan_pools
-from sim.errors import FleetsimError
+from sim.errors import CatalogError, FleetsimError, TraceError, unknown_name
 from sim.results import Results
 from sim.scenario import load_scenario
 from sim.simulate import simulate
@@ -171,6 +171,159 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     return 0
 
 
+CALIBRATION_SOURCES = ("aiconfigurator", "csv")
+#: Shape columns of a measurements CSV that must be positive integers (n_bytes and kv_len may be fractional).
+_CSV_INTEGER = {"gemm": ("m", "n", "k"), "prefill": ("batch_size", "seq_len", "n_heads", "n_kv_heads", "head_dim"),
+                "decode": ("batch_size", "n_heads", "n_kv_heads", "head_dim"), "allreduce": ("n_gpus",)}
+_CSV_POSITIVE = {"decode": ("kv_len",), "allreduce": ("n_bytes",)}
+_CSV_DTYPES = {"gemm": "dtype", "prefill": "kv_dtype", "decode": "kv_dtype"}
+
+
+def _check_measurements_csv(path: str) -> None:
+    """What ``read_csv_measurements`` does not check: shape columns are positive numbers (integers where they
+    count things; all-reduce over at least 2 GPUs) and dtypes are bf16 or fp8. Raises TraceError with the line."""
+    import numpy as np
+    import pandas as pd
+
+    frame = pd.read_csv(path)  # already read once by read_csv_measurements: no I/O errors here
+    for op in _CSV_INTEGER:
+        rows = frame[frame["op"] == op]
+        if not len(rows):
+            continue
+        for col in (*_CSV_INTEGER[op], *_CSV_POSITIVE.get(op, ())):
+            values = pd.to_numeric(rows[col], errors="coerce").to_numpy(float)
+            integer = col in _CSV_INTEGER[op]
+            if integer:
+                low, need = (2, "an integer >= 2") if col == "n_gpus" else (1, "a positive integer")
+                bad = ~((values >= low) & np.isfinite(values)) | (np.round(values) != values)
+            else:
+                need = "a positive number"
+                bad = ~((values > 0) & np.isfinite(values))
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise TraceError(path, int(rows.index[i]) + 2, f"{op} row: {col} must be {need}, "
+                                                               f"got {rows[col].iloc[i]!r}")
+        dcol = _CSV_DTYPES.get(op)
+        if dcol is not None:
+            bad = ~rows[dcol].isin(["bf16", "fp8"]).to_numpy()
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise TraceError(path, int(rows.index[i]) + 2, f"{op} row: {dcol} must be bf16 or fp8, "
+                                                               f"got {rows[dcol].iloc[i]!r}")
+
+
+def _measured_gpu(catalog, root: Path, gpu: str) -> str:
+    """Check ``--gpu`` against the GPUs with AIConfigurator vLLM tables under ``root``."""
+    if (root / "vllm").is_dir():  # a single GPU's folder: any catalog GPU may be named
+        measured = sorted(catalog.gpus)
+    else:
+        measured = sorted(g for g in catalog.gpus if (root / g / "vllm").is_dir())
+    if not measured:
+        raise FleetsimError(f"--from aiconfigurator {root}: no GPU folders with vllm/ tables in it (expected e.g. "
+                            f"{root}/h100_sxm/vllm/0.24.0/gemm/gemm_perf.parquet)")
+    if gpu not in measured:
+        if gpu in catalog.gpus:
+            raise CatalogError(f"--gpu {gpu}: no AIConfigurator vLLM tables for it under {root}; "
+                               f"measured: {', '.join(measured)}")
+        raise CatalogError(f"--gpu: {unknown_name('GPU', gpu, measured)}")
+    return gpu
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from sim.perf.calibrate import calibrate, read_aiconfigurator, read_csv_measurements
+    from sim.perf.report import error_text
+
+    kind, source = args.source
+    if kind not in CALIBRATION_SOURCES:
+        raise FleetsimError(f"--from: {unknown_name('measurement source', kind, CALIBRATION_SOURCES)}")
+    catalog = load_catalog(tuple(Path(p) for p in args.catalog or ()))
+    if kind == "aiconfigurator":
+        root = Path(source)
+        if not root.is_dir():
+            raise FleetsimError(f"--from aiconfigurator {source}: folder not found")
+        gpu = _measured_gpu(catalog, root, args.gpu)
+    else:
+        if args.gpu not in catalog.gpus:
+            raise CatalogError(f"--gpu: {unknown_name('GPU', args.gpu, catalog.gpus)}")
+        gpu = args.gpu
+    spec = catalog.gpus[gpu]
+    seed = 0 if args.seed is None else args.seed
+    started = time.perf_counter()
+    if kind == "aiconfigurator":
+        tables = read_aiconfigurator(root, gpu, spec.architecture)
+    else:
+        tables = read_csv_measurements(source)
+        _check_measurements_csv(source)
+    cal, errors = calibrate(tables, spec, seed)
+    out = Path(args.out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        cal.write(out)
+    except OSError as err:
+        raise FleetsimError(f"--out {args.out}: cannot write the calibration: {err.strerror or err}") from None
+    wall = time.perf_counter() - started
+    counts = {name: len(getattr(tables, name)) for name in ("gemm", "prefill", "decode", "allreduce")}
+    print(f"calibrated {gpu} ({spec.name}) on {tables.source}")
+    print("rows: " + ", ".join(f"{n} {name}" for name, n in counts.items()))
+    print(f"held-out error (seed {seed}: a random 20% of rows plus whole held-out GEMM shapes, prefill and decode "
+          f"lengths, left out of the fit):")
+    print(error_text(errors))
+    print(f"calibration written to {out} ({wall:.1f} s)")
+    return 0
+
+
+def cmd_perf_report(args: argparse.Namespace) -> int:
+    from sim.perf import report as rp
+
+    data = Path(args.data) if args.data else rp.default_data_dir()
+    if not data.is_dir():
+        raise FleetsimError(f"--data {data}: folder not found (the AIConfigurator tables are not shipped with the "
+                            f"package; pass --data DIR with <gpu>/vllm/ folders for {', '.join(rp.MEASURED_GPUS)})")
+    missing = [g for g in rp.MEASURED_GPUS if not (data / g / "vllm").is_dir()]
+    if missing:
+        raise FleetsimError(f"--data {data}: no {', '.join(f'{g}/vllm/' for g in missing)} folder of AIConfigurator "
+                            f"tables")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise FleetsimError(f"--out {args.out}: exists and is not a folder")
+    started = time.perf_counter()
+    catalog = load_catalog()
+    tables = rp.load_measured(data, catalog)
+    report = rp.build_report(tables, catalog, seed=args.seed, refit=args.refit, data_label=str(data),
+                             e2e=not args.skip_e2e)
+    figures = rp.report_figures(report)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, fig in figures.items():
+            fig.savefig(out / name, dpi=110)
+        (out / "fidelity.md").write_text(rp.fidelity_markdown(report, list(figures)), encoding="utf-8")
+    except OSError as err:
+        raise FleetsimError(f"--out {args.out}: cannot write the report: {err.strerror or err}") from None
+    wall = time.perf_counter() - started
+    print("held-out error (section 1 of fidelity.md):")
+    print(rp.error_text(report.held_out_summary))
+    print()
+    print("cross-GPU spec transfer, all rows of the target (section 3):")
+    print(rp.error_text(report.transfer_summary))
+    print()
+    check = report.fit_check
+    if len(check):
+        verdict = "equal to" if check["matches"].all() else "DIFFERENT from"
+        print(f"held-out numbers are {verdict} the shipped calibrations' fit_report "
+              f"(largest difference {100 * check['max_abs_diff'].max():.3f} pp)")
+    if report.e2e is not None and isinstance(report.e2e.summary, dict):
+        e = report.e2e.summary
+        print(f"end to end ({e.get('rows')} held-out H100 serving runs): TTFT median/p90 APE "
+              f"{e.get('ttft_median_ape_pct', float('nan')):.1f}%/{e.get('ttft_p90_ape_pct', float('nan')):.1f}%, "
+              f"TPOT {e.get('tpot_median_ape_pct', float('nan')):.1f}%/{e.get('tpot_p90_ape_pct', float('nan')):.1f}%")
+    elif report.e2e is not None:
+        print(f"end-to-end check skipped: {report.e2e.note}")
+    met = report.targets["met"]
+    print(f"targets: {int(met.sum())} of {len(met)} family rows met (section 5)")
+    print(f"report written to {out}/fidelity.md with {len(figures)} plots ({wall:.1f} s)")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="fleetsim", description="Simulate LLM inference fleets: latency and cost.")
     sub = top.add_subparsers(dest="command", required=True)
@@ -192,6 +345,26 @@ def parser() -> argparse.ArgumentParser:
     cat.add_argument("what", choices=["gpus", "models", "prices"])
     cat.add_argument("--file", action="append", help="an extra catalog YAML to include")
     cat.set_defaults(func=cmd_catalog)
+
+    cal = sub.add_parser("calibrate", help="fit kernel-model curves to measured operator latencies")
+    cal.add_argument("--from", dest="source", nargs=2, required=True, metavar=("SOURCE", "PATH"),
+                     help="'aiconfigurator DIR' (AIConfigurator systems data: DIR/<gpu>/vllm/...) or 'csv FILE'")
+    cal.add_argument("--gpu", required=True, help="catalog key of the measured GPU, e.g. h100_sxm")
+    cal.add_argument("--out", required=True, help="calibration YAML to write")
+    cal.add_argument("--seed", type=int, default=None, help="seed of the held-out split (default 0)")
+    cal.add_argument("--catalog", action="append", help="an extra catalog YAML (for a GPU not in the shipped one)")
+    cal.set_defaults(func=cmd_calibrate)
+
+    rep = sub.add_parser("perf-report", help="kernel-model fidelity report: held-out and cross-GPU errors, plots")
+    rep.add_argument("--out", required=True, help="folder for fidelity.md and the PNG plots")
+    rep.add_argument("--data", help="AIConfigurator systems data folder (default ../shared/data/calibration/"
+                                    "aiconfigurator next to the source checkout)")
+    rep.add_argument("--seed", type=int, default=None,
+                     help="held-out split seed (default: the shipped calibrations'; another seed refits)")
+    rep.add_argument("--refit", action="store_true",
+                     help="refit the held-out calibrations instead of evaluating the shipped ones")
+    rep.add_argument("--skip-e2e", action="store_true", help="leave out the end-to-end serving check (slow)")
+    rep.set_defaults(func=cmd_perf_report)
     return top
 
 
