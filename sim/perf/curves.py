@@ -90,9 +90,6 @@ class LogGrid:
         knots = tuple(tuple(float(v) for v in k) for k in data["knots_log2"])
         return cls(knots, np.asarray(data["values"], dtype=float))
 
-    @classmethod
-    def zeros(cls, knots: tuple[tuple[float, ...], ...]) -> LogGrid:
-        return cls(knots, np.zeros(tuple(len(k) for k in knots)))
 
 
 @dataclass(frozen=True)
@@ -194,15 +191,6 @@ def isotonic_increasing(values: np.ndarray) -> np.ndarray:
 def octave_knots(low_log2: float, high_log2: float, step: float = 1.0) -> tuple[float, ...]:
     """Knots from ``low`` to ``high`` (log2 units) every ``step``."""
     return tuple(float(v) for v in np.arange(low_log2, high_log2 + step / 2, step))
-
-
-def bound_growth_all(grid: LogGrid, max_log_increase_per_octave: float, axes: tuple[int, ...] | None = None,
-                     passes: int = 4) -> LogGrid:
-    """:func:`bound_growth` along ``axes`` (default all), repeated until the bounds hold on all at once."""
-    for _ in range(passes):
-        for axis in axes if axes is not None else range(len(grid.knots)):
-            grid = bound_growth(grid, axis, max_log_increase_per_octave)
-    return grid
 
 
 def bound_growth(grid: LogGrid, axis: int, max_log_increase_per_octave: float) -> LogGrid:

@@ -55,8 +55,9 @@ class AttentionCurve:
     """Efficiency of an attention kernel: ``floor + work / (peak x efficiency) x exp(correction(log2 size))``.
 
     ``time = (floor + work / (peak x efficiency)) x exp(correction)``. Prefill: work is FLOPs against the bf16
-    tensor peak; the correction is over log2 of (batch, heads per KV head, KV heads, length, head_dim). Decode: work is bytes
-    read against memory bandwidth; the correction is over log2 of (batch, KV heads, KV length, head_dim).
+    tensor peak; the correction is over log2 of (batch, heads per KV head, KV heads, length, head_dim).
+    Decode: work is bytes read against memory bandwidth; the correction is over log2 of (batch, KV heads,
+    KV length, head_dim).
     """
 
     efficiency: float
@@ -275,10 +276,6 @@ class KernelModel:
         kv = (cached_len + seq_len) * 2 * n_kv_heads * head_dim * KV_BYTES[kv_dtype]
         moved = batch_size * (kv + 2 * seq_len * n_heads * head_dim * ACT_BYTES)
         sol = max(flops / self._bf16, moved / self._bw)
-        if len(curve.correction.knots) == 3:  # first-generation curve: correction on the work term only
-            t = curve.floor_s + flops / (self._bf16 * curve.efficiency) * math.exp(curve.correction.at(
-                math.log2(batch_size * n_heads), math.log2(cached_len + seq_len), math.log2(head_dim)))
-            return max(t, sol)
         length = (math.sqrt(1 + 8 * pairs) - 1) / 2  # L with L (L + 1) / 2 = pairs
         key = ("prefill", name, batch_size, n_heads, n_kv_heads, head_dim)
         running = self._knot_max.get(key)
@@ -304,10 +301,6 @@ class KernelModel:
                               + 2 * n_heads * head_dim * ACT_BYTES)
         flops = 4.0 * batch_size * kv_len * n_heads * head_dim
         sol = max(flops / self._bf16, moved / self._bw)
-        if len(curve.correction.knots) == 3:  # first-generation curve: correction on the work term only
-            t = curve.floor_s + moved / (self._bw * curve.efficiency) * math.exp(
-                curve.correction.at(math.log2(batch_size), math.log2(kv_len), math.log2(head_dim)))
-            return max(t, sol)
         return max(self._decode_monotone(curve, name, batch_size, kv_len, n_heads, n_kv_heads, head_dim, kv_dtype),
                    sol)
 
@@ -344,7 +337,7 @@ class KernelModel:
 
         t = t1(batch)
         xb = math.log2(batch)
-        for i, knot in enumerate(kb):
+        for knot in kb:
             if knot > xb:
                 break
             t = max(t, t1(2.0**knot))
