@@ -60,8 +60,14 @@ class Tables:
     source: str = ""
 
 
+def _version(text: str) -> tuple[int, ...]:
+    """'0.24.0' -> (0, 24, 0); non-numeric parts are ignored."""
+    return tuple(int(x) for x in text.split(".") if x.isdigit())
+
+
 def _newest(folder: Path, pattern: str) -> Path | None:
-    found = sorted(folder.glob(pattern), key=lambda p: tuple(int(x) for x in p.parts[-4].split(".") if x.isdigit()))
+    """The match under the highest version folder (the first path part below ``folder``)."""
+    found = sorted(folder.glob(pattern), key=lambda p: _version(p.relative_to(folder).parts[0]))
     return found[-1] if found else None
 
 
@@ -114,9 +120,9 @@ def read_aiconfigurator(root: Path | str, gpu: str, architecture: str) -> Tables
         x = x[(x["kernel_source"] == "vLLM_custom_graph") & (2 * x["message_size"] <= CUSTOM_ALLREDUCE_MAX_BYTES)]
         ar.append(pd.DataFrame({"n_bytes": 2 * x["message_size"], "n_gpus": x["num_gpus"],
                                 "latency_s": x["latency"] * 1e-3}))
-    nccl_files = sorted((base / "nccl").glob("*/comm/nccl_perf.parquet")) if (base / "nccl").is_dir() else []
-    if nccl_files:
-        x = pd.read_parquet(nccl_files[-1])
+    nccl = _newest(base / "nccl", "*/comm/nccl_perf.parquet") if (base / "nccl").is_dir() else None
+    if nccl is not None:
+        x = pd.read_parquet(nccl)
         x = x[(x["op_name"] == "all_reduce") & (x["nccl_dtype"] == "half")
               & (2 * x["message_size"] > CUSTOM_ALLREDUCE_MAX_BYTES)]
         ar.append(pd.DataFrame({"n_bytes": 2 * x["message_size"], "n_gpus": x["num_gpus"],

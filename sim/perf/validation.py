@@ -1,0 +1,422 @@
+"""End-to-end validation of the whole simulator against measured vLLM serving on H100 SXM.
+
+Each measured row (``data/validation/e2e_h100_vllm.csv``: NVIDIA AIConfigurator's silicon sample, vLLM rows)
+is one benchmark run: ``concurrency`` clients in a closed loop on one replica of ``tp_size`` H100s, every
+request ``isl`` prompt tokens and ``osl`` output tokens, with the measured mean TTFT and TPOT. This module
+turns a row into a :class:`~sim.config.Scenario` (:func:`scenario_for_row`), simulates it with the calibrated
+kernel model (:func:`simulate_row`), splits the rows into a fit half and a held-out report half
+(:func:`split_rows`), fits vLLM's CPU overhead per step on the fit half only (:func:`fit_step_overhead`), and
+tabulates the errors (:func:`validation_table`, :func:`summary`). :func:`write_step_overhead` writes the fitted
+figures (and the report half's errors, so that a test can check they are reproducible) to the file that
+:func:`sim.perf.step_overhead_defaults` reads; :func:`run_validation` does all of it.
+
+Nothing here prints; only the functions that take a path write files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from scipy.optimize import minimize
+
+from sim.config import EngineConfig, Scenario
+from sim.simulate import simulate
+
+ROOT = Path(__file__).resolve().parents[2]
+#: The project's copy of the measured rows (vLLM only).
+DATA_PATH = ROOT / "data" / "validation" / "e2e_h100_vllm.csv"
+#: Where the fitted overheads ship (read by :func:`sim.perf.step_overhead_defaults`).
+STEP_OVERHEAD_PATH = Path(__file__).resolve().parent / "calibrations" / "step_overhead.yaml"
+
+GPU = "h100_sxm"
+#: Hugging Face ``model_path`` of the source -> key in our model catalog.
+MODEL_KEYS = {"Qwen/Qwen3-32B": "qwen3-32b", "meta-llama/Llama-3.1-70B": "llama-3.1-70b"}
+#: Bounds of the fit (seconds per step, seconds per sequence per step).
+STEP_BOUNDS_S = (0.0, 20e-3)
+PER_SEQUENCE_BOUNDS_S = (0.0, 500e-6)
+#: Columns that identify a row (used in tables and in the YAML's ``fitted_on``).
+KEY_COLUMNS = ["model_path", "precision", "tp_size", "isl", "osl", "concurrency"]
+OBJECTIVE = ("sum over the fit rows of log(predicted / measured mean TPOT)^2 + log(predicted / measured mean "
+             "TTFT)^2")
+HEADER = (
+    "# vLLM's CPU-side overhead per engine step, fitted end to end (sim/perf/validation.py, run_validation).\n"
+    "# step_time = kernel-model GPU time + step_overhead_s + per_sequence_overhead_s x sequences in the step.\n"
+    "# Fitted on at most half of the measured vLLM H100 SXM serving rows (data/validation/e2e_h100_vllm.csv;\n"
+    "# NVIDIA AIConfigurator silicon sample, Apache-2.0, Copyright (c) 2026 NVIDIA CORPORATION & AFFILIATES):\n"
+    "# `fitted_on` lists them. `report` holds the errors on the other, held-out rows (tests/test_validation.py\n"
+    "# recomputes them). Re-run the validation whenever the kernel calibration or the engine model changes.\n"
+)
+
+
+# -- rows ------------------------------------------------------------------------------------------------------
+
+
+def load_rows(path: str | Path = DATA_PATH) -> pd.DataFrame:
+    """The measured rows of ``path``, with ``precision`` an empty string where the source gives none.
+
+    Parameters
+    ----------
+    path
+        A CSV with the columns of ``e2e_h100_vllm.csv`` (see ``data/validation/NOTICE.md``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per benchmark run, in file order.
+    """
+    return pd.read_csv(path, keep_default_na=False, dtype={"precision": str, "backend_version": str})
+
+
+def model_key(model_path: str) -> str:
+    """Our catalog key of the source's ``model_path`` (a Hugging Face repository name)."""
+    try:
+        return MODEL_KEYS[model_path]
+    except KeyError:
+        raise ValueError(f"no catalog model for {model_path!r}; known: {sorted(MODEL_KEYS)}") from None
+
+
+def precision_of(row: pd.Series) -> str:
+    """The weight precision of a row: the source's ``precision``, bf16 where it gives none."""
+    value = row["precision"]
+    return value if isinstance(value, str) and value else "bf16"
+
+
+def num_requests(concurrency: int) -> int:
+    """Requests simulated for one row: ``max(4 x concurrency, 40)`` (the first ``concurrency`` are warm-up)."""
+    return max(4 * concurrency, 40)
+
+
+def row_label(row: pd.Series) -> str:
+    """A short name of a row, e.g. ``qwen3-32b/bf16/tp2/1024x128/c8``."""
+    return (f"{model_key(row['model_path'])}/{precision_of(row)}/tp{int(row['tp_size'])}/"
+            f"{int(row['isl'])}x{int(row['osl'])}/c{int(row['concurrency'])}")
+
+
+# -- simulation ------------------------------------------------------------------------------------------------
+
+
+def scenario_for_row(row: pd.Series, step_overhead_s: float | None = None,
+                     per_sequence_overhead_s: float | None = None) -> Scenario:
+    """The scenario that reproduces one measured benchmark run.
+
+    One replica of the row's model on ``tp_size`` H100 SXM GPUs, vLLM-v1 engine defaults except
+    ``max_model_len = isl + osl`` and ``max_num_seqs >= concurrency``, and the calibrated kernel model. The
+    workload is a closed loop of ``concurrency`` clients with no think time, every request exactly ``isl``
+    prompt and ``osl`` output tokens, :func:`num_requests` requests in all; :func:`simulate_row` drops the first
+    ``concurrency`` requests (the first wave, which starts from an empty engine) as warm-up.
+
+    Parameters
+    ----------
+    row
+        One row of :func:`load_rows`.
+    step_overhead_s, per_sequence_overhead_s
+        CPU overhead per step and per sequence per step; None: the kernel model's default (the shipped fit).
+
+    Returns
+    -------
+    sim.config.Scenario
+    """
+    conc, isl, osl = int(row["concurrency"]), int(row["isl"]), int(row["osl"])
+    perf: dict = {"model": "kernel"}
+    if step_overhead_s is not None:
+        perf["step_overhead_s"] = float(step_overhead_s)
+    if per_sequence_overhead_s is not None:
+        perf["per_sequence_overhead_s"] = float(per_sequence_overhead_s)
+    return Scenario.model_validate({
+        "name": f"vllm-e2e-{row_label(row).replace('/', '-')}",
+        "workload": {
+            "type": "closed_loop",
+            "clients": conc,
+            "num_requests": num_requests(conc),
+            "prompt_tokens": {"dist": "fixed", "tokens": isl},
+            "output_tokens": {"dist": "fixed", "tokens": osl},
+        },
+        "pools": {
+            "vllm": {
+                "gpu": GPU,
+                "model": model_key(row["model_path"]),
+                "precision": precision_of(row),
+                "tensor_parallel": int(row["tp_size"]),
+                "replicas": 1,
+                "engine": {"max_model_len": isl + osl, "max_num_seqs": max(conc, EngineConfig().max_num_seqs)},
+                "perf": perf,
+            }
+        },
+    })
+
+
+def simulate_row(row: pd.Series, step_overhead_s: float | None = None,
+                 per_sequence_overhead_s: float | None = None) -> tuple[float, float]:
+    """Simulated (mean TTFT, mean TPOT) in seconds of one row, over the requests after the warm-up.
+
+    Parameters
+    ----------
+    row, step_overhead_s, per_sequence_overhead_s
+        As for :func:`scenario_for_row`.
+
+    Returns
+    -------
+    tuple of float
+        Means over the requests after the first ``concurrency`` (in request order).
+    """
+    requests = simulate(scenario_for_row(row, step_overhead_s, per_sequence_overhead_s)).requests
+    steady = requests.sort_values("request_id").iloc[int(row["concurrency"]):]
+    return float(steady["ttft_s"].mean()), float(steady["tpot_s"].mean())
+
+
+# -- split -----------------------------------------------------------------------------------------------------
+
+
+def _stratum(frame: pd.DataFrame) -> pd.Series:
+    """(model, precision, TP) of each row; strata of one row are pooled by (model, precision)."""
+    prec = frame["precision"].where(frame["precision"] != "", "bf16")
+    full = frame["model_path"] + "/" + prec + "/tp" + frame["tp_size"].astype(str)
+    size = full.map(full.value_counts())
+    return full.where(size > 1, frame["model_path"] + "/" + prec + "/tp*")
+
+
+def split_rows(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Deterministic fit/report split: every second row of each stratum goes to the fit set.
+
+    Rule: the strata are (model, precision, tensor parallelism), except that strata of a single row are pooled
+    by (model, precision) (the three Qwen3-32B fp8 rows, one per TP). Within a stratum the rows are sorted by
+    (isl, osl, concurrency, tp_size) and those at odd positions (1, 3, 5, ...) are fitted on; the others are
+    reported. A stratum of ``n`` rows puts ``floor(n / 2)`` in the fit set, so the fit set never holds more than
+    half of the rows, and every stratum of two or more rows is in both halves. The order of ``frame`` does not
+    matter.
+
+    Parameters
+    ----------
+    frame
+        Rows as from :func:`load_rows`.
+
+    Returns
+    -------
+    tuple of pandas.DataFrame
+        (fit rows, report rows), each in the order of ``frame``.
+    """
+    stratum = _stratum(frame)
+    ordered = frame.assign(_stratum=stratum).sort_values(["_stratum", "isl", "osl", "concurrency", "tp_size"],
+                                                         kind="mergesort")
+    position = ordered.groupby("_stratum", sort=False).cumcount()
+    fit_index = set(position.index[position % 2 == 1])
+    in_fit = frame.index.isin(list(fit_index))
+    return frame[in_fit], frame[~in_fit]
+
+
+# -- fit -------------------------------------------------------------------------------------------------------
+
+
+def affine_response(row: pd.Series) -> np.ndarray:
+    """Mean TTFT and TPOT of a row as exact affine functions of the two overheads.
+
+    With one replica, a closed loop without think time and fixed lengths, which requests run in which step
+    depends only on token counts and KV blocks, never on how long a step takes (a request that arrives during
+    a step waits for the next one, and arrivals only happen at step ends). Every event time is therefore a sum
+    of step times ``gpu_i + step_overhead_s + per_sequence_overhead_s x seqs_i`` over a fixed set of steps, so
+    ``mean = c0 + c1 x step_overhead_s + c2 x per_sequence_overhead_s`` exactly. Three simulations give the
+    coefficients.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (2, 3): rows (TTFT, TPOT), columns (c0, c1, c2), in seconds, seconds/second and seconds/second.
+    """
+    step, seq = STEP_BOUNDS_S[1], PER_SEQUENCE_BOUNDS_S[1]
+    base = np.array(simulate_row(row, 0.0, 0.0))
+    d_step = (np.array(simulate_row(row, step, 0.0)) - base) / step
+    d_seq = (np.array(simulate_row(row, 0.0, seq)) - base) / seq
+    return np.stack([base, d_step, d_seq], axis=1)
+
+
+def _objective(x: np.ndarray, coeffs: np.ndarray, measured: np.ndarray) -> float:
+    """Sum of squared log errors; ``coeffs`` (rows, 2, 3), ``measured`` (rows, 2) in seconds."""
+    pred = coeffs[:, :, 0] + coeffs[:, :, 1] * x[0] + coeffs[:, :, 2] * x[1]
+    return float(np.sum(np.log(pred / measured) ** 2))
+
+
+def measured_s(rows: pd.DataFrame) -> np.ndarray:
+    """Measured (mean TTFT, mean TPOT) of each row in seconds, shape (rows, 2)."""
+    return rows[["silicon_ttft_ms", "silicon_tpot_ms"]].to_numpy(dtype=float) / 1e3
+
+
+def objective_value(table: pd.DataFrame) -> float:
+    """:data:`OBJECTIVE` over the rows of a :func:`validation_table`."""
+    ttft = np.log(table["pred_ttft_ms"] / table["ttft_ms"])
+    tpot = np.log(table["pred_tpot_ms"] / table["tpot_ms"])
+    return float(np.sum(ttft**2) + np.sum(tpot**2))
+
+
+def fit_step_overhead(fit_rows: pd.DataFrame, grid: int = 9) -> tuple[float, float]:
+    """Fit (step_overhead_s, per_sequence_overhead_s) on ``fit_rows`` only.
+
+    Minimises :data:`OBJECTIVE` within 0-20 ms per step and 0-500 us per sequence per step: each row's means
+    are affine in the two overheads (:func:`affine_response`, three simulations per row), so the objective is
+    evaluated exactly without further simulation; a coarse ``grid x grid`` search picks the start of a bounded
+    L-BFGS-B refine (scipy).
+
+    Parameters
+    ----------
+    fit_rows
+        Rows as from :func:`load_rows` (the fit half of :func:`split_rows`).
+    grid
+        Points per axis of the coarse search.
+
+    Returns
+    -------
+    tuple of float
+        (seconds per step, seconds per sequence per step).
+    """
+    coeffs = np.stack([affine_response(row) for _, row in fit_rows.iterrows()])
+    measured = measured_s(fit_rows)
+    bounds = [STEP_BOUNDS_S, PER_SEQUENCE_BOUNDS_S]
+    scale = np.array([STEP_BOUNDS_S[1], PER_SEQUENCE_BOUNDS_S[1]])
+
+    def scaled(u: np.ndarray) -> float:
+        return _objective(u * scale, coeffs, measured)
+
+    axis = np.linspace(0.0, 1.0, grid)
+    start = min(((a, b) for a in axis for b in axis), key=lambda u: scaled(np.array(u)))
+    result = minimize(scaled, np.array(start), method="L-BFGS-B", bounds=[(0.0, 1.0)] * 2)
+    best = np.clip(result.x, 0.0, 1.0) * scale
+    best = np.clip(best, [b[0] for b in bounds], [b[1] for b in bounds])
+    return float(best[0]), float(best[1])
+
+
+# -- report ----------------------------------------------------------------------------------------------------
+
+
+def validation_table(rows: pd.DataFrame, step_overhead_s: float | None,
+                     per_sequence_overhead_s: float | None) -> pd.DataFrame:
+    """Measured and predicted mean TTFT and TPOT of each row, with absolute percentage errors.
+
+    Parameters
+    ----------
+    rows
+        Rows as from :func:`load_rows`.
+    step_overhead_s, per_sequence_overhead_s
+        The overheads to simulate with (None: the shipped defaults).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed like ``rows``: the :data:`KEY_COLUMNS`, ``label``, ``ttft_ms``, ``pred_ttft_ms``,
+        ``ttft_ape_pct``, ``tpot_ms``, ``pred_tpot_ms``, ``tpot_ape_pct``.
+    """
+    pred = [simulate_row(row, step_overhead_s, per_sequence_overhead_s) for _, row in rows.iterrows()]
+    table = rows[KEY_COLUMNS].copy()
+    table.insert(0, "label", [row_label(row) for _, row in rows.iterrows()])
+    table["ttft_ms"] = rows["silicon_ttft_ms"].astype(float)
+    table["pred_ttft_ms"] = [1e3 * p[0] for p in pred]
+    table["ttft_ape_pct"] = ape_pct(table["pred_ttft_ms"], table["ttft_ms"])
+    table["tpot_ms"] = rows["silicon_tpot_ms"].astype(float)
+    table["pred_tpot_ms"] = [1e3 * p[1] for p in pred]
+    table["tpot_ape_pct"] = ape_pct(table["pred_tpot_ms"], table["tpot_ms"])
+    return table
+
+
+def ape_pct(predicted: pd.Series, measured: pd.Series) -> pd.Series:
+    """Absolute percentage error, ``100 x |predicted - measured| / measured``."""
+    return 100.0 * (predicted - measured).abs() / measured
+
+
+def summary(table: pd.DataFrame) -> dict:
+    """Median and 90th-percentile APE (percent) of TTFT and TPOT over the rows of ``table``.
+
+    Returns
+    -------
+    dict
+        ``rows``, ``ttft_median_ape_pct``, ``ttft_p90_ape_pct``, ``tpot_median_ape_pct``, ``tpot_p90_ape_pct``
+        (percentiles by linear interpolation, as :func:`numpy.percentile`).
+    """
+    out: dict = {"rows": len(table)}
+    for metric in ("ttft", "tpot"):
+        ape = table[f"{metric}_ape_pct"].to_numpy(dtype=float)
+        out[f"{metric}_median_ape_pct"] = float(np.median(ape))
+        out[f"{metric}_p90_ape_pct"] = float(np.percentile(ape, 90))
+    return out
+
+
+# -- files -----------------------------------------------------------------------------------------------------
+
+
+def row_keys(rows: pd.DataFrame) -> list[str]:
+    """:func:`row_label` of each row (how the YAML names rows)."""
+    return [row_label(row) for _, row in rows.iterrows()]
+
+
+def _rounded(values: dict) -> dict:
+    return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in values.items()}
+
+
+def write_step_overhead(path: str | Path, step_overhead_s: float, per_sequence_overhead_s: float,
+                        fit_rows: pd.DataFrame, report_summary: dict | None = None,
+                        fit_objective_value: float | None = None, fit_summary: dict | None = None) -> None:
+    """Write the fitted overheads to ``path`` (the format :func:`sim.perf.step_overhead_defaults` reads).
+
+    Parameters
+    ----------
+    path
+        Output YAML file.
+    step_overhead_s, per_sequence_overhead_s
+        The fitted figures.
+    fit_rows
+        The rows they were fitted on (recorded as ``fitted_on``).
+    report_summary
+        :func:`summary` of the held-out rows at these figures (recorded as ``report``, rounded to 1e-6 %).
+    fit_objective_value
+        The objective's value at the optimum (recorded under ``objective``).
+    fit_summary
+        :func:`summary` of the fit rows at these figures (recorded as ``fit_half``).
+    """
+    data: dict = {
+        "step_overhead_s": float(step_overhead_s),
+        "per_sequence_overhead_s": float(per_sequence_overhead_s),
+        "objective": {"minimised": OBJECTIVE,
+                      "bounds": {"step_overhead_s": list(STEP_BOUNDS_S),
+                                 "per_sequence_overhead_s": list(PER_SEQUENCE_BOUNDS_S)}},
+        "source": str(DATA_PATH.relative_to(ROOT)) if DATA_PATH.is_relative_to(ROOT) else str(DATA_PATH),
+        "split": "sim.perf.validation.split_rows",
+        "warmup": "closed loop of `concurrency` clients, max(4 x concurrency, 40) requests, the first "
+                  "`concurrency` dropped",
+    }
+    if fit_objective_value is not None:
+        data["objective"]["value"] = round(float(fit_objective_value), 6)
+    if report_summary is not None:
+        data["report"] = _rounded(report_summary)
+    if fit_summary is not None:
+        data["fit_half"] = _rounded(fit_summary)
+    data["fitted_on"] = row_keys(fit_rows)
+    text = yaml.safe_dump(data, sort_keys=False, width=120, default_flow_style=False)
+    Path(path).write_text(HEADER + text, encoding="utf-8")
+
+
+def read_step_overhead(path: str | Path = STEP_OVERHEAD_PATH) -> dict:
+    """The mapping stored in a step-overhead YAML file."""
+    return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+
+
+def run_validation(out_path: str | Path = STEP_OVERHEAD_PATH, data_path: str | Path = DATA_PATH
+                   ) -> tuple[pd.DataFrame, dict]:
+    """Split, fit on the fit half, report on the other half, and write the result to ``out_path``.
+
+    The fit half is simulated once more at the fitted figures, which checks the affine shortcut of
+    :func:`fit_step_overhead` (the recorded objective value is from that direct simulation) and gives the
+    fit half's own errors (recorded as ``fit_half``).
+
+    Returns
+    -------
+    tuple
+        (:func:`validation_table` of both halves with a ``half`` column, the report half's :func:`summary`).
+    """
+    fit_rows, report_rows = split_rows(load_rows(data_path))
+    step, per_seq = fit_step_overhead(fit_rows)
+    fit_table = validation_table(fit_rows, step, per_seq)
+    report_table = validation_table(report_rows, step, per_seq)
+    result = summary(report_table)
+    write_step_overhead(out_path, step, per_seq, fit_rows, result, objective_value(fit_table), summary(fit_table))
+    tables = pd.concat([fit_table.assign(half="fit"), report_table.assign(half="report")]).sort_index()
+    return tables, result
