@@ -17,7 +17,7 @@ import yaml
 
 from sim.catalog import load_catalog
 from sim.cluster.deploy import plan_pools
-from sim.errors import CatalogError, FleetsimError, TraceError, unknown_name
+from sim.errors import CatalogError, FleetsimError, unknown_name
 from sim.results import Results
 from sim.scenario import load_scenario
 from sim.simulate import simulate
@@ -173,45 +173,6 @@ def cmd_catalog(args: argparse.Namespace) -> int:
 
 CALIBRATION_SOURCES = ("aiconfigurator", "csv")
 #: Shape columns of a measurements CSV that must be positive integers (n_bytes and kv_len may be fractional).
-_CSV_INTEGER = {"gemm": ("m", "n", "k"), "prefill": ("batch_size", "seq_len", "n_heads", "n_kv_heads", "head_dim"),
-                "decode": ("batch_size", "n_heads", "n_kv_heads", "head_dim"), "allreduce": ("n_gpus",)}
-_CSV_POSITIVE = {"decode": ("kv_len",), "allreduce": ("n_bytes",)}
-_CSV_DTYPES = {"gemm": "dtype", "prefill": "kv_dtype", "decode": "kv_dtype"}
-
-
-def _check_measurements_csv(path: str) -> None:
-    """What ``read_csv_measurements`` does not check: shape columns are positive numbers (integers where they
-    count things; all-reduce over at least 2 GPUs) and dtypes are bf16 or fp8. Raises TraceError with the line."""
-    import numpy as np
-    import pandas as pd
-
-    frame = pd.read_csv(path)  # already read once by read_csv_measurements: no I/O errors here
-    for op in _CSV_INTEGER:
-        rows = frame[frame["op"] == op]
-        if not len(rows):
-            continue
-        for col in (*_CSV_INTEGER[op], *_CSV_POSITIVE.get(op, ())):
-            values = pd.to_numeric(rows[col], errors="coerce").to_numpy(float)
-            integer = col in _CSV_INTEGER[op]
-            if integer:
-                low, need = (2, "an integer >= 2") if col == "n_gpus" else (1, "a positive integer")
-                bad = ~((values >= low) & np.isfinite(values)) | (np.round(values) != values)
-            else:
-                need = "a positive number"
-                bad = ~((values > 0) & np.isfinite(values))
-            if bad.any():
-                i = int(np.flatnonzero(bad)[0])
-                raise TraceError(path, int(rows.index[i]) + 2, f"{op} row: {col} must be {need}, "
-                                                               f"got {rows[col].iloc[i]!r}")
-        dcol = _CSV_DTYPES.get(op)
-        if dcol is not None:
-            bad = ~rows[dcol].isin(["bf16", "fp8"]).to_numpy()
-            if bad.any():
-                i = int(np.flatnonzero(bad)[0])
-                raise TraceError(path, int(rows.index[i]) + 2, f"{op} row: {dcol} must be bf16 or fp8, "
-                                                               f"got {rows[dcol].iloc[i]!r}")
-
-
 def _measured_gpu(catalog, root: Path, gpu: str) -> str:
     """Check ``--gpu`` against the GPUs with AIConfigurator vLLM tables under ``root``."""
     if (root / "vllm").is_dir():  # a single GPU's folder: any catalog GPU may be named
@@ -253,7 +214,6 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         tables = read_aiconfigurator(root, gpu, spec.architecture)
     else:
         tables = read_csv_measurements(source)
-        _check_measurements_csv(source)
     cal, errors = calibrate(tables, spec, seed)
     out = Path(args.out)
     try:

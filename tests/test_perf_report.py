@@ -130,7 +130,7 @@ BAD_CSVS = {
     "non-numeric m": ([GOOD_GEMM, "gemm,abc,4096,4096,bf16,,,,,,,,,,1e-5"], ":3:", "m must be a positive integer"),
     "fractional n": ([GOOD_GEMM, "gemm,2,4096.5,4096,bf16,,,,,,,,,,1e-5"], ":3:", "n must be a positive integer"),
     "unknown dtype": ([GOOD_GEMM, "gemm,2,4096,4096,int3,,,,,,,,,,1e-5"], ":3:", "dtype must be bf16 or fp8"),
-    "missing dtype": ([GOOD_GEMM, "gemm,2,4096,4096,,,,,,,,,,,1e-5"], "", "gemm rows need columns ['dtype']"),
+    "missing dtype": ([GOOD_GEMM, "gemm,2,4096,4096,,,,,,,,,,,1e-5"], ":3:", "dtype must be bf16 or fp8"),
     "one-GPU all-reduce": ([GOOD_GEMM, "allreduce,,,,,,,,,,,,1024,1,1e-5"], ":3:", "n_gpus must be an integer >= 2"),
     "too few ops": ([GOOD_GEMM], "", "not enough measurements to fit"),
 }

@@ -136,6 +136,41 @@ CSV_COLUMNS = ["op", "m", "n", "k", "dtype", "batch_size", "seq_len", "kv_len", 
                "kv_dtype", "n_bytes", "n_gpus", "latency_s"]
 
 
+CSV_INTEGER = {"gemm": ("m", "n", "k"), "prefill": ("batch_size", "seq_len", "n_heads", "n_kv_heads", "head_dim"),
+                "decode": ("batch_size", "n_heads", "n_kv_heads", "head_dim"), "allreduce": ("n_gpus",)}
+CSV_POSITIVE = {"decode": ("kv_len",), "allreduce": ("n_bytes",)}
+CSV_DTYPES = {"gemm": "dtype", "prefill": "kv_dtype", "decode": "kv_dtype"}
+
+
+def check_measurements(frame: pd.DataFrame, path: str) -> None:
+    """Shape columns are positive numbers (integers where they count things; all-reduce over at least 2 GPUs)
+    and dtypes are bf16 or fp8; raises :class:`TraceError` naming the line of the first bad row."""
+    for op in CSV_INTEGER:
+        rows = frame[frame["op"] == op]
+        if not len(rows):
+            continue
+        for col in (*CSV_INTEGER[op], *CSV_POSITIVE.get(op, ())):
+            values = pd.to_numeric(rows[col], errors="coerce").to_numpy(float)
+            integer = col in CSV_INTEGER[op]
+            if integer:
+                low, need = (2, "an integer >= 2") if col == "n_gpus" else (1, "a positive integer")
+                bad = ~((values >= low) & np.isfinite(values)) | (np.round(values) != values)
+            else:
+                need = "a positive number"
+                bad = ~((values > 0) & np.isfinite(values))
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise TraceError(path, int(rows.index[i]) + 2, f"{op} row: {col} must be {need}, "
+                                                               f"got {rows[col].iloc[i]!r}")
+        dcol = CSV_DTYPES.get(op)
+        if dcol is not None:
+            bad = ~rows[dcol].isin(["bf16", "fp8"]).to_numpy()
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise TraceError(path, int(rows.index[i]) + 2, f"{op} row: {dcol} must be bf16 or fp8, "
+                                                               f"got {rows[dcol].iloc[i]!r}")
+
+
 def read_csv_measurements(path: Path | str) -> Tables:
     """Your own measurements: a CSV with columns ``op`` (gemm, prefill, decode, allreduce), the shape columns
     that op needs (see :data:`CSV_COLUMNS`; others may be empty) and ``latency_s``."""
@@ -158,6 +193,7 @@ def read_csv_measurements(path: Path | str) -> Tables:
     if (~(lat > 0)).any():
         line = int(np.flatnonzero(~(lat > 0))[0]) + 2
         raise TraceError(path, line, "latency_s must be a positive number (seconds)")
+    check_measurements(frame, path)
     parts = {}
     for op, cols in need.items():
         rows = frame[frame["op"] == op]
