@@ -134,11 +134,16 @@ class OpenLoopWorkload(_BoundedWorkload):
 
 
 class ClosedLoopWorkload(_BoundedWorkload):
-    """``clients`` users, each sending its next request ``think_time_s`` after the last one finished."""
+    """``clients`` users, each sending its next request ``think_time_s`` after the last one finished.
+
+    With ``ramp_up_s`` the clients start evenly spread: client ``i`` sends its first request at
+    ``i x ramp_up_s / clients`` (default 0: all at once, as ``vllm bench serve --max-concurrency`` does).
+    """
 
     type: Literal["closed_loop"] = "closed_loop"
     clients: int = Field(gt=0)
     think_time_s: float = Field(default=0.0, ge=0)
+    ramp_up_s: float = Field(default=0.0, ge=0)
     prompt_tokens: LengthDist
     output_tokens: LengthDist
 

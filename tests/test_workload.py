@@ -74,3 +74,14 @@ def test_duration_bounded_open_loop_has_no_arrival_after_it():
     res = simulate(scenario({"workload": {"num_requests": None, "duration_s": 20.0}}), seed=0)
     assert (res.requests["arrival_s"] < 20.0).all()
     assert len(res.requests) == pytest.approx(40, abs=25)  # 2 req/s for 20 s
+
+
+def test_closed_loop_ramp_up_spreads_the_first_wave():
+    patch = {"workload": {"type": "closed_loop", "clients": 4, "num_requests": 12, "ramp_up_s": 2.0,
+                          "prompt_tokens": {"dist": "fixed", "tokens": 50},
+                          "output_tokens": {"dist": "fixed", "tokens": 5}}}
+    df = simulate(scenario(patch), seed=0).requests
+    # Client i's first request arrives at i x 0.5 s (earlier clients may already be on their next request).
+    assert {0.0, 0.5, 1.0, 1.5} <= set(df["arrival_s"])
+    assert df["arrival_s"].min() == 0.0 and (df["arrival_s"] < 0.5).sum() < 12
+    assert len(df) == 12 and (df["status"] == "finished").all()

@@ -67,7 +67,7 @@ class ClosedLoop:
     """``clients`` SimPy processes, each sending a request, waiting for it to end, thinking, and repeating.
 
     The workload ends after ``num_requests`` requests have been sent in total, or at ``duration_s``, whichever
-    comes first; requests already sent run to completion.
+    comes first; requests already sent run to completion. Client ``i`` starts at ``i x ramp_up_s / clients``.
     """
 
     def __init__(self, env: simpy.Environment, wl: ClosedLoopWorkload, streams: Streams, dispatch: Dispatch,
@@ -77,8 +77,8 @@ class ClosedLoop:
         self.outputs = LengthStream(wl.output_tokens, streams.get("output_tokens"))
         self.sent = 0
         self.active = wl.clients
-        for _ in range(wl.clients):
-            env.process(self.client())
+        for i in range(wl.clients):
+            env.process(self.client(i * wl.ramp_up_s / wl.clients))
 
     def _more(self) -> bool:
         wl = self.wl
@@ -86,8 +86,10 @@ class ClosedLoop:
             return False
         return wl.duration_s is None or self.env.now < wl.duration_s
 
-    def client(self):
+    def client(self, start_s: float):
         env = self.env
+        if start_s > 0:
+            yield env.timeout(start_s)
         while self._more():
             self.sent += 1
             req = self.dispatch(self.prompts.next(), self.outputs.next())
