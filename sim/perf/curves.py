@@ -83,12 +83,15 @@ class LogGrid:
         return Slice2(ka, kb, values)
 
     def to_dict(self, digits: int = 4) -> dict:
-        return {"knots_log2": [list(k) for k in self.knots], "values": np.round(self.values, digits).tolist()}
+        """Knots per axis and the values flattened in row-major order (the shape follows from the knots)."""
+        return {"knots_log2": [list(k) for k in self.knots],
+                "values": np.round(self.values, digits).ravel().tolist()}
 
     @classmethod
     def from_dict(cls, data: dict) -> LogGrid:
         knots = tuple(tuple(float(v) for v in k) for k in data["knots_log2"])
-        return cls(knots, np.asarray(data["values"], dtype=float))
+        shape = tuple(len(k) for k in knots)
+        return cls(knots, np.asarray(data["values"], dtype=float).reshape(shape))
 
 
 
