@@ -50,6 +50,10 @@ class GpuSpec(BaseModel):
     def memory_bytes(self) -> float:
         return self.memory_gib * 2**30
 
+    def has_tensor_cores(self, compute_dtype: str) -> bool:
+        """Whether the GPU has tensor cores for ``compute_dtype`` (bf16, fp8, int8)."""
+        return {"bf16": self.bf16_tflops, "fp8": self.fp8_tflops, "int8": self.int8_tops}[compute_dtype] is not None
+
     def tensor_flops(self, compute_dtype: str) -> float:
         """Dense tensor peak in FLOP/s for ``compute_dtype`` (bf16, fp8, int8)."""
         peak = {"bf16": self.bf16_tflops, "fp8": self.fp8_tflops, "int8": self.int8_tops}[compute_dtype]

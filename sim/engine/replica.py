@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import simpy
 
 from sim.engine.request import Request
-from sim.engine.scheduler import Scheduler
+from sim.engine.scheduler import Scheduler, is_decode
 from sim.engine.state import ReplicaState, finish_step, start_step
 from sim.errors import InternalError
 from sim.metrics.timeseries import PoolMonitor
@@ -104,7 +104,7 @@ class Replica:
         for req in plan.preempted:
             self.events.append((now, req.request_id, "preempt", req.generated_tokens))
         for req, n in plan.scheduled:
-            kind = "decode" if n == 1 and req.computed_tokens >= req.prompt_tokens else "prefill"
+            kind = "decode" if is_decode(req, n) else "prefill"
             self.events.append((now, req.request_id, kind, n))
 
     def run(self):

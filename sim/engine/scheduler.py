@@ -49,11 +49,16 @@ def blocks_for(tokens: int, block_size: int) -> int:
     return -(-tokens // block_size)
 
 
+def is_decode(req: Request, new_tokens: int) -> bool:
+    """A step's work for ``req`` is a decode (one token after a fully computed prompt), not a prefill chunk."""
+    return new_tokens == 1 and req.computed_tokens >= req.prompt_tokens
+
+
 def batch_shape(scheduled: Sequence[tuple[Request, int]]) -> BatchShape:
     """The work of a scheduled batch, as the performance model sees it."""
     chunks, n_decodes, decode_kv, sampled = [], 0, 0, 0
     for req, n in scheduled:
-        if n == 1 and req.computed_tokens >= req.prompt_tokens:
+        if is_decode(req, n):
             n_decodes += 1
             decode_kv += req.computed_tokens + 1
         else:

@@ -51,6 +51,13 @@ class ReplicaSizing:
         return self.kv_blocks * self.block_size
 
 
+def compute_dtype(gpu: GpuSpec, precision: str) -> str:
+    """The tensor-core dtype the GEMMs of ``precision`` weights run in on ``gpu``: fp8/int8 (W8A8) where the GPU
+    has those tensor cores, else bf16 (weight-only, as vLLM runs fp8 checkpoints on an A100 with Marlin)."""
+    compute = COMPUTE_DTYPE[precision]
+    return compute if gpu.has_tensor_cores(compute) else "bf16"
+
+
 def weight_bytes(model: ModelSpec, precision: str) -> float:
     """Whole-model weight bytes. Embeddings and the LM head stay in 16 bits, as quantised checkpoints keep them."""
     embed_params = model.vocab_size * model.hidden_size * (1 if model.tie_word_embeddings else 2)
@@ -83,10 +90,7 @@ def size_replica(gpu: GpuSpec, model: ModelSpec, pool: PoolConfig) -> ReplicaSiz
     if model.n_heads % tp:
         raise SizingError("tensor_parallel",
                           f"{tp} does not divide the {model.n_heads} attention heads of {model.name}")
-    compute = COMPUTE_DTYPE[pool.precision]
-    if {"fp8": gpu.fp8_tflops, "int8": gpu.int8_tops}.get(compute, gpu.bf16_tflops) is None:
-        # No fp8/int8 tensor cores (e.g. A100 has no fp8): vLLM runs such checkpoints weight-only (Marlin).
-        compute = "bf16"
+    compute = compute_dtype(gpu, pool.precision)
     kv_dtype = "bf16" if pool.kv_cache_dtype == "auto" else pool.kv_cache_dtype
     if kv_dtype == "fp8" and gpu.sm_version < 80:
         raise SizingError("kv_cache_dtype", f"fp8 KV cache needs compute capability 8.0+; {gpu.name} has "

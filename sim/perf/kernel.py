@@ -25,7 +25,7 @@ import numpy as np
 import yaml
 
 from sim.catalog import GpuSpec, load_catalog
-from sim.engine.sizing import KV_BYTES, WEIGHT_BYTES
+from sim.engine.sizing import KV_BYTES, WEIGHT_BYTES, compute_dtype
 from sim.errors import CatalogError
 from sim.perf.curves import LogGrid, Slice2
 
@@ -156,12 +156,6 @@ def shipped_calibrations() -> dict[str, Calibration]:
     return out
 
 
-#: Weight dtype -> (efficiency curve, activation bytes): int8 W8A8 borrows the fp8 curve (same byte widths;
-#: no int8 table was measured); int4 weight-only runs bf16 tensor cores on dequantised weights.
-GEMM_CURVE_OF = {"bf16": ("bf16", 2), "fp16": ("bf16", 2), "fp8": ("fp8", 1), "int8": ("fp8", 1), "int4": ("bf16", 2)}
-PEAK_OF = {"bf16": "bf16", "fp16": "bf16", "fp8": "fp8", "int8": "int8", "int4": "bf16"}
-
-
 class KernelModel:
     """Operator times in seconds for one GPU, from its spec sheet and a calibration.
 
@@ -199,16 +193,16 @@ class KernelModel:
 
     # -- operators -------------------------------------------------------------------------------------------
 
-    def _peak(self, dtype: str) -> float:
-        peak = {"fp8": self.gpu.fp8_tflops, "int8": self.gpu.int8_tops}.get(PEAK_OF[dtype], self.gpu.bf16_tflops)
-        return (peak or self.gpu.bf16_tflops) * 1e12
-
     def _curve(self, dtype: str) -> tuple[GemmCurve, int, float]:
-        name, act = GEMM_CURVE_OF[dtype]
-        peak = self._peak(dtype)
-        if peak == self._bf16 and name == "fp8":
-            name, act = "bf16", 2  # no fp8/int8 tensor cores: weight-only, bf16 compute
-        return self.calibration.gemm[name], act, peak
+        """(efficiency curve, activation bytes, peak FLOP/s) of GEMMs with ``dtype`` weights.
+
+        W8A8 (fp8, and int8, which borrows the fp8 curve: same byte widths, no int8 table was measured) runs on
+        8-bit tensor cores with 8-bit activations; everything else (bf16, fp16, int4 weight-only, and 8-bit
+        weights on GPUs without such tensor cores) runs bf16 tensor cores with 16-bit activations.
+        """
+        compute = compute_dtype(self.gpu, dtype)
+        name, act = ("bf16", 2) if compute == "bf16" else ("fp8", 1)
+        return self.calibration.gemm[name], act, self.gpu.tensor_flops(compute)
 
     def _gemm_raw(self, m: float, n: int, k: int, dtype: str) -> float:
         curve, act, peak = self._curve(dtype)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from sim.catalog import GpuSpec
 from sim.config import RooflinePerf
-from sim.engine.sizing import COMPUTE_DTYPE, KV_BYTES, WEIGHT_BYTES
+from sim.engine.sizing import COMPUTE_DTYPE, KV_BYTES, WEIGHT_BYTES, compute_dtype
 
 ACT_BYTES = 2  # activations are 16-bit
 
@@ -22,13 +22,8 @@ class RooflineOperators:
         self.cfg = cfg
         self._bw = gpu.memory_bandwidth_gb_s * 1e9 * cfg.memory_efficiency
         self._peak = {
-            dtype: gpu.tensor_flops(compute) * cfg.gemm_compute_efficiency
-            for dtype, compute in COMPUTE_DTYPE.items()
-            if {"fp8": gpu.fp8_tflops, "int8": gpu.int8_tops}.get(compute, gpu.bf16_tflops) is not None
+            dtype: gpu.tensor_flops(compute_dtype(gpu, dtype)) * cfg.gemm_compute_efficiency for dtype in COMPUTE_DTYPE
         }
-        # Weight-only fallback where the GPU lacks fp8/int8 tensor cores.
-        for dtype in COMPUTE_DTYPE:
-            self._peak.setdefault(dtype, gpu.tensor_flops("bf16") * cfg.gemm_compute_efficiency)
         self._attn_peak = gpu.tensor_flops("bf16") * cfg.attention_compute_efficiency
 
     def gemm_s(self, m: int, n: int, k: int, dtype: str = "bf16") -> float:
