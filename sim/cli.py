@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -75,15 +76,25 @@ def summary_text(res: Results) -> str:
 
 
 def write_results(res: Results, out: Path) -> list[Path]:
-    """Write the run's data for notebooks: Parquet tables, summary.json and the resolved scenario."""
+    """Write the run's data for notebooks: Parquet tables, summary.json and the resolved scenario.
+
+    A run that spilled its records has them as Parquet datasets ``requests/`` and ``timeseries/`` (folders of
+    part files, read whole by ``pandas.read_parquet(folder)``) instead of single files.
+    """
     out.mkdir(parents=True, exist_ok=True)
-    files = {
-        "requests.parquet": res.requests,
-        "timeseries.parquet": res.timeseries,
-        "cost_by_hour.parquet": res.cost_by_hour,
-        "replicas.parquet": res.replicas,
-    }
+    files = {"cost_by_hour.parquet": res.cost_by_hour, "replicas.parquet": res.replicas}
     written = []
+    for name, parts, frame in (("requests", res.requests_parts, res.requests_in_memory),
+                               ("timeseries", res.timeseries_parts, res.timeseries_in_memory)):
+        if frame is not None:
+            files[f"{name}.parquet"] = frame
+            continue
+        folder = out / name
+        folder.mkdir(exist_ok=True)
+        for part in parts:
+            if part.parent.resolve() != folder.resolve():
+                shutil.copyfile(part, folder / part.name)
+            written.append(folder / part.name)
     for name, frame in files.items():
         frame.to_parquet(out / name, index=False)
         written.append(out / name)
@@ -123,7 +134,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     bar = _Bar(args.quiet)
     started = time.perf_counter()
     try:
-        res = simulate(scenario, seed=args.seed, progress=bar)
+        res = simulate(scenario, seed=args.seed, progress=bar, spill_dir=Path(args.out) if args.out else None)
     finally:
         bar.close()
     wall = time.perf_counter() - started
@@ -192,7 +203,7 @@ def _measured_gpu(catalog, root: Path, gpu: str) -> str:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from sim.perf.calibrate import calibrate, read_aiconfigurator, read_csv_measurements
-    from sim.perf.report import error_text
+    from sim.perf.report_text import error_text
 
     kind, source = args.source
     if kind not in CALIBRATION_SOURCES:
@@ -234,6 +245,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 def cmd_perf_report(args: argparse.Namespace) -> int:
     from sim.perf import report as rp
+    from sim.perf import report_plots, report_text
 
     data = Path(args.data) if args.data else rp.default_data_dir()
     if not data.is_dir():
@@ -251,20 +263,20 @@ def cmd_perf_report(args: argparse.Namespace) -> int:
     tables = rp.load_measured(data, catalog)
     report = rp.build_report(tables, catalog, seed=args.seed, refit=args.refit, data_label=str(data),
                              e2e=not args.skip_e2e)
-    figures = rp.report_figures(report)
+    figures = report_plots.report_figures(report)
     try:
         out.mkdir(parents=True, exist_ok=True)
         for name, fig in figures.items():
             fig.savefig(out / name, dpi=110)
-        (out / "fidelity.md").write_text(rp.fidelity_markdown(report, list(figures)), encoding="utf-8")
+        (out / "fidelity.md").write_text(report_text.fidelity_markdown(report, list(figures)), encoding="utf-8")
     except OSError as err:
         raise FleetsimError(f"--out {args.out}: cannot write the report: {err.strerror or err}") from None
     wall = time.perf_counter() - started
     print("held-out error (section 1 of fidelity.md):")
-    print(rp.error_text(report.held_out_summary))
+    print(report_text.error_text(report.held_out_summary))
     print()
     print("cross-GPU spec transfer, all rows of the target (section 3):")
-    print(rp.error_text(report.transfer_summary))
+    print(report_text.error_text(report.transfer_summary))
     print()
     check = report.fit_check
     if len(check):

@@ -37,6 +37,9 @@ class EngineConfig(BaseModel):
     activation_reserve_gib: float | None = Field(
         default=None, ge=0, description="memory kept for activations per GPU; default: estimated from the model"
     )
+    stepping: Literal["fast", "iteration"] = Field(
+        default="fast", description="fast: runs of whole-batch decode steps at once (same results); iteration: "
+        "one event per step (the reference)")
 
 
 class RooflinePerf(BaseModel):
@@ -56,6 +59,9 @@ class RooflinePerf(BaseModel):
     kernel_floor_s: float = Field(default=2e-6, ge=0, description="minimum time of any one kernel")
     step_overhead_s: float = Field(default=2e-3, ge=0, description="CPU scheduling overhead per step")
     per_sequence_overhead_s: float = Field(default=10e-6, ge=0, description="CPU overhead per sequence per step")
+    eager_overhead_per_layer_s: float = Field(
+        default=0.0, ge=0, description="extra host time per layer of a step above cudagraph_max_tokens")
+    cudagraph_max_tokens: int = Field(default=512, ge=0, description="largest step replayed as a CUDA graph")
 
 
 class KernelPerf(BaseModel):
@@ -73,6 +79,10 @@ class KernelPerf(BaseModel):
     calibration_file: str | None = None
     step_overhead_s: float | None = Field(default=None, ge=0, description="default: fitted end to end")
     per_sequence_overhead_s: float | None = Field(default=None, ge=0, description="default: fitted end to end")
+    eager_overhead_per_layer_s: float | None = Field(
+        default=None, ge=0, description="extra host time per layer of a step above cudagraph_max_tokens; "
+        "default: fitted")
+    cudagraph_max_tokens: int = Field(default=512, ge=0, description="largest step replayed as a CUDA graph")
 
 
 class ConstantPerf(BaseModel):
@@ -188,6 +198,11 @@ class RunConfig(BaseModel):
         default=None, gt=0, description="stop the clock here; unfinished requests are reported in flight"
     )
     trace_events: bool = Field(default=False, description="keep the per-request event log (for debugging)")
+    spill_after_requests: int | None = Field(
+        default=1_000_000, gt=0, description="past this many request records, write them to Parquet parts and "
+        "keep only the summary's columns in memory (None: never)")
+    spill_dir: str | None = Field(default=None, description="folder for spilled records; default: a temporary "
+                                  "folder (the CLI uses --out)")
 
 
 class Scenario(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
@@ -21,7 +22,9 @@ class Results:
     seed
         The seed used (an int, or the entropy and spawn key of a ``SeedSequence``).
     requests
-        One row per request that arrived (see :func:`sim.metrics.records.requests_frame`).
+        One row per request that arrived, in arrival order (see :func:`sim.metrics.records.requests_frame`).
+        For a run that spilled its records to disk (more than ``run.spill_after_requests``), reading this
+        attribute loads them from ``requests_parts``.
     timeseries
         Pool state change points: ``time_s, pool, running, waiting, kv_used_blocks, busy_replicas, kv_utilization``.
     replicas
@@ -32,16 +35,35 @@ class Results:
         Headline figures (the content of ``summary.json``).
     events
         The per-request event log ``(time_s, request_id, event, value)`` when ``run.trace_events`` is on.
+    requests_parts, timeseries_parts
+        The Parquet part files of spilled records (request rows in completion order), else empty.
     """
 
     scenario: Scenario
     seed: object
-    requests: pd.DataFrame
-    timeseries: pd.DataFrame
+    requests_in_memory: pd.DataFrame | None
+    timeseries_in_memory: pd.DataFrame | None
     replicas: pd.DataFrame
     cost_by_hour: pd.DataFrame
     summary: dict
     events: list | None = None
+    requests_parts: tuple[Path, ...] = ()
+    timeseries_parts: tuple[Path, ...] = ()
+
+    @property
+    def requests(self) -> pd.DataFrame:
+        """Every request's record (read back from ``requests_parts`` if the run spilled them)."""
+        if self.requests_in_memory is not None:
+            return self.requests_in_memory
+        frame = pd.concat([pd.read_parquet(p) for p in self.requests_parts], ignore_index=True)
+        return frame.sort_values("request_id", kind="stable", ignore_index=True)
+
+    @property
+    def timeseries(self) -> pd.DataFrame:
+        """Pool change points (read back from ``timeseries_parts`` if the run spilled them)."""
+        if self.timeseries_in_memory is not None:
+            return self.timeseries_in_memory
+        return pd.concat([pd.read_parquet(p) for p in self.timeseries_parts], ignore_index=True)
 
     def table(self) -> pd.DataFrame:
         """Per-pool headline figures (latency percentiles, throughput, SLO attainment, USD per hour)."""

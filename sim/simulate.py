@@ -13,7 +13,7 @@ from sim.cluster.build import build
 from sim.cluster.deploy import plan_pools
 from sim.config import Scenario, TraceWorkload
 from sim.metrics.cost import INTERVAL_COLUMNS, cost_by_hour, energy_kwh
-from sim.metrics.records import requests_frame
+from sim.metrics.records import empty_frame
 from sim.metrics.summary import summarize
 from sim.results import Results
 from sim.rng import Streams
@@ -39,6 +39,7 @@ def simulate(
     seed: int | np.random.SeedSequence | None = None,
     *,
     progress: Progress | None = None,
+    spill_dir: str | Path | None = None,
 ) -> Results:
     """Simulate ``scenario`` and return its :class:`~sim.results.Results`.
 
@@ -50,6 +51,9 @@ def simulate(
         Overrides ``scenario.seed``: an int or a ``SeedSequence`` (e.g. a spawned child for a replication).
     progress
         Called now and then with the simulated time and request counts (the CLI draws a progress bar).
+    spill_dir
+        Where request records go if the run has more than ``run.spill_after_requests`` of them (overrides
+        ``run.spill_dir``; default a temporary folder). Then ``Results.requests`` reads them back on access.
 
     The run ends when every request has finished after the last arrival, or at ``run.max_duration_s``.
     Every request that arrived is in ``Results.requests``: finished, rejected (with a reason) or in flight.
@@ -59,7 +63,7 @@ def simulate(
     seed = scenario.seed if seed is None else seed
     catalog = load_catalog(tuple(Path(p) for p in scenario.catalog_files))
     plans = plan_pools(scenario, catalog, source=scenario.name)
-    fleet = build(scenario, plans, Streams(seed))
+    fleet = build(scenario, plans, Streams(seed), Path(spill_dir) if spill_dir is not None else None)
     env = fleet.env
     limit = scenario.run.max_duration_s
     stop = fleet.done if limit is None else env.any_of([fleet.done, env.timeout(limit)])
@@ -70,12 +74,19 @@ def simulate(
         while not stop.triggered:
             # Slices of simulated time; the clock of the results is taken from the stop event, not from here.
             env.run(until=env.any_of([stop, env.timeout(max(1.0, env.now * 0.05))]))
-            done = len(fleet.requests) - fleet.unfinished
+            done = fleet.arrived - fleet.unfinished
             progress(env.now, done, expected)
     end_s = fleet.done.value if fleet.done.triggered else float(limit)
+    if fleet.events is not None:
+        for replica in fleet.replicas:
+            replica.flush_run_events(before_s=end_s)  # a decode run the clock cut: its started steps
+        fleet.events.sort(key=lambda event: event[0])  # fast stepping writes a decode run when it ends
 
-    gpu_of_pool = {name: plan.gpu.key for name, plan in plans.items()}
-    requests = requests_frame(fleet.requests, gpu_of_pool)
+    gpu_of_pool = fleet.gpu_of_pool
+    fleet.flush_records(fleet.in_flight())
+    empty = empty_frame(gpu_of_pool)
+    # Records arrive in completion order; the table is in arrival (request id) order.
+    kept = fleet.records.kept(empty).sort_values("request_id", kind="stable", ignore_index=True)
     replicas = pd.DataFrame(
         [
             (r.pool, plans[r.pool].gpu.key, r.replica_id, plans[r.pool].gpus_per_replica, 0.0, end_s,
@@ -86,10 +97,16 @@ def simulate(
         columns=INTERVAL_COLUMNS,
     )
     hourly = cost_by_hour(replicas)
-    summary = summarize(requests, hourly, {n: p.price_label for n, p in plans.items()}, scenario.slo, end_s,
+    summary = summarize(kept, hourly, {n: p.price_label for n, p in plans.items()}, scenario.slo, end_s,
                         energy_kwh(replicas))
     seed_info = seed if not isinstance(seed, np.random.SeedSequence) else {
         "entropy": seed.entropy, "spawn_key": list(seed.spawn_key)}
     summary["seed"] = seed_info
     summary["scenario"] = scenario.name
-    return Results(scenario, seed_info, requests, fleet.monitor.frame(), replicas, hourly, summary, fleet.events)
+    summary["engine"] = {"steps": sum(r.steps for r in fleet.replicas),
+                         "records_spilled_to": str(fleet.records.spill_dir) if fleet.records.spilled else None}
+    monitor = fleet.monitor
+    monitor.finish()
+    timeseries = None if monitor.store.spilled else monitor.frame()
+    return Results(scenario, seed_info, None if fleet.records.spilled else kept, timeseries, replicas, hourly,
+                   summary, fleet.events, tuple(fleet.records.parts), tuple(monitor.store.parts))

@@ -66,6 +66,21 @@ def scenario(patch: dict | None = None) -> Scenario:
     return validate_scenario(merge(BASE, patch or {}), "test")
 
 
+def draw_engine(draw, max_len: int, block: int, max_seqs: int, spare_blocks: int) -> dict:
+    """A random engine block for hypothesis strategies: small KV caches and budgets that force preemption,
+    chunking and admission limits."""
+    from hypothesis import strategies as st
+
+    return {
+        "max_model_len": max_len,
+        "block_size": block,
+        "max_num_seqs": draw(st.integers(1, max_seqs)),
+        "max_num_batched_tokens": draw(st.integers(max_len, 2 * max_len)),
+        "enable_chunked_prefill": draw(st.booleans()),
+        "num_gpu_blocks_override": -(-max_len // block) + draw(st.integers(0, spare_blocks)),
+    }
+
+
 @pytest.fixture
 def tiny_scenario() -> Scenario:
     return scenario()

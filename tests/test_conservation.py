@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from sim import simulate
 from sim.engine import state as engine_state
-from tests.conftest import scenario
+from tests.conftest import draw_engine, scenario
 
 ROUTERS = ["round_robin", "random", "least_outstanding", "jsq_tokens", "power_of_two"]
 
@@ -27,14 +27,7 @@ def small_scenarios(draw):
         },
         "pools": {"p": {
             "replicas": draw(st.integers(1, 3)),
-            "engine": {
-                "max_model_len": max_len,
-                "block_size": block,
-                "max_num_seqs": draw(st.integers(1, 16)),
-                "max_num_batched_tokens": draw(st.integers(max_len, 2 * max_len)),
-                "enable_chunked_prefill": draw(st.booleans()),
-                "num_gpu_blocks_override": -(-max_len // block) + draw(st.integers(0, 40)),
-            },
+            "engine": draw_engine(draw, max_len, block, max_seqs=16, spare_blocks=40),
             "perf": {"model": "constant", "step_s": draw(st.floats(0.001, 0.1)),
                      "per_token_s": draw(st.floats(0, 1e-3))},
         }},

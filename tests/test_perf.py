@@ -79,3 +79,17 @@ def test_allreduce_only_with_tensor_parallelism():
     ops = step_model()[0].ops
     assert ops.allreduce_s(1e6, 1) == 0.0
     assert ops.allreduce_s(1e6, 2) > 0.0
+
+
+def test_eager_overhead_only_above_the_cudagraph_capture_size():
+    pool = PoolConfig(gpu="h100_sxm", model="llama-3.1-8b", engine={"max_model_len": 4096},
+                      perf={"model": "kernel", "step_overhead_s": 0.0, "per_sequence_overhead_s": 0.0,
+                            "eager_overhead_per_layer_s": 0.0, "cudagraph_max_tokens": 512})
+    g, m = CATALOG.gpus["h100_sxm"], CATALOG.models["llama-3.1-8b"]
+    eager_pool = pool.model_copy(update={"perf": pool.perf.model_copy(update={"eager_overhead_per_layer_s": 1e-4})})
+    plain = build_perf_model(pool, g, m, size_replica(g, m, pool))
+    eager = build_perf_model(eager_pool, g, m, size_replica(g, m, pool))
+    at_cap = BatchShape(((0, 512),), 0, 0, 1)
+    above = BatchShape(((0, 513),), 0, 0, 1)
+    assert eager.step_time_s(at_cap) == plain.step_time_s(at_cap)
+    assert eager.step_time_s(above) == pytest.approx(plain.step_time_s(above) + 1e-4 * m.n_layers, rel=1e-12)

@@ -59,19 +59,24 @@ def test_shipped_fit_used_only_the_fit_half(rows, shipped):
     fit, report = v.split_rows(rows)
     assert shipped["fitted_on"] == v.row_keys(fit)
     assert not set(shipped["fitted_on"]) & set(v.row_keys(report))
-    assert v.STEP_BOUNDS_S[0] <= shipped["step_overhead_s"] <= v.STEP_BOUNDS_S[1]
-    assert v.PER_SEQUENCE_BOUNDS_S[0] <= shipped["per_sequence_overhead_s"] <= v.PER_SEQUENCE_BOUNDS_S[1]
+    for key, (low, high) in v.OVERHEAD_BOUNDS_S.items():
+        assert low <= shipped[key] <= high, key
+    assert shipped["max_num_batched_tokens"] in v.TOKEN_BUDGETS
+    by_budget = shipped["objective"]["by_token_budget"]
+    assert set(by_budget) == set(v.TOKEN_BUDGETS)
+    assert by_budget[shipped["max_num_batched_tokens"]] == min(by_budget.values())
     assert shipped["objective"]["minimised"] == v.OBJECTIVE
 
 
 def test_shipped_file_is_the_kernel_model_default(shipped):
-    assert step_overhead_defaults() == (shipped["step_overhead_s"], shipped["per_sequence_overhead_s"])
+    assert step_overhead_defaults() == {k: shipped[k] for k in v.OVERHEAD_BOUNDS_S}
+    assert v.harness_token_budget() == shipped["max_num_batched_tokens"]
 
 
 def test_report_half_errors_are_reproducible(rows, shipped):
     """Recompute every report-half row (about 15 s) and compare with what the YAML records."""
     _, report = v.split_rows(rows)
-    table = v.validation_table(report, shipped["step_overhead_s"], shipped["per_sequence_overhead_s"])
+    table = v.validation_table(report, {k: shipped[k] for k in v.OVERHEAD_BOUNDS_S}, shipped["max_num_batched_tokens"])
     result = v.summary(table)
     assert result["rows"] == shipped["report"]["rows"] == len(report)
     for key in SUMMARY_KEYS:
@@ -80,13 +85,15 @@ def test_report_half_errors_are_reproducible(rows, shipped):
 
 def test_scenario_for_row_maps_the_benchmark(rows):
     row = rows[(rows["precision"] == "") & (rows["tp_size"] == 4)].iloc[0]
-    scenario = v.scenario_for_row(row, 1e-3, 5e-5)
+    scenario = v.scenario_for_row(row, {"step_overhead_s": 1e-3, "per_sequence_overhead_s": 5e-5}, 2048)
     pool = scenario.pools["vllm"]
     wl = scenario.workload
     assert (pool.gpu, pool.model, pool.precision, pool.tensor_parallel, pool.replicas) == (
         "h100_sxm", "qwen3-32b", "bf16", 4, 1)
     assert pool.engine.max_model_len >= row["isl"] + row["osl"]
     assert pool.engine.max_num_seqs >= row["concurrency"]
+    assert pool.engine.max_num_batched_tokens == 2048
+    assert pool.perf.eager_overhead_per_layer_s is None
     assert (pool.perf.model, pool.perf.step_overhead_s, pool.perf.per_sequence_overhead_s) == ("kernel", 1e-3, 5e-5)
     assert (wl.type, wl.clients, wl.think_time_s) == ("closed_loop", row["concurrency"], 0.0)
     assert wl.num_requests == max(4 * row["concurrency"], 40)
@@ -99,16 +106,17 @@ def test_scenario_for_row_maps_the_benchmark(rows):
 def test_means_are_affine_in_the_overheads(rows):
     """The fit's shortcut: a closed loop's schedule does not depend on step times."""
     row = rows[(rows["isl"] == 1024) & (rows["osl"] == 128) & (rows["concurrency"] == 8)].iloc[0]
-    coeffs = v.affine_response(row)
-    step, per_seq = 3.7e-3, 1.23e-4
-    direct = np.array(v.simulate_row(row, step, per_seq))
-    np.testing.assert_allclose(coeffs[:, 0] + coeffs[:, 1] * step + coeffs[:, 2] * per_seq, direct, rtol=1e-9)
+    x = np.array([3.7e-3, 1.23e-4, 9.1e-3])
+    for budget in v.TOKEN_BUDGETS:
+        coeffs = v.affine_response(row, budget)
+        direct = np.array(v.simulate_row(row, dict(zip(v.OVERHEAD_BOUNDS_S, x, strict=True)), budget))
+        np.testing.assert_allclose(coeffs[:, 0] + coeffs[:, 1:] @ x, direct, rtol=1e-9)
 
 
 @pytest.mark.slow
 def test_fit_reproduces_the_shipped_overheads(rows, shipped):
     """Refit on the fit half (about a minute) and compare with the shipped figures."""
     fit, _ = v.split_rows(rows)
-    step, per_seq = v.fit_step_overhead(fit)
-    assert step == pytest.approx(shipped["step_overhead_s"], rel=1e-3, abs=1e-6)
-    assert per_seq == pytest.approx(shipped["per_sequence_overhead_s"], rel=1e-3, abs=1e-8)
+    overheads, _ = v.fit_step_overhead(fit, shipped["max_num_batched_tokens"])
+    for key, value in overheads.items():
+        assert value == pytest.approx(shipped[key], rel=1e-3, abs=1e-8), key

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import simpy
 
@@ -12,26 +13,58 @@ from sim.config import ClosedLoopWorkload, OpenLoopWorkload, Scenario
 from sim.engine.replica import Replica
 from sim.engine.request import Request
 from sim.engine.scheduler import SCHEDULERS, EngineLimits
+from sim.metrics.records import SUMMARY_COLUMNS, requests_frame
+from sim.metrics.store import RowStore
 from sim.metrics.timeseries import PoolMonitor
 from sim.perf import build_perf_model
 from sim.rng import Streams
 from sim.workload.source import ClosedLoop, open_loop_arrays, replay, trace_arrays
 
+#: Completed requests are turned into records this many at a time (then the Request objects are dropped).
+RECORD_CHUNK = 50_000
+
 
 @dataclass
 class Fleet:
-    """The replicas of every pool, behind one router; keeps every request that arrives."""
+    """The replicas of every pool, behind one router; every request that arrives ends up in ``records``.
+
+    A request is held as a live object only while in flight: finished and rejected ones are buffered and turned
+    into record rows a chunk at a time (:data:`RECORD_CHUNK`) into ``records``, which spills to Parquet parts
+    past ``run.spill_after_requests`` rows. :meth:`in_flight` lists the rest at the end.
+    """
 
     env: simpy.Environment
     plans: dict[str, PoolPlan]
     router: object
     monitor: PoolMonitor
     events: list | None
+    records: RowStore
     replicas: list[Replica] = field(default_factory=list)
-    requests: list[Request] = field(default_factory=list)
+    completed: list[Request] = field(default_factory=list)
+    arrived: int = 0
     arrivals_over: bool = False
     unfinished: int = 0
     done: simpy.Event | None = None
+
+    @property
+    def gpu_of_pool(self) -> dict[str, str]:
+        return {name: plan.gpu.key for name, plan in self.plans.items()}
+
+    def _complete(self, req: Request) -> None:
+        self.completed.append(req)
+        if len(self.completed) >= RECORD_CHUNK:
+            self.flush_records()
+
+    def flush_records(self, extra: list[Request] | None = None) -> None:
+        """Turn the buffered completed requests (and ``extra``) into record rows."""
+        batch = self.completed + (extra or [])
+        if batch:
+            self.records.add(requests_frame(batch, self.gpu_of_pool))
+        self.completed = []
+
+    def in_flight(self) -> list[Request]:
+        """Requests still queued or running on a replica."""
+        return [req for r in self.replicas for req in (*r.state.running, *r.state.waiting)]
 
     def add_replicas(self) -> None:
         for name, plan in self.plans.items():
@@ -43,13 +76,13 @@ class Fleet:
                 self.replicas.append(Replica(
                     self.env, len(self.replicas), name, SCHEDULERS[eng.scheduler](limits), perf,
                     plan.sizing.kv_blocks, plan.sizing.block_size, plan.sizing.max_model_len,
-                    self._finished, self.monitor, self.events,
+                    self._finished, self.monitor, self.events, fast=eng.stepping == "fast",
                 ))
 
     def dispatch(self, prompt_tokens: int, output_tokens: int) -> Request:
         """A request arrives now: route it, or reject it with a reason."""
-        req = Request(len(self.requests), self.env.now, prompt_tokens, output_tokens)
-        self.requests.append(req)
+        req = Request(self.arrived, self.env.now, prompt_tokens, output_tokens)
+        self.arrived += 1
         if self.events is not None:
             self.events.append((self.env.now, req.request_id, "arrive", prompt_tokens))
         total = prompt_tokens + output_tokens
@@ -58,6 +91,7 @@ class Fleet:
             req.reject_reason = "exceeds_max_model_len" if self.replicas else "no_replicas"
             if self.events is not None:
                 self.events.append((self.env.now, req.request_id, "reject", 0))
+            self._complete(req)
             return req
         self.unfinished += 1
         views = [r.view() for r in eligible]
@@ -66,6 +100,7 @@ class Fleet:
 
     def _finished(self, req: Request) -> None:
         self.unfinished -= 1
+        self._complete(req)
         if req.done is not None:
             req.done.succeed()
         self._check_done()
@@ -79,15 +114,25 @@ class Fleet:
             self.done.succeed(self.env.now)
 
 
-def build(scenario: Scenario, plans: dict[str, PoolPlan], streams: Streams) -> Fleet:
-    """A ready-to-run fleet for ``scenario``: nothing is shared with any other run."""
+def build(scenario: Scenario, plans: dict[str, PoolPlan], streams: Streams, spill_dir: Path | None = None) -> Fleet:
+    """A ready-to-run fleet for ``scenario``: nothing is shared with any other run.
+
+    ``spill_dir``: where request records go if the run spills them (default: ``run.spill_dir``, else a
+    temporary folder).
+    """
+    if spill_dir is None and scenario.run.spill_dir is not None:
+        spill_dir = Path(scenario.run.spill_dir)
+    # The pool change points (about three per request) spill on the same scale as the records.
+    spill = scenario.run.spill_after_requests
     env = simpy.Environment()
     fleet = Fleet(
         env=env,
         plans=plans,
         router=ROUTERS[scenario.router.policy](streams.get("routing")),
-        monitor=PoolMonitor({n: p.sizing.kv_blocks * p.config.replicas for n, p in plans.items()}),
+        monitor=PoolMonitor({n: p.sizing.kv_blocks * p.config.replicas for n, p in plans.items()},
+                            RowStore(spill, spill_dir / "timeseries" if spill_dir else None)),
         events=[] if scenario.run.trace_events else None,
+        records=RowStore(spill, spill_dir / "requests" if spill_dir else None, keep=SUMMARY_COLUMNS),
     )
     fleet.done = env.event()
     fleet.add_replicas()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -9,10 +10,23 @@ import simpy
 
 from sim.engine.request import Request
 from sim.engine.scheduler import Scheduler, is_decode
-from sim.engine.state import ReplicaState, finish_step, start_step
+from sim.engine.state import ReplicaState, apply_decode_run, finish_step, start_step
 from sim.errors import InternalError
 from sim.metrics.timeseries import PoolMonitor
-from sim.perf.shape import PerfModel
+from sim.perf.shape import BatchShape, PerfModel
+
+#: Bounds on how many steps of a decode run are priced ahead (the run is priced in pieces: an arrival that
+#: cuts it wastes at most one piece of pricing; the piece grows while runs go uncut).
+MIN_PIECE_STEPS, MAX_PIECE_STEPS = 8, 1024
+
+
+def decode_step_times_s(perf: PerfModel, n: int, kv_tokens: int, steps: int) -> list[float]:
+    """Step times of ``steps`` whole-batch decode steps of ``n`` sequences holding ``kv_tokens`` KV tokens
+    (including each one's new token) at the first step: each step adds ``n`` tokens."""
+    fast = getattr(perf, "decode_step_times_s", None)
+    if fast is not None:
+        return fast(n, kv_tokens, steps)
+    return [perf.step_time_s(BatchShape((), n, kv_tokens + n * j, n)) for j in range(steps)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +50,11 @@ class Replica:
     price the batch with the performance model, ``yield`` the step time, then commit tokens and release
     finished requests. Requests that arrive during a step wait for the next one, as in vLLM. An idle replica
     sleeps until :meth:`submit` wakes it.
+
+    With ``fast`` stepping, a run of whole-batch decode steps (the scheduler's
+    :meth:`~sim.engine.scheduler.VllmV1Scheduler.decode_run`) is priced at once and waited for with one
+    event; an arrival that the scheduler could admit cuts the run at the end of the step in progress, where
+    per-step stepping would have admitted it. Both modes apply the same transitions at the same instants.
     """
 
     def __init__(
@@ -51,6 +70,7 @@ class Replica:
         on_finish: Callable[[Request], None],
         monitor: PoolMonitor,
         events: list | None = None,
+        fast: bool = True,
     ) -> None:
         self.env = env
         self.replica_id = replica_id
@@ -66,7 +86,12 @@ class Replica:
         self.busy_s = 0.0
         self.step_end_s = 0.0  # end of the last step started (a clock limit may cut it)
         self.steps = 0
+        self.fast = fast
         self._wake: simpy.Event | None = None
+        self._cut: simpy.Event | None = None  # set while a decode run may be cut by an arrival
+        self._piece_steps = MIN_PIECE_STEPS
+        self._kv_sampled = 0
+        self._run: tuple[float, list[float], list[int]] | None = None  # (start, step ends, request ids)
         self.process = env.process(self.run())
 
     def view(self) -> ReplicaView:
@@ -91,13 +116,19 @@ class Replica:
         self._report()
         if self._wake is not None and not self._wake.triggered:
             self._wake.succeed()
+        elif self._cut is not None and not self._cut.triggered:
+            self._cut.succeed()
 
-    def _report(self, busy: bool | None = None) -> None:
+    def _report(self, busy: bool | None = None, sample_kv: bool = False) -> None:
+        """Tell the monitor the queue lengths; KV usage is sampled only where ``sample_kv`` (admissions,
+        preemptions, completions), which is where both stepping modes hold the same KV state."""
         st = self.state
         if busy is None:
             busy = bool(st.running)
+        if sample_kv:
+            self._kv_sampled = st.used_blocks
         self.monitor.update(self.env.now, self.pool, self.replica_id, len(st.running), len(st.waiting),
-                            st.used_blocks, busy)
+                            self._kv_sampled, busy)
 
     def _log(self, plan) -> None:
         now = self.env.now
@@ -111,10 +142,15 @@ class Replica:
         env, st = self.env, self.state
         while True:
             if not st.running and not st.waiting:
-                self._report(busy=False)
+                self._report(busy=False, sample_kv=True)
                 self._wake = env.event()
                 yield self._wake
                 self._wake = None
+            if self.fast:
+                steps, sealed = self.scheduler.decode_run(st.running, st.waiting, st.free_blocks)
+                if steps >= 2:
+                    yield from self._decode_run(steps, sealed)
+                    continue
             plan = self.scheduler.plan(st.running, st.waiting, st.free_blocks)
             if self.events is not None:
                 self._log(plan)
@@ -123,7 +159,7 @@ class Replica:
                 if not plan.preempted:
                     raise InternalError(f"replica {self.replica_id}: scheduler made no progress with work queued")
                 continue  # everything was preempted; re-plan at the same instant
-            self._report(busy=True)
+            self._report(busy=True, sample_kv=bool(plan.admitted or plan.preempted))
             step_s = self.perf.step_time_s(plan.shape)
             self.busy_s += step_s
             self.step_end_s = env.now + step_s
@@ -134,10 +170,68 @@ class Replica:
                 for req, _ in plan.scheduled:
                     if req.generated_tokens == 1 and req.first_token_s == env.now:
                         self.events.append((env.now, req.request_id, "first_token", 1))
-            for req in finished:
-                self.outstanding_tokens -= req.prompt_tokens + req.output_tokens
-                if self.events is not None:
-                    self.events.append((env.now, req.request_id, "finish", req.generated_tokens))
-                self.on_finish(req)
-            if finished:
-                self._report()
+            self._release(finished)
+
+    def _release(self, finished: list[Request]) -> None:
+        for req in finished:
+            self.outstanding_tokens -= req.prompt_tokens + req.output_tokens
+            if self.events is not None:
+                self.events.append((self.env.now, req.request_id, "finish", req.generated_tokens))
+            self.on_finish(req)
+        if finished:
+            self._report(sample_kv=True)
+
+    def _decode_run(self, steps: int, sealed: bool):
+        """Run up to ``steps`` whole-batch decode steps, priced in pieces, with one event per piece."""
+        env, st = self.env, self.state
+        n = len(st.running)
+        kv_tokens = sum(r.computed_tokens for r in st.running) + n
+        t = env.now
+        times: list[float] = []
+        boundaries: list[float] = []  # end of each step, summed as per-step stepping sums them
+        self._run = (env.now, boundaries, [r.request_id for r in st.running])
+        cut = False
+        while len(times) < steps and not cut:
+            first = len(times)
+            piece = decode_step_times_s(self.perf, n, kv_tokens + n * first, min(steps - first, self._piece_steps))
+            for step_s in piece:
+                t += step_s
+                boundaries.append(t)
+                self.busy_s += step_s  # counted when the step starts, as per-step stepping does
+            times += piece
+            self.step_end_s = t
+            wait = env.timeout(t - env.now)
+            if sealed:
+                yield wait
+                continue
+            self._cut = env.event()
+            yield env.any_of([wait, self._cut])
+            cut, self._cut = self._cut.triggered, None
+            if cut:
+                # The arrival joins at the end of the step in progress; a step that ends exactly now was
+                # planned before the arrival, so it waits for the next end.
+                now = env.now
+                keep = next((i + 1 for i in range(first, len(boundaries)) if boundaries[i] > now), len(boundaries))
+                for step_s in times[keep:]:
+                    self.busy_s -= step_s
+                del times[keep:], boundaries[keep:]
+                self.step_end_s = boundaries[-1]
+                if boundaries[-1] > now:
+                    yield env.timeout(boundaries[-1] - now)
+        self._piece_steps = (max(MIN_PIECE_STEPS, self._piece_steps // 2) if cut
+                             else min(MAX_PIECE_STEPS, 2 * self._piece_steps))
+        self.steps += len(times)
+        self.flush_run_events()
+        self._run = None
+        self._release(apply_decode_run(st, boundaries))
+
+    def flush_run_events(self, before_s: float = math.inf) -> None:
+        """Write the event log of the decode run in progress (its steps that start before ``before_s``), as
+        per-step stepping writes it at each step's start; the simulation calls this at a clock limit."""
+        if self.events is None or self._run is None:
+            return
+        start_s, boundaries, ids = self._run
+        for step_start in [start_s, *boundaries[:-1]]:
+            if step_start >= before_s:
+                break
+            self.events.extend((step_start, rid, "decode", 1) for rid in ids)

@@ -27,6 +27,8 @@ class Request:
     kv_blocks: int = 0
     scheduled_s: float | None = None
     first_token_s: float | None = None
+    last_token_s: float = 0.0
+    max_itl_s: float = 0.0  # the longest gap between two consecutive output tokens
     finish_s: float | None = None
     preemptions: int = 0
     reject_reason: str | None = None

@@ -43,6 +43,9 @@ class StepPlan:
 class Scheduler(Protocol):
     def plan(self, running: Sequence[Request], waiting: Sequence[Request], free_blocks: int) -> StepPlan: ...
 
+    def decode_run(self, running: Sequence[Request], waiting: Sequence[Request], free_blocks: int
+                   ) -> tuple[int, bool]: ...
+
 
 def blocks_for(tokens: int, block_size: int) -> int:
     """KV blocks that hold ``tokens`` tokens."""
@@ -95,8 +98,11 @@ class VllmV1Scheduler:
         i = 0
         while i < len(queue) and budget > 0:
             req = queue[i]
-            n = min(req.known_tokens - req.computed_tokens, budget)
-            need = blocks_for(req.computed_tokens + n, bs) - req.kv_blocks
+            c = req.computed_tokens
+            n = req.prompt_tokens + req.generated_tokens - c  # uncomputed known tokens (inlined: hot loop)
+            if n > budget:
+                n = budget
+            need = -(-(c + n) // bs) - req.kv_blocks
             while need > free:
                 victim = queue.pop()
                 free += victim.kv_blocks
@@ -129,6 +135,78 @@ class VllmV1Scheduler:
                 admitted.append(req)
                 scheduled.append((req, n))
         return StepPlan(tuple(scheduled), tuple(preempted), tuple(admitted), batch_shape(scheduled))
+
+
+    def decode_run(self, running: Sequence[Request], waiting: Sequence[Request], free_blocks: int
+                   ) -> tuple[int, bool]:
+        """How many of the next steps :meth:`plan` would make whole-batch decodes if nothing arrives.
+
+        A whole-batch decode step schedules every running request for exactly one decode token and admits and
+        preempts nothing, so consecutive ones differ only in their KV lengths (what lets the replica compute a
+        run of them at once). The run ends with the first step in which a request finishes, or before the first
+        step whose KV blocks would not fit (a preemption). Admission is blocked for the whole run when it is
+        blocked at its first step: the budget and ``max_num_seqs`` do not change, and the free blocks only
+        shrink.
+
+        Returns
+        -------
+        tuple
+            (steps, sealed): ``steps`` is 0 when the next step is not a whole-batch decode; ``sealed`` is True
+            when a request arriving during the run could not be admitted before it ends either (it would queue
+            behind a blocked head, or ``max_num_seqs`` or the budget is reached), so the run need not be cut.
+        """
+        lim = self.limits
+        n = len(running)
+        if n == 0 or n > lim.max_num_batched_tokens:
+            return 0, False
+        bs = lim.block_size
+        steps = 1 << 62
+        first_need = 0
+        for req in running:
+            c = req.computed_tokens
+            g = req.generated_tokens
+            if c != req.prompt_tokens + g - 1 or g == 0:
+                return 0, False
+            left = req.output_tokens - g
+            if left < steps:
+                steps = left
+            need = -(-(c + 1) // bs) - req.kv_blocks
+            if need > 0:
+                first_need += need
+        if first_need > free_blocks:
+            return 0, False  # the first step preempts
+        budget_left = lim.max_num_batched_tokens - n
+        full = budget_left <= 0 or n >= lim.max_num_seqs
+        if waiting and not full:
+            head = waiting[0]
+            todo = head.known_tokens - head.computed_tokens
+            if not (not lim.enable_chunked_prefill and todo > budget_left):
+                need = blocks_for(head.computed_tokens + min(todo, budget_left), bs) - head.kv_blocks
+                if need <= free_blocks - first_need:
+                    return 0, False  # the head would be admitted at the first step
+        sealed = full or bool(waiting)
+        # Each request allocates at most ceil(steps / bs) + 1 blocks in the run: skip the exact count when even
+        # that fits (the common case).
+        if n * (steps // bs + 2) > free_blocks and self._need(running, steps, bs) > free_blocks:
+            lo, hi = 1, steps  # the largest run whose blocks fit: need(lo) fits, need(hi) does not
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if self._need(running, mid, bs) <= free_blocks:
+                    lo = mid
+                else:
+                    hi = mid
+            steps = lo
+        return steps, sealed
+
+    @staticmethod
+    def _need(running: Sequence[Request], steps: int, block_size: int) -> int:
+        """KV blocks that ``steps`` decode steps of every running request allocate in all."""
+        total = 0
+        for r in running:
+            need = -(-(r.computed_tokens + steps) // block_size) - r.kv_blocks
+            if need > 0:
+                total += need
+        return total
 
 
 SCHEDULERS: dict[str, type[VllmV1Scheduler]] = {

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 from sim.engine.request import Request
 from sim.engine.scheduler import StepPlan, blocks_for
@@ -67,11 +68,61 @@ def finish_step(state: ReplicaState, plan: StepPlan, now_s: float) -> list[Reque
             req.generated_tokens += 1
             if req.first_token_s is None:
                 req.first_token_s = now_s
+            elif now_s - req.last_token_s > req.max_itl_s:
+                req.max_itl_s = now_s - req.last_token_s
+            req.last_token_s = now_s
             if req.generated_tokens >= req.output_tokens:
                 req.finish_s = now_s
                 state.free_blocks += req.kv_blocks
                 req.kv_blocks = 0
                 finished.append(req)
+    if finished:
+        done = set(map(id, finished))
+        state.running = [r for r in state.running if id(r) not in done]
+    return finished
+
+
+def apply_decode_run(state: ReplicaState, boundaries_s: list[float]) -> list[Request]:
+    """Apply a run of whole-batch decode steps that ended at ``boundaries_s`` (one end time per step).
+
+    The same transitions as :func:`start_step` and :func:`finish_step` applied once per step to a plan that
+    schedules every running request for one decode token (see
+    :meth:`~sim.engine.scheduler.VllmV1Scheduler.decode_run`): each request's KV grows by one token per step,
+    its blocks grow to hold them, and it samples one token per step. Only the last step can finish requests.
+
+    Returns
+    -------
+    list of Request
+        The requests that finished (already released).
+    """
+    steps = len(boundaries_s)
+    bs = state.block_size
+    end_s = boundaries_s[-1]
+    first_gap_end = boundaries_s[0]
+    # Gaps between tokens inside the run are the step times (as per-step finish_step computes them).
+    inner_gap = max((b - a for a, b in pairwise(boundaries_s)), default=0.0)
+    finished = []
+    free = state.free_blocks
+    for req in state.running:
+        c = req.computed_tokens = req.computed_tokens + steps
+        need = -(-c // bs) - req.kv_blocks
+        if need > 0:
+            req.kv_blocks += need
+            free -= need
+        g = req.generated_tokens = req.generated_tokens + steps
+        gap = first_gap_end - req.last_token_s
+        if inner_gap > gap:
+            gap = inner_gap
+        if gap > req.max_itl_s:
+            req.max_itl_s = gap
+        req.last_token_s = end_s
+        if g >= req.output_tokens:
+            req.finish_s = end_s
+            free += req.kv_blocks
+            req.kv_blocks = 0
+            finished.append(req)
+    state.free_blocks = free
+    assert state.free_blocks >= 0, "KV blocks over-allocated"
     if finished:
         done = set(map(id, finished))
         state.running = [r for r in state.running if id(r) not in done]

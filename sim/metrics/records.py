@@ -11,8 +11,19 @@ from sim.engine.request import Request
 
 RECORD_COLUMNS = [
     "request_id", "arrival_s", "first_token_s", "finish_s", "prompt_tokens", "output_tokens", "pool",
-    "gpu_type", "replica_id", "status", "reject_reason", "preemptions", "queue_s", "ttft_s", "tpot_s", "e2e_s",
+    "gpu_type", "replica_id", "status", "reject_reason", "preemptions", "queue_s", "ttft_s", "tpot_s", "max_itl_s",
+    "e2e_s",
 ]
+
+
+#: The record columns the run's summary reads (kept in memory when records spill to disk).
+SUMMARY_COLUMNS = ["request_id", "pool", "status", "preemptions", "prompt_tokens", "output_tokens", "queue_s",
+                   "ttft_s", "tpot_s", "max_itl_s", "e2e_s"]
+
+
+def empty_frame(gpu_of_pool: dict[str, str]) -> pd.DataFrame:
+    """A requests frame with no rows and the usual dtypes."""
+    return requests_frame([], gpu_of_pool)
 
 
 def _opt(values) -> np.ndarray:
@@ -24,7 +35,8 @@ def requests_frame(requests: Sequence[Request], gpu_of_pool: dict[str, str]) -> 
 
     ``queue_s`` is arrival to first scheduling; ``ttft_s`` arrival to first token; ``tpot_s`` the mean time
     per output token after the first, ``(finish - first_token) / (output_tokens - 1)`` (NaN for one-token
-    outputs); ``e2e_s`` arrival to finish.
+    outputs); ``max_itl_s`` the longest gap between two consecutive output tokens (finished requests with two
+    tokens or more, else NaN); ``e2e_s`` arrival to finish.
     """
     arrival = np.array([r.arrival_s for r in requests], dtype=float)
     first = _opt(r.first_token_s for r in requests)
@@ -51,6 +63,8 @@ def requests_frame(requests: Sequence[Request], gpu_of_pool: dict[str, str]) -> 
         "queue_s": scheduled - arrival,
         "ttft_s": first - arrival,
         "tpot_s": tpot,
+        "max_itl_s": np.where((output > 1) & ~np.isnan(finish),
+                              np.array([r.max_itl_s for r in requests], dtype=float), np.nan),
         "e2e_s": finish - arrival,
     })
     return frame[RECORD_COLUMNS]

@@ -11,18 +11,29 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from sim.metrics.store import RowStore
+
 COLUMNS = ["time_s", "pool", "running", "waiting", "kv_used_blocks", "busy_replicas"]
 
 
-class PoolMonitor:
-    """Aggregates per-replica state into per-pool change points."""
+#: Change points are turned into a table this many at a time (see :class:`sim.metrics.store.RowStore`).
+ROW_CHUNK = 200_000
 
-    def __init__(self, kv_blocks_by_pool: dict[str, int] | None = None) -> None:
+
+class PoolMonitor:
+    """Aggregates per-replica state into per-pool change points.
+
+    Rows are kept as tuples until :data:`ROW_CHUNK` accumulate, then the rows before the current instant (which
+    can no longer be coalesced) become a table chunk in ``store`` (which spills to disk past its threshold).
+    """
+
+    def __init__(self, kv_blocks_by_pool: dict[str, int] | None = None, store: RowStore | None = None) -> None:
         self.kv_blocks_by_pool = kv_blocks_by_pool or {}
         self._replica: dict[int, tuple[int, int, int, bool]] = {}
         self._pool: dict[str, list[int]] = {}
         self.rows: list[tuple] = []
         self._last_row_index: dict[str, int] = {}
+        self.store = store if store is not None else RowStore()
 
     def update(self, now_s: float, pool: str, replica_id: int, running: int, waiting: int, kv_used: int,
                busy: bool) -> None:
@@ -42,17 +53,31 @@ class PoolMonitor:
         last = self._last_row_index.get(pool)
         if last is not None and self.rows[last][0] == now_s:
             self.rows[last] = row  # coalesce changes at one instant
-        else:
-            self._last_row_index[pool] = len(self.rows)
-            self.rows.append(row)
+            return
+        if len(self.rows) >= ROW_CHUNK and self.rows[-1][0] < now_s:
+            self.store.add(self._table(self.rows))  # every row so far is before now: final
+            self.rows = []
+            self._last_row_index = {}
+        self._last_row_index[pool] = len(self.rows)
+        self.rows.append(row)
 
-    def frame(self) -> pd.DataFrame:
-        """The change points, with ``kv_utilization`` = used / total KV blocks of the pool's replicas."""
-        frame = pd.DataFrame(self.rows, columns=COLUMNS)
+    def _table(self, rows: list[tuple]) -> pd.DataFrame:
+        frame = pd.DataFrame(rows, columns=COLUMNS)
         total = frame["pool"].map(self.kv_blocks_by_pool).astype(float)
         frame["kv_utilization"] = frame["kv_used_blocks"] / total
         frame["pool"] = pd.Categorical(frame["pool"], categories=list(self.kv_blocks_by_pool) or None)
         return frame
+
+    def finish(self) -> None:
+        """Move the remaining rows into the store (at the end of the run)."""
+        self.store.add(self._table(self.rows))
+        self.rows = []
+        self._last_row_index = {}
+
+    def frame(self) -> pd.DataFrame:
+        """The change points, with ``kv_utilization`` = used / total KV blocks of the pool's replicas."""
+        return self.store.frame(self._table([])) if not self.rows else pd.concat(
+            [self.store.frame(self._table([])), self._table(self.rows)], ignore_index=True)
 
 
 def time_weighted_mean(frame: pd.DataFrame, column: str, end_s: float, start_s: float = 0.0) -> float:

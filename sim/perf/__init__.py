@@ -30,27 +30,30 @@ def _roofline(pool: PoolConfig, gpu: GpuSpec, model: ModelSpec, sizing: ReplicaS
         sizing.kv_dtype,
         cfg.step_overhead_s,
         cfg.per_sequence_overhead_s,
+        cfg.eager_overhead_per_layer_s,
+        cfg.cudagraph_max_tokens,
     )
 
 
-#: CPU scheduling overhead per step when no fitted figure exists (see :func:`step_overhead_defaults`).
-DEFAULT_STEP_OVERHEAD_S = 2e-3
-DEFAULT_PER_SEQUENCE_OVERHEAD_S = 10e-6
+#: Host overheads of a step when no fitted figure exists (see :func:`step_overhead_defaults`).
+DEFAULT_OVERHEADS = {"step_overhead_s": 2e-3, "per_sequence_overhead_s": 10e-6, "eager_overhead_per_layer_s": 0.0}
 
 
 @cache
-def step_overhead_defaults() -> tuple[float, float]:
-    """(seconds per step, seconds per sequence per step) of vLLM's CPU-side work, as fitted end to end.
+def step_overhead_defaults() -> dict[str, float]:
+    """vLLM's host-side overheads per step, as fitted end to end, keyed as in :data:`DEFAULT_OVERHEADS`.
 
-    Read from ``sim/perf/calibrations/step_overhead.yaml`` (written by the end-to-end validation, fitted on
-    half of the measured H100 serving rows); the first-version round figures if that file is absent. The
-    overhead is the host's, not the GPU's, so every GPU uses the same figures.
+    Seconds per step, per sequence per step, and extra per step too large for CUDA-graph replay. Read from
+    ``sim/perf/calibrations/step_overhead.yaml`` (written by the end-to-end validation, fitted on half of the
+    measured H100 serving rows); the first-version round figures for any figure that file lacks. The overhead
+    is the host's, not the GPU's, so every GPU uses the same figures.
     """
+    out = dict(DEFAULT_OVERHEADS)
     path = resources.files("sim.perf").joinpath("calibrations", "step_overhead.yaml")
-    if not path.is_file():
-        return DEFAULT_STEP_OVERHEAD_S, DEFAULT_PER_SEQUENCE_OVERHEAD_S
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    return float(data["step_overhead_s"]), float(data["per_sequence_overhead_s"])
+    if path.is_file():
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        out.update({k: float(data[k]) for k in DEFAULT_OVERHEADS if k in data})
+    return out
 
 
 def _kernel(pool: PoolConfig, gpu: GpuSpec, model: ModelSpec, sizing: ReplicaSizing) -> PerfModel:
@@ -60,11 +63,13 @@ def _kernel(pool: PoolConfig, gpu: GpuSpec, model: ModelSpec, sizing: ReplicaSiz
     assert isinstance(cfg, KernelPerf)
     ops = KernelModel.for_gpu(gpu, calibrated=cfg.calibrated, calibration_file=cfg.calibration_file)
     cal = ops.calibration
-    fitted_step, fitted_per_seq = step_overhead_defaults()
-    step = next(v for v in (cfg.step_overhead_s, cal.step_overhead_s, fitted_step) if v is not None)
-    per_seq = next(v for v in (cfg.per_sequence_overhead_s, cal.per_sequence_overhead_s, fitted_per_seq)
-                   if v is not None)
-    return TransformerStepModel(ops, model, pool.tensor_parallel, pool.precision, sizing.kv_dtype, step, per_seq)
+    fitted = step_overhead_defaults()
+    # Precedence: the scenario, then the calibration file, then the end-to-end fit.
+    step, per_seq, eager = (
+        next(v for v in (getattr(cfg, key), getattr(cal, key, None), fitted[key]) if v is not None)
+        for key in DEFAULT_OVERHEADS)
+    return TransformerStepModel(ops, model, pool.tensor_parallel, pool.precision, sizing.kv_dtype, step, per_seq,
+                                eager, cfg.cudagraph_max_tokens)
 
 
 def _constant(pool: PoolConfig, gpu: GpuSpec, model: ModelSpec, sizing: ReplicaSizing) -> PerfModel:

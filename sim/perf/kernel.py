@@ -27,7 +27,7 @@ import yaml
 from sim.catalog import GpuSpec, load_catalog
 from sim.engine.sizing import KV_BYTES, WEIGHT_BYTES, compute_dtype
 from sim.errors import CatalogError
-from sim.perf.curves import LogGrid, Slice2
+from sim.perf.curves import LogGrid, Slice2, _locate
 
 ACT_BYTES = 2
 SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available: 10x faster to parse
@@ -338,6 +338,59 @@ class KernelModel:
                 break
             t = max(t, t1(2.0**knot))
         return t
+
+    def attention_decode_many_s(self, batch_size: int, kv_lens: np.ndarray, n_heads: int, n_kv_heads: int,
+                                head_dim: int, kv_dtype: str = "bf16") -> np.ndarray:
+        """:meth:`attention_decode_s` for one batch size and an array of mean KV lengths (a run of decode
+        steps), vectorised; equal to the scalar method up to floating-point rounding.
+
+        The batch-size side of the computation (the batch knots of the monotone envelope, their correction
+        rows and running maxima) is prepared once per batch size and cached, so a call costs a fixed handful
+        of array operations however long the run.
+        """
+        kv = np.asarray(kv_lens, dtype=float)
+        if batch_size <= 0:
+            return np.zeros_like(kv)
+        name = "fp8" if KV_BYTES[kv_dtype] == 1 and "fp8" in self.calibration.attention_decode else "bf16"
+        curve = self.calibration.attention_decode[name]
+        key = ("decode-many", name, batch_size, n_heads, n_kv_heads, head_dim, kv_dtype)
+        prep = self._knot_max.get(key)
+        if prep is None:
+            prep = self._knot_max[key] = self._decode_many_prep(curve, name, batch_size, n_heads, n_kv_heads,
+                                                                 head_dim, kv_dtype)
+        batches, f, v0, v1, running, kk = prep
+        per_token = 2 * n_kv_heads * head_dim * KV_BYTES[kv_dtype]
+        moved = batch_size * (kv * per_token + 2 * n_heads * head_dim * ACT_BYTES)
+        flops = 4.0 * batch_size * kv * n_heads * head_dim
+        sol = np.maximum(flops / self._bf16, moved / self._bw)
+        xk = np.log2(kv)
+        # Correction rows of every envelope batch at these KV lengths (Slice2.at's arithmetic, elementwise).
+        xc = np.clip(xk, kk[0], kk[-1])
+        j = np.clip(np.searchsorted(kk, xc, side="right") - 1, 0, len(kk) - 2)
+        g = (xc - kk[j]) / (kk[j + 1] - kk[j])
+        corr = (v0[:, j] * (1 - g) + v0[:, j + 1] * g) * (1 - f) + (v1[:, j] * (1 - g) + v1[:, j + 1] * g) * f
+        raw_moved = batches * (kv * per_token + 2 * n_heads * head_dim * ACT_BYTES)
+        t = (curve.floor_s + raw_moved / (self._bw * curve.efficiency)) * np.exp(corr)
+        jr = np.minimum(np.searchsorted(kk, xk, side="right") - 1, len(kk) - 1)
+        t = np.where(xk < kk[0], t, np.maximum(t, running[:, np.maximum(jr, 0)]))
+        return np.maximum(t.max(axis=0), sol)
+
+    def _decode_many_prep(self, curve: AttentionCurve, name: str, batch: int, n_heads: int, n_kv_heads: int,
+                          head_dim: int, kv_dtype: str) -> tuple:
+        """Per-batch-size part of :meth:`attention_decode_many_s`: the batch itself and the batch knots below it
+        (as a column), their fractions and correction rows on the KV knots, and their KV running maxima."""
+        key = ("decode", name, n_heads, n_kv_heads, head_dim, kv_dtype)
+        section = self._slice(curve, "decode", n_heads, n_kv_heads, head_dim)
+        xb = math.log2(batch)
+        bs = [float(batch)] + [2.0**k for k in curve.correction.knots[0] if k <= xb]
+        rows = [_locate(math.log2(b), section.knots_a) for b in bs]
+        values = np.asarray(section.values)
+        v0 = np.stack([values[i] for i, _ in rows])
+        v1 = np.stack([values[i + 1] for i, _ in rows])
+        f = np.array([[fr] for _, fr in rows])
+        running = np.array([self._kv_running_max(curve, key, b, n_heads, n_kv_heads, head_dim, kv_dtype)
+                            for b in bs])
+        return np.array(bs)[:, None], f, v0, v1, running, np.asarray(section.knots_b)
 
     def _decode_raw(self, curve: AttentionCurve, batch_size: float, kv_len: float, n_heads: int, n_kv_heads: int,
                     head_dim: int, kv_dtype: str) -> float:

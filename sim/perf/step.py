@@ -9,7 +9,10 @@ Tensor parallelism splits heads and the MLP intermediate size across GPUs (KV he
 
 from __future__ import annotations
 
+import math
 from typing import Protocol
+
+import numpy as np
 
 from sim.catalog import ModelSpec
 from sim.config import ConstantPerf
@@ -17,6 +20,10 @@ from sim.engine.sizing import kv_heads_per_gpu
 from sim.perf.shape import BatchShape
 
 ACT_BYTES = 2
+#: Decode attention is tabulated per batch size over log2(mean KV length) at this many points per octave, up to
+#: ``2**DECODE_TABLE_OCTAVES`` tokens, and interpolated linearly (see :meth:`TransformerStepModel.decode_attention_s`).
+DECODE_TABLE_PER_OCTAVE = 64
+DECODE_TABLE_OCTAVES = 22
 
 
 class OperatorModel(Protocol):
@@ -32,7 +39,13 @@ class OperatorModel(Protocol):
 
 
 class TransformerStepModel:
-    """Prices a :class:`BatchShape` for one model on one replica of ``tensor_parallel`` GPUs."""
+    """Prices a :class:`BatchShape` for one model on one replica of ``tensor_parallel`` GPUs.
+
+    Host overhead per step: ``step_overhead_s + per_sequence_overhead_s x sequences``, plus
+    ``eager_overhead_per_layer_s x layers`` when the step has more than ``cudagraph_max_tokens`` tokens (vLLM's
+    ``max_cudagraph_capture_size``, 512 by default: larger steps launch every layer's kernels from Python
+    instead of replaying a captured graph).
+    """
 
     def __init__(
         self,
@@ -43,6 +56,8 @@ class TransformerStepModel:
         kv_dtype: str,
         step_overhead_s: float,
         per_sequence_overhead_s: float,
+        eager_overhead_per_layer_s: float = 0.0,
+        cudagraph_max_tokens: int = 512,
     ) -> None:
         self.ops = ops
         self.model = model
@@ -51,6 +66,9 @@ class TransformerStepModel:
         self.kv_dtype = kv_dtype
         self.step_overhead_s = step_overhead_s
         self.per_sequence_overhead_s = per_sequence_overhead_s
+        self.eager_overhead_per_layer_s = eager_overhead_per_layer_s
+        self._eager_s = eager_overhead_per_layer_s * model.n_layers
+        self.cudagraph_max_tokens = cudagraph_max_tokens
         m, tp = model, tensor_parallel
         self._heads = m.n_heads // tp
         self._kv_heads = kv_heads_per_gpu(m, tp)
@@ -59,6 +77,7 @@ class TransformerStepModel:
         self._inter = m.intermediate_size // tp
         self._dense: dict[int, float] = {}
         self._head: dict[int, float] = {}
+        self._decode_tables: dict[int, tuple[list[float], np.ndarray] | None] = {}
 
     def dense_layer_s(self, tokens: int) -> float:
         """Time of the token-count-dependent part of one layer: GEMMs, norms/activation and all-reduces.
@@ -87,9 +106,63 @@ class TransformerStepModel:
             t += ops.attention_prefill_s(1, chunk, self._heads, self._kv_heads, d, self.precision, self.kv_dtype,
                                          cached)
         if shape.n_decodes:
-            mean_kv = shape.decode_kv_tokens / shape.n_decodes
-            t += ops.attention_decode_s(shape.n_decodes, mean_kv, self._heads, self._kv_heads, d, self.kv_dtype)
+            t += self.decode_attention_s(shape.n_decodes, shape.decode_kv_tokens / shape.n_decodes)
         return t
+
+    def _decode_table(self, n: int) -> tuple[list[float], np.ndarray] | None:
+        """Decode attention times of a batch of ``n`` at mean KV lengths ``2**(i / DECODE_TABLE_PER_OCTAVE)``,
+        as a list (scalar lookups) and an array (vectorised ones), or None when the operator model cannot evaluate
+        them vectorised (then every call is exact)."""
+        table = self._decode_tables.get(n, False)
+        if table is False:
+            many = getattr(self.ops, "attention_decode_many_s", None)
+            table = None
+            if many is not None:
+                grid = np.exp2(np.arange(DECODE_TABLE_OCTAVES * DECODE_TABLE_PER_OCTAVE + 1) / DECODE_TABLE_PER_OCTAVE)
+                values = many(n, grid, self._heads, self._kv_heads, self.model.head_dim, self.kv_dtype)
+                table = (values.tolist(), values)
+            self._decode_tables[n] = table
+        return table
+
+    def decode_attention_s(self, n: int, mean_kv: float) -> float:
+        """Decode attention of ``n`` sequences attending to ``mean_kv`` tokens on average, per layer.
+
+        Where the operator model is vectorised (the calibrated kernel model), read from a per-batch-size table
+        over log2(KV length), 64 points per octave, interpolated linearly: within 0.1% of the operator model
+        (tests/test_perf.py), and what lets a run of decode steps be priced in a few array operations. Both
+        stepping modes read the same table, so they agree exactly.
+        """
+        tables = self._decode_table(n)
+        table = tables[0] if tables is not None else ()
+        x = math.log2(mean_kv) * DECODE_TABLE_PER_OCTAVE if tables is not None else -1.0
+        if x < 0 or x >= len(table) - 1:
+            return self.ops.attention_decode_s(n, mean_kv, self._heads, self._kv_heads, self.model.head_dim,
+                                               self.kv_dtype)
+        i = int(x)
+        lo = table[i]
+        return lo + (table[i + 1] - lo) * (x - i)
+
+    def decode_step_times_s(self, n: int, kv_tokens: int, steps: int) -> list[float]:
+        """Times of ``steps`` whole-batch decode steps of ``n`` sequences, the first attending to ``kv_tokens``
+        KV tokens in all, each later one to ``n`` more: :meth:`step_time_s` of those shapes, with the decode
+        attention read from its table in a few array operations (equal up to rounding)."""
+        table = self._decode_table(n) if n else None
+        last_kv = (kv_tokens + n * (steps - 1)) / n if n else 0.0
+        if table is None or kv_tokens < n or last_kv >= 2.0 ** DECODE_TABLE_OCTAVES:
+            return [self.step_time_s(BatchShape((), n, kv_tokens + n * j, n)) for j in range(steps)]
+        m = self.model
+        x = np.log2((kv_tokens + n * np.arange(steps)) / n) * DECODE_TABLE_PER_OCTAVE
+        i = x.astype(np.int64)
+        values = table[1]
+        lo = values[i]
+        layer = self.dense_layer_s(n) + (lo + (values[i + 1] - lo) * (x - i))
+        head = self._head.get(n)
+        if head is None:
+            head = self._head[n] = self.ops.gemm_s(n, m.vocab_size // self.tp, m.hidden_size, "bf16")
+        t = m.n_layers * layer + (head + self.step_overhead_s + self.per_sequence_overhead_s * n)
+        if n > self.cudagraph_max_tokens:
+            t = t + self._eager_s
+        return t.tolist()
 
     def step_time_s(self, shape: BatchShape) -> float:
         if shape.num_tokens == 0:
@@ -100,7 +173,12 @@ class TransformerStepModel:
         if head is None:
             head = self._head[shape.n_sampled] = self.ops.gemm_s(shape.n_sampled, m.vocab_size // self.tp,
                                                                  m.hidden_size, "bf16")
-        return t + head + self.step_overhead_s + self.per_sequence_overhead_s * shape.num_seqs
+        t += head + self.step_overhead_s + self.per_sequence_overhead_s * shape.num_seqs
+        if shape.num_tokens > self.cudagraph_max_tokens:
+            # vLLM replays captured CUDA graphs only up to its largest capture size; a bigger step launches
+            # its kernels from Python, which costs host time the graph replay does not.
+            t += self._eager_s
+        return t
 
 
 class ConstantStepModel:

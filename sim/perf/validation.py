@@ -5,16 +5,18 @@ is one benchmark run: ``concurrency`` clients in a closed loop on one replica of
 request ``isl`` prompt tokens and ``osl`` output tokens, with the measured mean TTFT and TPOT. This module
 turns a row into a :class:`~sim.config.Scenario` (:func:`scenario_for_row`), simulates it with the calibrated
 kernel model (:func:`simulate_row`), splits the rows into a fit half and a held-out report half
-(:func:`split_rows`), fits vLLM's CPU overhead per step on the fit half only (:func:`fit_step_overhead`), and
-tabulates the errors (:func:`validation_table`, :func:`summary`). :func:`write_step_overhead` writes the fitted
-figures (and the report half's errors, so that a test can check they are reproducible) to the file that
-:func:`sim.perf.step_overhead_defaults` reads; :func:`run_validation` does all of it.
+(:func:`split_rows`), fits vLLM's host overheads per step and the benchmark server's token budget on the fit
+half only (:func:`fit_harness`), and tabulates the errors (:func:`validation_table`, :func:`summary`).
+:func:`write_step_overhead` writes the fitted figures (and the report half's errors, so that a test can check
+they are reproducible) to the file that :func:`sim.perf.step_overhead_defaults` reads; :func:`run_validation`
+does all of it.
 
 Nothing here prints; only the functions that take a path write files.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -34,16 +36,26 @@ STEP_OVERHEAD_PATH = Path(__file__).resolve().parent / "calibrations" / "step_ov
 GPU = "h100_sxm"
 #: Hugging Face ``model_path`` of the source -> key in our model catalog.
 MODEL_KEYS = {"Qwen/Qwen3-32B": "qwen3-32b", "meta-llama/Llama-3.1-70B": "llama-3.1-70b"}
-#: Bounds of the fit (seconds per step, seconds per sequence per step).
-STEP_BOUNDS_S = (0.0, 20e-3)
-PER_SEQUENCE_BOUNDS_S = (0.0, 500e-6)
+#: The fitted host overheads (keys of :func:`sim.perf.step_overhead_defaults`) and their bounds in seconds.
+OVERHEAD_BOUNDS_S = {
+    "step_overhead_s": (0.0, 20e-3),
+    "per_sequence_overhead_s": (0.0, 500e-6),
+    "eager_overhead_per_layer_s": (0.0, 2e-3),
+}
+#: The source does not say which ``max_num_batched_tokens`` the benchmarked server ran with. ``vllm serve``
+#: defaults to 8192 on H100-class GPUs and 2048 on smaller ones; the fit picks one of the two on the fit half.
+TOKEN_BUDGETS = (2048, 8192)
 #: Columns that identify a row (used in tables and in the YAML's ``fitted_on``).
 KEY_COLUMNS = ["model_path", "precision", "tp_size", "isl", "osl", "concurrency"]
 OBJECTIVE = ("sum over the fit rows of log(predicted / measured mean TPOT)^2 + log(predicted / measured mean "
              "TTFT)^2")
 HEADER = (
-    "# vLLM's CPU-side overhead per engine step, fitted end to end (sim/perf/validation.py, run_validation).\n"
-    "# step_time = kernel-model GPU time + step_overhead_s + per_sequence_overhead_s x sequences in the step.\n"
+    "# vLLM's host overhead per engine step, fitted end to end (sim/perf/validation.py, run_validation).\n"
+    "# step_time = kernel-model GPU time + step_overhead_s + per_sequence_overhead_s x sequences in the step\n"
+    "#             + eager_overhead_per_layer_s x layers if the step has more tokens than vLLM replays as a\n"
+    "#               CUDA graph (512).\n"
+    "# max_num_batched_tokens is the benchmarked server's token budget as chosen on the fit half (the source\n"
+    "# does not state it); it is a property of the benchmark, not a default of the simulator.\n"
     "# Fitted on at most half of the measured vLLM H100 SXM serving rows (data/validation/e2e_h100_vllm.csv;\n"
     "# NVIDIA AIConfigurator silicon sample, Apache-2.0, Copyright (c) 2026 NVIDIA CORPORATION & AFFILIATES):\n"
     "# `fitted_on` lists them. `report` holds the errors on the other, held-out rows (tests/test_validation.py\n"
@@ -98,22 +110,37 @@ def row_label(row: pd.Series) -> str:
 # -- simulation ------------------------------------------------------------------------------------------------
 
 
-def scenario_for_row(row: pd.Series, step_overhead_s: float | None = None,
-                     per_sequence_overhead_s: float | None = None) -> Scenario:
+Overheads = Mapping[str, float]
+
+
+def harness_token_budget(path: str | Path | None = None) -> int:
+    """The benchmark server's ``max_num_batched_tokens`` as fitted (the shipped file's; 8192 if it has none)."""
+    path = STEP_OVERHEAD_PATH if path is None else Path(path)
+    if path.is_file():
+        return int(read_step_overhead(path).get("max_num_batched_tokens", 8192))
+    return 8192
+
+
+def scenario_for_row(row: pd.Series, overheads: Overheads | None = None,
+                     max_num_batched_tokens: int | None = None) -> Scenario:
     """The scenario that reproduces one measured benchmark run.
 
     One replica of the row's model on ``tp_size`` H100 SXM GPUs, vLLM-v1 engine defaults except
-    ``max_model_len = isl + osl`` and ``max_num_seqs >= concurrency``, and the calibrated kernel model. The
-    workload is a closed loop of ``concurrency`` clients with no think time, every request exactly ``isl``
-    prompt and ``osl`` output tokens, :func:`num_requests` requests in all; :func:`simulate_row` drops the first
-    ``concurrency`` requests (the first wave, which starts from an empty engine) as warm-up.
+    ``max_model_len = isl + osl``, ``max_num_seqs >= concurrency`` and the token budget, and the calibrated
+    kernel model. The workload is a closed loop of ``concurrency`` clients with no think time, all starting at
+    once (as ``vllm bench serve --max-concurrency`` does), every request exactly ``isl`` prompt and ``osl``
+    output tokens, :func:`num_requests` requests in all; :func:`simulate_row` drops the first ``concurrency``
+    requests (the first wave, which starts from an empty engine) as warm-up.
 
     Parameters
     ----------
     row
         One row of :func:`load_rows`.
-    step_overhead_s, per_sequence_overhead_s
-        CPU overhead per step and per sequence per step; None: the kernel model's default (the shipped fit).
+    overheads
+        Host overheads keyed as :data:`OVERHEAD_BOUNDS_S` (any subset); None or a missing key: the kernel
+        model's default (the shipped fit).
+    max_num_batched_tokens
+        The server's token budget; None: :func:`harness_token_budget`.
 
     Returns
     -------
@@ -121,10 +148,8 @@ def scenario_for_row(row: pd.Series, step_overhead_s: float | None = None,
     """
     conc, isl, osl = int(row["concurrency"]), int(row["isl"]), int(row["osl"])
     perf: dict = {"model": "kernel"}
-    if step_overhead_s is not None:
-        perf["step_overhead_s"] = float(step_overhead_s)
-    if per_sequence_overhead_s is not None:
-        perf["per_sequence_overhead_s"] = float(per_sequence_overhead_s)
+    perf.update({k: float(v) for k, v in (overheads or {}).items()})
+    budget = harness_token_budget() if max_num_batched_tokens is None else int(max_num_batched_tokens)
     return Scenario.model_validate({
         "name": f"vllm-e2e-{row_label(row).replace('/', '-')}",
         "workload": {
@@ -141,20 +166,21 @@ def scenario_for_row(row: pd.Series, step_overhead_s: float | None = None,
                 "precision": precision_of(row),
                 "tensor_parallel": int(row["tp_size"]),
                 "replicas": 1,
-                "engine": {"max_model_len": isl + osl, "max_num_seqs": max(conc, EngineConfig().max_num_seqs)},
+                "engine": {"max_model_len": isl + osl, "max_num_seqs": max(conc, EngineConfig().max_num_seqs),
+                           "max_num_batched_tokens": budget},
                 "perf": perf,
             }
         },
     })
 
 
-def simulate_row(row: pd.Series, step_overhead_s: float | None = None,
-                 per_sequence_overhead_s: float | None = None) -> tuple[float, float]:
+def simulate_row(row: pd.Series, overheads: Overheads | None = None,
+                 max_num_batched_tokens: int | None = None) -> tuple[float, float]:
     """Simulated (mean TTFT, mean TPOT) in seconds of one row, over the requests after the warm-up.
 
     Parameters
     ----------
-    row, step_overhead_s, per_sequence_overhead_s
+    row, overheads, max_num_batched_tokens
         As for :func:`scenario_for_row`.
 
     Returns
@@ -162,10 +188,9 @@ def simulate_row(row: pd.Series, step_overhead_s: float | None = None,
     tuple of float
         Means over the requests after the first ``concurrency`` (in request order).
     """
-    requests = simulate(scenario_for_row(row, step_overhead_s, per_sequence_overhead_s)).requests
+    requests = simulate(scenario_for_row(row, overheads, max_num_batched_tokens)).requests
     steady = requests.sort_values("request_id").iloc[int(row["concurrency"]):]
     return float(steady["ttft_s"].mean()), float(steady["tpot_s"].mean())
-
 
 # -- split -----------------------------------------------------------------------------------------------------
 
@@ -210,31 +235,34 @@ def split_rows(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 # -- fit -------------------------------------------------------------------------------------------------------
 
 
-def affine_response(row: pd.Series) -> np.ndarray:
-    """Mean TTFT and TPOT of a row as exact affine functions of the two overheads.
+def affine_response(row: pd.Series, max_num_batched_tokens: int | None = None) -> np.ndarray:
+    """Mean TTFT and TPOT of a row as exact affine functions of the host overheads.
 
     With one replica, a closed loop without think time and fixed lengths, which requests run in which step
     depends only on token counts and KV blocks, never on how long a step takes (a request that arrives during
     a step waits for the next one, and arrivals only happen at step ends). Every event time is therefore a sum
-    of step times ``gpu_i + step_overhead_s + per_sequence_overhead_s x seqs_i`` over a fixed set of steps, so
-    ``mean = c0 + c1 x step_overhead_s + c2 x per_sequence_overhead_s`` exactly. Three simulations give the
-    coefficients.
+    of step times ``gpu_i + step_overhead_s + per_sequence_overhead_s x seqs_i + eager_overhead_per_layer_s x
+    layers x [tokens_i > 512]`` over a fixed set of steps, so each mean is ``c0 + sum_j c_j x overhead_j`` exactly.
+    One simulation per overhead, plus one at zero, gives the coefficients.
 
     Returns
     -------
     numpy.ndarray
-        Shape (2, 3): rows (TTFT, TPOT), columns (c0, c1, c2), in seconds, seconds/second and seconds/second.
+        Shape (2, 1 + len(OVERHEAD_BOUNDS_S)): rows (TTFT, TPOT), columns (c0, then one per overhead in the
+        order of :data:`OVERHEAD_BOUNDS_S`).
     """
-    step, seq = STEP_BOUNDS_S[1], PER_SEQUENCE_BOUNDS_S[1]
-    base = np.array(simulate_row(row, 0.0, 0.0))
-    d_step = (np.array(simulate_row(row, step, 0.0)) - base) / step
-    d_seq = (np.array(simulate_row(row, 0.0, seq)) - base) / seq
-    return np.stack([base, d_step, d_seq], axis=1)
+    zero = dict.fromkeys(OVERHEAD_BOUNDS_S, 0.0)
+    base = np.array(simulate_row(row, zero, max_num_batched_tokens))
+    columns = [base]
+    for key, (_, high) in OVERHEAD_BOUNDS_S.items():
+        value = np.array(simulate_row(row, {**zero, key: high}, max_num_batched_tokens))
+        columns.append((value - base) / high)
+    return np.stack(columns, axis=1)
 
 
 def _objective(x: np.ndarray, coeffs: np.ndarray, measured: np.ndarray) -> float:
-    """Sum of squared log errors; ``coeffs`` (rows, 2, 3), ``measured`` (rows, 2) in seconds."""
-    pred = coeffs[:, :, 0] + coeffs[:, :, 1] * x[0] + coeffs[:, :, 2] * x[1]
+    """Sum of squared log errors; ``coeffs`` (rows, 2, 1 + overheads), ``measured`` (rows, 2) in seconds."""
+    pred = coeffs[:, :, 0] + coeffs[:, :, 1:] @ x
     return float(np.sum(np.log(pred / measured) ** 2))
 
 
@@ -250,55 +278,69 @@ def objective_value(table: pd.DataFrame) -> float:
     return float(np.sum(ttft**2) + np.sum(tpot**2))
 
 
-def fit_step_overhead(fit_rows: pd.DataFrame, grid: int = 9) -> tuple[float, float]:
-    """Fit (step_overhead_s, per_sequence_overhead_s) on ``fit_rows`` only.
+def fit_step_overhead(fit_rows: pd.DataFrame, max_num_batched_tokens: int | None = None,
+                      grid: int = 7) -> tuple[dict[str, float], float]:
+    """Fit the host overheads of :data:`OVERHEAD_BOUNDS_S` on ``fit_rows`` only, at one token budget.
 
-    Minimises :data:`OBJECTIVE` within 0-20 ms per step and 0-500 us per sequence per step: each row's means
-    are affine in the two overheads (:func:`affine_response`, three simulations per row), so the objective is
-    evaluated exactly without further simulation; a coarse ``grid x grid`` search picks the start of a bounded
-    L-BFGS-B refine (scipy).
+    Minimises :data:`OBJECTIVE` within the bounds: each row's means are affine in the overheads
+    (:func:`affine_response`), so the objective is evaluated exactly without further simulation; a coarse
+    grid search (``grid`` points per axis) picks the start of a bounded L-BFGS-B refine (scipy).
 
     Parameters
     ----------
     fit_rows
         Rows as from :func:`load_rows` (the fit half of :func:`split_rows`).
+    max_num_batched_tokens
+        The server's token budget; None: :func:`harness_token_budget`.
     grid
         Points per axis of the coarse search.
 
     Returns
     -------
-    tuple of float
-        (seconds per step, seconds per sequence per step).
+    tuple
+        (overheads in seconds keyed as :data:`OVERHEAD_BOUNDS_S`, the objective's value there).
     """
-    coeffs = np.stack([affine_response(row) for _, row in fit_rows.iterrows()])
+    coeffs = np.stack([affine_response(row, max_num_batched_tokens) for _, row in fit_rows.iterrows()])
     measured = measured_s(fit_rows)
-    bounds = [STEP_BOUNDS_S, PER_SEQUENCE_BOUNDS_S]
-    scale = np.array([STEP_BOUNDS_S[1], PER_SEQUENCE_BOUNDS_S[1]])
+    scale = np.array([high for _, high in OVERHEAD_BOUNDS_S.values()])
 
     def scaled(u: np.ndarray) -> float:
         return _objective(u * scale, coeffs, measured)
 
-    axis = np.linspace(0.0, 1.0, grid)
-    start = min(((a, b) for a in axis for b in axis), key=lambda u: scaled(np.array(u)))
-    result = minimize(scaled, np.array(start), method="L-BFGS-B", bounds=[(0.0, 1.0)] * 2)
+    axes = np.meshgrid(*[np.linspace(0.0, 1.0, grid)] * len(scale), indexing="ij")
+    points = np.stack([a.ravel() for a in axes], axis=1)
+    start = points[int(np.argmin([scaled(p) for p in points]))]
+    result = minimize(scaled, start, method="L-BFGS-B", bounds=[(0.0, 1.0)] * len(scale))
     best = np.clip(result.x, 0.0, 1.0) * scale
-    best = np.clip(best, [b[0] for b in bounds], [b[1] for b in bounds])
-    return float(best[0]), float(best[1])
+    return dict(zip(OVERHEAD_BOUNDS_S, map(float, best), strict=True)), float(scaled(best / scale))
+
+
+def fit_harness(fit_rows: pd.DataFrame) -> tuple[int, dict[str, float], dict[int, float]]:
+    """Fit the overheads at each of :data:`TOKEN_BUDGETS` and keep the budget with the lower objective.
+
+    Returns
+    -------
+    tuple
+        (token budget, overheads at that budget, the objective's value at each budget).
+    """
+    fits = {budget: fit_step_overhead(fit_rows, budget) for budget in TOKEN_BUDGETS}
+    best = min(fits, key=lambda budget: fits[budget][1])
+    return best, fits[best][0], {budget: fit[1] for budget, fit in fits.items()}
 
 
 # -- report ----------------------------------------------------------------------------------------------------
 
 
-def validation_table(rows: pd.DataFrame, step_overhead_s: float | None,
-                     per_sequence_overhead_s: float | None) -> pd.DataFrame:
+def validation_table(rows: pd.DataFrame, overheads: Overheads | None = None,
+                     max_num_batched_tokens: int | None = None) -> pd.DataFrame:
     """Measured and predicted mean TTFT and TPOT of each row, with absolute percentage errors.
 
     Parameters
     ----------
     rows
         Rows as from :func:`load_rows`.
-    step_overhead_s, per_sequence_overhead_s
-        The overheads to simulate with (None: the shipped defaults).
+    overheads, max_num_batched_tokens
+        As for :func:`scenario_for_row` (None: the shipped fit).
 
     Returns
     -------
@@ -306,7 +348,7 @@ def validation_table(rows: pd.DataFrame, step_overhead_s: float | None,
         Indexed like ``rows``: the :data:`KEY_COLUMNS`, ``label``, ``ttft_ms``, ``pred_ttft_ms``,
         ``ttft_ape_pct``, ``tpot_ms``, ``pred_tpot_ms``, ``tpot_ape_pct``.
     """
-    pred = [simulate_row(row, step_overhead_s, per_sequence_overhead_s) for _, row in rows.iterrows()]
+    pred = [simulate_row(row, overheads, max_num_batched_tokens) for _, row in rows.iterrows()]
     table = rows[KEY_COLUMNS].copy()
     table.insert(0, "label", [row_label(row) for _, row in rows.iterrows()])
     table["ttft_ms"] = rows["silicon_ttft_ms"].astype(float)
@@ -352,39 +394,44 @@ def _rounded(values: dict) -> dict:
     return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in values.items()}
 
 
-def write_step_overhead(path: str | Path, step_overhead_s: float, per_sequence_overhead_s: float,
+def write_step_overhead(path: str | Path, overheads: Overheads, max_num_batched_tokens: int,
                         fit_rows: pd.DataFrame, report_summary: dict | None = None,
-                        fit_objective_value: float | None = None, fit_summary: dict | None = None) -> None:
-    """Write the fitted overheads to ``path`` (the format :func:`sim.perf.step_overhead_defaults` reads).
+                        fit_objective_value: float | None = None, fit_summary: dict | None = None,
+                        budget_objectives: Mapping[int, float] | None = None) -> None:
+    """Write the fitted figures to ``path`` (the format :func:`sim.perf.step_overhead_defaults` reads).
 
     Parameters
     ----------
     path
         Output YAML file.
-    step_overhead_s, per_sequence_overhead_s
-        The fitted figures.
+    overheads
+        The fitted overheads, keyed as :data:`OVERHEAD_BOUNDS_S`.
+    max_num_batched_tokens
+        The token budget chosen for the benchmark's server.
     fit_rows
         The rows they were fitted on (recorded as ``fitted_on``).
     report_summary
         :func:`summary` of the held-out rows at these figures (recorded as ``report``, rounded to 1e-6 %).
     fit_objective_value
-        The objective's value at the optimum (recorded under ``objective``).
+        The objective's value at the optimum, by direct simulation (recorded under ``objective``).
     fit_summary
         :func:`summary` of the fit rows at these figures (recorded as ``fit_half``).
+    budget_objectives
+        The fit objective at each candidate token budget (recorded under ``objective``).
     """
-    data: dict = {
-        "step_overhead_s": float(step_overhead_s),
-        "per_sequence_overhead_s": float(per_sequence_overhead_s),
-        "objective": {"minimised": OBJECTIVE,
-                      "bounds": {"step_overhead_s": list(STEP_BOUNDS_S),
-                                 "per_sequence_overhead_s": list(PER_SEQUENCE_BOUNDS_S)}},
+    data: dict = {k: float(overheads[k]) for k in OVERHEAD_BOUNDS_S}
+    data["max_num_batched_tokens"] = int(max_num_batched_tokens)
+    data["objective"] = {"minimised": OBJECTIVE, "bounds": {k: list(b) for k, b in OVERHEAD_BOUNDS_S.items()}}
+    if budget_objectives is not None:
+        data["objective"]["by_token_budget"] = {int(b): round(float(v), 6) for b, v in budget_objectives.items()}
+    if fit_objective_value is not None:
+        data["objective"]["value"] = round(float(fit_objective_value), 6)
+    data.update({
         "source": str(DATA_PATH.relative_to(ROOT)) if DATA_PATH.is_relative_to(ROOT) else str(DATA_PATH),
         "split": "sim.perf.validation.split_rows",
         "warmup": "closed loop of `concurrency` clients, max(4 x concurrency, 40) requests, the first "
                   "`concurrency` dropped",
-    }
-    if fit_objective_value is not None:
-        data["objective"]["value"] = round(float(fit_objective_value), 6)
+    })
     if report_summary is not None:
         data["report"] = _rounded(report_summary)
     if fit_summary is not None:
@@ -413,10 +460,11 @@ def run_validation(out_path: str | Path = STEP_OVERHEAD_PATH, data_path: str | P
         (:func:`validation_table` of both halves with a ``half`` column, the report half's :func:`summary`).
     """
     fit_rows, report_rows = split_rows(load_rows(data_path))
-    step, per_seq = fit_step_overhead(fit_rows)
-    fit_table = validation_table(fit_rows, step, per_seq)
-    report_table = validation_table(report_rows, step, per_seq)
+    budget, overheads, by_budget = fit_harness(fit_rows)
+    fit_table = validation_table(fit_rows, overheads, budget)
+    report_table = validation_table(report_rows, overheads, budget)
     result = summary(report_table)
-    write_step_overhead(out_path, step, per_seq, fit_rows, result, objective_value(fit_table), summary(fit_table))
+    write_step_overhead(out_path, overheads, budget, fit_rows, result, objective_value(fit_table),
+                        summary(fit_table), by_budget)
     tables = pd.concat([fit_table.assign(half="fit"), report_table.assign(half="report")]).sort_index()
     return tables, result

@@ -1,0 +1,82 @@
+"""Row stores that keep long runs in bounded memory: records are built in chunks and, past a threshold, spilled
+to Parquet part files.
+
+A run's per-request records and pool change points grow with its length; a ten-million-request replay would
+hold gigabytes of Python objects if every row stayed in memory. :class:`RowStore` takes rows in chunks (the
+caller decides when a chunk is full), turns each chunk into a DataFrame at once, and keeps the chunks in
+memory until their rows exceed ``spill_rows``; from then on every chunk goes to ``part-NNNNN.parquet`` in the
+spill folder and only the columns listed in ``keep`` stay in memory (for the summary). :meth:`RowStore.frame`
+returns the whole table either way (reading the parts back when spilled, so call it only if you want it all).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+
+class RowStore:
+    """A table built chunk by chunk, in memory or spilled to Parquet parts.
+
+    Parameters
+    ----------
+    spill_rows
+        Rows held in memory before the store spills to disk (None: never spill).
+    spill_dir
+        Folder for the part files (created if needed); None: a fresh temporary folder when the store spills.
+    keep
+        Columns kept in memory once spilled (what the run's summary needs); every column is kept in the parts.
+    """
+
+    def __init__(self, spill_rows: int | None = None, spill_dir: str | Path | None = None,
+                 keep: Sequence[str] = ()) -> None:
+        self.spill_rows = spill_rows
+        self.spill_dir = Path(spill_dir) if spill_dir is not None else None
+        self.keep = list(keep)
+        self.chunks: list[pd.DataFrame] = []
+        self.rows = 0
+        self.parts: list[Path] = []
+
+    @property
+    def spilled(self) -> bool:
+        """True once rows have gone to disk."""
+        return bool(self.parts)
+
+    def add(self, chunk: pd.DataFrame) -> None:
+        """Append a chunk of rows (columns as the other chunks)."""
+        if not len(chunk):
+            return
+        self.rows += len(chunk)
+        if self.spilled:
+            self._write(chunk)
+            self.chunks.append(chunk[self.keep])
+            return
+        self.chunks.append(chunk)
+        if self.spill_rows is not None and self.rows > self.spill_rows:
+            held, self.chunks = self.chunks, []
+            for frame in held:
+                self._write(frame)
+                self.chunks.append(frame[self.keep])
+
+    def _write(self, frame: pd.DataFrame) -> None:
+        if self.spill_dir is None:
+            self.spill_dir = Path(tempfile.mkdtemp(prefix="fleetsim-"))
+        self.spill_dir.mkdir(parents=True, exist_ok=True)
+        path = self.spill_dir / f"part-{len(self.parts):05d}.parquet"
+        frame.to_parquet(path, index=False)
+        self.parts.append(path)
+
+    def kept(self, empty: pd.DataFrame) -> pd.DataFrame:
+        """The in-memory columns of every row (all columns unless spilled); ``empty`` gives the dtypes of a
+        table with no rows."""
+        frames = self.chunks or [empty if not self.spilled else empty[self.keep]]
+        return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
+
+    def frame(self, empty: pd.DataFrame) -> pd.DataFrame:
+        """Every row with every column (read back from the parts when spilled)."""
+        if not self.spilled:
+            return self.kept(empty)
+        return pd.concat([pd.read_parquet(p) for p in self.parts], ignore_index=True)
