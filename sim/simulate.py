@@ -103,7 +103,9 @@ def simulate(
         "entropy": seed.entropy, "spawn_key": list(seed.spawn_key)}
     summary["seed"] = seed_info
     summary["scenario"] = scenario.name
+    eid = getattr(env, "_eid", None)  # SimPy's event counter (a private attribute; None if it moves)
     summary["engine"] = {"steps": sum(r.steps for r in fleet.replicas),
+                         "simpy_events": next(eid) if eid is not None else None,
                          "records_spilled_to": str(fleet.records.spill_dir) if fleet.records.spilled else None}
     monitor = fleet.monitor
     monitor.finish()

@@ -270,6 +270,24 @@ def test_e2e_section_says_why_when_the_check_fails(monkeypatch):
     assert report_text.e2e_markdown(e2e).startswith("_Skipped: `sim.perf.validation` failed (OSError")
 
 
+def test_e2e_section_states_targets_and_error_groups():
+    table = pd.DataFrame({
+        "label": ["m/bf16/tp2/1024x128/c8", "m/bf16/tp4/1024x128/c8", "m/bf16/tp2/4096x128/c8"],
+        "isl": [1024, 1024, 4096], "ttft_ms": [100.0, 100.0, 400.0], "pred_ttft_ms": [110.0, 130.0, 200.0],
+        "tpot_ms": [10.0, 10.0, 20.0], "pred_tpot_ms": [10.5, 9.0, 21.0]})
+    table["ttft_ape_pct"] = 100 * (table["pred_ttft_ms"] / table["ttft_ms"] - 1).abs()
+    table["tpot_ape_pct"] = 100 * (table["pred_tpot_ms"] / table["tpot_ms"] - 1).abs()
+    groups = rp.e2e_groups(table)
+    assert groups[["model", "isl", "rows"]].values.tolist() == [["m/bf16", 1024, 2], ["m/bf16", 4096, 1]]
+    np.testing.assert_allclose(groups["ttft_signed_median_pct"], [20.0, -50.0])
+    summary = {"rows": 3, "ttft_median_ape_pct": 30.0, "ttft_p90_ape_pct": 46.0, "tpot_median_ape_pct": 5.0,
+               "tpot_p90_ape_pct": 9.0}
+    text = report_text.e2e_markdown(rp.EndToEnd(table, summary, ""))
+    assert "target TTFT median APE <= 20%: **missed by 10.0 points**" in text
+    assert "target TPOT median APE <= 10%: met" in text
+    assert "| m/bf16 | 4096 | 1 | -50.0% | 50.0% | +5.0% |" in text
+
+
 # -- the real tables -------------------------------------------------------------------------------------------
 
 @needs_data

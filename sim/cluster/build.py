@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,25 @@ from sim.metrics.timeseries import PoolMonitor
 from sim.perf import build_perf_model
 from sim.rng import Streams
 from sim.workload.source import ClosedLoop, open_loop_arrays, replay, trace_arrays
+
+
+class ReplicaViews(Sequence):
+    """Read-only snapshots of replicas, taken when a router looks at one (a router that samples two replicas
+    of a hundred should not pay for a hundred snapshots)."""
+
+    __slots__ = ("_replicas",)
+
+    def __init__(self, replicas: list[Replica]) -> None:
+        self._replicas = replicas
+
+    def __len__(self) -> int:
+        return len(self._replicas)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [r.view() for r in self._replicas[i]]
+        return self._replicas[i].view()
+
 
 #: Completed requests are turned into records this many at a time (then the Request objects are dropped).
 RECORD_CHUNK = 50_000
@@ -44,6 +64,7 @@ class Fleet:
     arrived: int = 0
     arrivals_over: bool = False
     unfinished: int = 0
+    shortest_len: int = 0  # the smallest max_model_len of any replica: every replica takes a request this long
     done: simpy.Event | None = None
 
     @property
@@ -78,6 +99,7 @@ class Fleet:
                     plan.sizing.kv_blocks, plan.sizing.block_size, plan.sizing.max_model_len,
                     self._finished, self.monitor, self.events, fast=eng.stepping == "fast",
                 ))
+        self.shortest_len = min((r.max_model_len for r in self.replicas), default=0)
 
     def dispatch(self, prompt_tokens: int, output_tokens: int) -> Request:
         """A request arrives now: route it, or reject it with a reason."""
@@ -86,7 +108,8 @@ class Fleet:
         if self.events is not None:
             self.events.append((self.env.now, req.request_id, "arrive", prompt_tokens))
         total = prompt_tokens + output_tokens
-        eligible = [r for r in self.replicas if r.max_model_len >= total]
+        eligible = self.replicas if total <= self.shortest_len else [
+            r for r in self.replicas if r.max_model_len >= total]
         if not eligible:
             req.reject_reason = "exceeds_max_model_len" if self.replicas else "no_replicas"
             if self.events is not None:
@@ -94,8 +117,7 @@ class Fleet:
             self._complete(req)
             return req
         self.unfinished += 1
-        views = [r.view() for r in eligible]
-        eligible[self.router.route(req, views)].submit(req)
+        eligible[self.router.route(req, ReplicaViews(eligible))].submit(req)
         return req
 
     def _finished(self, req: Request) -> None:

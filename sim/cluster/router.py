@@ -77,10 +77,13 @@ class PowerOfTwoChoices:
         self.rng = rng
 
     def route(self, request: Request, replicas: Sequence[ReplicaView]) -> int:
-        if len(replicas) == 1:
+        n = len(replicas)
+        if n == 1:
             return 0
-        a, b = self.rng.choice(len(replicas), size=2, replace=False)
-        a, b = int(a), int(b)
+        # Two distinct indices, uniformly: a, then b from the n - 1 others (cheaper than choice(replace=False)).
+        a = int(self.rng.integers(n))
+        b = int(self.rng.integers(n - 1))
+        b += b >= a
         return a if replicas[a].outstanding_requests <= replicas[b].outstanding_requests else b
 
 

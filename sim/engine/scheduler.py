@@ -60,13 +60,15 @@ def is_decode(req: Request, new_tokens: int) -> bool:
 def batch_shape(scheduled: Sequence[tuple[Request, int]]) -> BatchShape:
     """The work of a scheduled batch, as the performance model sees it."""
     chunks, n_decodes, decode_kv, sampled = [], 0, 0, 0
-    for req, n in scheduled:
-        if is_decode(req, n):
+    for req, n in scheduled:  # is_decode and known_tokens inlined: this runs for every request of every step
+        c = req.computed_tokens
+        prompt = req.prompt_tokens
+        if n == 1 and c >= prompt:
             n_decodes += 1
-            decode_kv += req.computed_tokens + 1
+            decode_kv += c + 1
         else:
-            chunks.append((req.computed_tokens, n))
-        if req.computed_tokens + n == req.known_tokens:
+            chunks.append((c, n))
+        if c + n == prompt + req.generated_tokens:
             sampled += 1
     return BatchShape(tuple(chunks), n_decodes, decode_kv, sampled)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 
 from sim.engine.request import Request
-from sim.engine.scheduler import StepPlan, blocks_for
+from sim.engine.scheduler import StepPlan
 
 
 @dataclass(slots=True)
@@ -52,19 +52,22 @@ def start_step(state: ReplicaState, plan: StepPlan, now_s: float) -> None:
         if req.scheduled_s is None:
             req.scheduled_s = now_s
     bs = state.block_size
+    free = state.free_blocks
     for req, n in plan.scheduled:
-        need = blocks_for(req.computed_tokens + n, bs) - req.kv_blocks
-        req.kv_blocks += need
-        state.free_blocks -= need
-    assert state.free_blocks >= 0, "KV blocks over-allocated"
+        need = -(-(req.computed_tokens + n) // bs) - req.kv_blocks  # blocks_for, inlined
+        if need:
+            req.kv_blocks += need
+            free -= need
+    state.free_blocks = free
+    assert free >= 0, "KV blocks over-allocated"
 
 
 def finish_step(state: ReplicaState, plan: StepPlan, now_s: float) -> list[Request]:
     """Commit the step's tokens at its end; return the requests that finished (already released)."""
     finished = []
     for req, n in plan.scheduled:
-        req.computed_tokens += n
-        if req.computed_tokens == req.known_tokens:
+        c = req.computed_tokens = req.computed_tokens + n
+        if c == req.prompt_tokens + req.generated_tokens:  # known_tokens, inlined
             req.generated_tokens += 1
             if req.first_token_s is None:
                 req.first_token_s = now_s

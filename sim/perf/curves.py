@@ -11,10 +11,12 @@ from __future__ import annotations
 import itertools
 from bisect import bisect_right
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import scipy.sparse as sp
-from scipy.sparse.linalg import lsqr
+
+if TYPE_CHECKING:  # scipy is imported where the fit runs: simulations only evaluate grids
+    import scipy.sparse as sp
 
 
 def _locate(x: float, knots: tuple[float, ...]) -> tuple[int, float]:
@@ -122,6 +124,8 @@ class Slice2:
 
 def design_matrix(log2_coords: list[np.ndarray], knots: tuple[tuple[float, ...], ...]) -> sp.csr_matrix:
     """Sparse matrix whose row ``r`` holds the multilinear weights of point ``r`` on the knots (row-major)."""
+    import scipy.sparse as sp
+
     n = len(log2_coords[0])
     dims = [len(k) for k in knots]
     located = []
@@ -147,6 +151,8 @@ def design_matrix(log2_coords: list[np.ndarray], knots: tuple[tuple[float, ...],
 
 def second_differences(dims: tuple[int, ...]) -> sp.csr_matrix:
     """Rows ``v[i-1] - 2 v[i] + v[i+1]`` along every axis of a row-major grid of shape ``dims``."""
+    import scipy.sparse as sp
+
     blocks = []
     for axis, size in enumerate(dims):
         if size < 3:
@@ -173,6 +179,9 @@ def fit_grid(log2_coords: list[np.ndarray], residual_log: np.ndarray, knots: tup
     its neighbours' trend instead of falling back to 0. ``W`` are Huber weights from iteratively reweighted
     least squares, so outliers (rows where a different kernel was picked) do not drag the surface.
     """
+    import scipy.sparse as sp
+    from scipy.sparse.linalg import lsqr
+
     dims = tuple(len(k) for k in knots)
     penalty = smooth * second_differences(dims)
     a = design_matrix(log2_coords, knots)

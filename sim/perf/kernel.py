@@ -142,18 +142,25 @@ class Calibration:
             raise CatalogError(f"{path}: not a fleetsim calibration file ({type(err).__name__}: {err})") from None
 
 
+def _calibration_files() -> dict[str, object]:
+    """The shipped calibration files by GPU key (file stem); the folder also holds the step-overhead fit."""
+    folder = resources.files("sim.perf").joinpath("calibrations")
+    return {e.name[:-5]: e for e in folder.iterdir() if e.name.endswith(".yaml") and e.name != "step_overhead.yaml"}
+
+
 @cache
+def shipped_calibration(gpu: str) -> Calibration | None:
+    """The shipped calibration of ``gpu`` (a GPU key), or None; parsed on first use only (each file is a
+    few hundred kilobytes of YAML, and a run needs one or two)."""
+    entry = _calibration_files().get(gpu)
+    if entry is None:
+        return None
+    return Calibration.from_dict(yaml.load(entry.read_text(encoding="utf-8"), Loader=SAFE_LOADER))
+
+
 def shipped_calibrations() -> dict[str, Calibration]:
     """The calibrations that ship with the package, by GPU key."""
-    out = {}
-    folder = resources.files("sim.perf").joinpath("calibrations")
-    for entry in folder.iterdir():
-        if entry.name.endswith(".yaml"):
-            data = yaml.load(entry.read_text(encoding="utf-8"), Loader=SAFE_LOADER)
-            if "gemm" in data:  # the folder also holds the end-to-end step-overhead fit
-                cal = Calibration.from_dict(data)
-                out[cal.gpu] = cal
-    return out
+    return {key: shipped_calibration(key) for key in sorted(_calibration_files())}
 
 
 class KernelModel:
@@ -185,11 +192,11 @@ class KernelModel:
         spec = load_catalog().gpus[gpu] if isinstance(gpu, str) else gpu
         if calibration_file is not None:
             return cls(spec, Calibration.read(calibration_file))
-        shipped = shipped_calibrations()
-        if calibrated and spec.key in shipped:
-            return cls(spec, shipped[spec.key])
+        own = shipped_calibration(spec.key) if calibrated else None
+        if own is not None:
+            return cls(spec, own)
         source = transfer_source(spec, exclude=None if calibrated else spec.key)
-        return cls(spec, shipped[source])
+        return cls(spec, shipped_calibration(source))
 
     # -- operators -------------------------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ FAMILIES = ("gemm", "attention_prefill", "attention_decode", "allreduce")
 TABLE_ORDER = ("gemm", "prefill", "decode", "allreduce")  # the row order of sim.perf.calibrate.predictions
 HELD_OUT_TARGET = (0.05, 0.15)  # (median, p90) APE per family on held-out rows
 TRANSFER_TARGET = (0.08, 0.25)  # (median, p90) APE per family, cross-GPU spec transfer
+E2E_TARGET_PCT = {"tpot": 10.0, "ttft": 20.0}  # median APE of mean TPOT / TTFT on the held-out serving rows
 #: The fit_report stores errors rounded to 4 decimals.
 FIT_REPORT_ROUNDING = 5e-5
 SERVING_RANGE = ("GEMM m >= 16 with n, k >= 1024; prefill seq_len >= 256; decode kv_len >= 128; "
@@ -225,6 +226,19 @@ class EndToEnd:
     table: pd.DataFrame | None = None
     summary: dict | None = None
     note: str = ""
+
+
+def e2e_groups(table: pd.DataFrame) -> pd.DataFrame:
+    """Signed median error (percent) of mean TTFT and TPOT per (model, precision, prompt length): where the
+    end-to-end error comes from."""
+    parts = table["label"].str.split("/")
+    frame = table.assign(model=parts.str[0] + "/" + parts.str[1],
+                         ttft_err_pct=100 * (table["pred_ttft_ms"] / table["ttft_ms"] - 1),
+                         tpot_err_pct=100 * (table["pred_tpot_ms"] / table["tpot_ms"] - 1))
+    return frame.groupby(["model", "isl"], sort=True).agg(
+        rows=("label", "size"), ttft_signed_median_pct=("ttft_err_pct", "median"),
+        ttft_median_ape_pct=("ttft_ape_pct", "median"), tpot_signed_median_pct=("tpot_err_pct", "median"),
+    ).reset_index()
 
 
 def e2e_check() -> EndToEnd:

@@ -9,12 +9,14 @@ import numpy as np
 import pandas as pd
 
 from sim.perf.report import (
+    E2E_TARGET_PCT,
     FAMILIES,
     HELD_OUT_TARGET,
     SERVING_RANGE,
     TRANSFER_TARGET,
     EndToEnd,
     FidelityReport,
+    e2e_groups,
     pct,
 )
 
@@ -67,6 +69,18 @@ def e2e_markdown(e2e: EndToEnd | None) -> str:
     ]
     if not isinstance(e2e.summary, dict):
         lines += [str(e2e.summary), ""]
+    for metric in ("ttft", "tpot"):
+        got, target = s.get(f"{metric}_median_ape_pct"), E2E_TARGET_PCT[metric]
+        if got is not None:
+            verdict = "met" if got <= target else f"**missed by {got - target:.1f} points**"
+            lines.append(f"- target {metric.upper()} median APE <= {target:.0f}%: {verdict}")
+    lines += ["", "Where the error comes from (signed median error by model, precision and prompt length; "
+              "positive = predicted slower):", ""]
+    groups = e2e_groups(e2e.table)
+    formats = {c: (lambda v: f"{v:+.1f}%") if "signed" in c else (lambda v: f"{v:.1f}%")
+               for c in groups.columns if c.endswith("_pct")}
+    lines += [markdown_table(groups, formats),
+              "", "Every row:", ""]
     cols = [c for c in ("label", "ttft_ms", "pred_ttft_ms", "ttft_ape_pct", "tpot_ms", "pred_tpot_ms",
                         "tpot_ape_pct") if c in e2e.table]
     num = {c: (lambda v: f"{v:,.1f}") for c in cols if c != "label"}

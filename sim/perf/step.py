@@ -151,18 +151,27 @@ class TransformerStepModel:
         if table is None or kv_tokens < n or last_kv >= 2.0 ** DECODE_TABLE_OCTAVES:
             return [self.step_time_s(BatchShape((), n, kv_tokens + n * j, n)) for j in range(steps)]
         m = self.model
+        head = self._head.get(n)
+        if head is None:
+            head = self._head[n] = self.ops.gemm_s(n, m.vocab_size // self.tp, m.hidden_size, "bf16")
+        fixed = head + self.step_overhead_s + self.per_sequence_overhead_s * n
+        eager = self._eager_s if n > self.cudagraph_max_tokens else 0.0
+        dense = self.dense_layer_s(n)
+        if steps <= 16:  # short runs: a Python loop beats the fixed cost of array operations
+            values, out = table[0], []
+            for j in range(steps):
+                x = math.log2((kv_tokens + n * j) / n) * DECODE_TABLE_PER_OCTAVE
+                i = int(x)
+                lo = values[i]
+                t = m.n_layers * (dense + (lo + (values[i + 1] - lo) * (x - i))) + fixed
+                out.append(t + eager if eager else t)
+            return out
         x = np.log2((kv_tokens + n * np.arange(steps)) / n) * DECODE_TABLE_PER_OCTAVE
         i = x.astype(np.int64)
         values = table[1]
         lo = values[i]
-        layer = self.dense_layer_s(n) + (lo + (values[i + 1] - lo) * (x - i))
-        head = self._head.get(n)
-        if head is None:
-            head = self._head[n] = self.ops.gemm_s(n, m.vocab_size // self.tp, m.hidden_size, "bf16")
-        t = m.n_layers * layer + (head + self.step_overhead_s + self.per_sequence_overhead_s * n)
-        if n > self.cudagraph_max_tokens:
-            t = t + self._eager_s
-        return t.tolist()
+        t = m.n_layers * (dense + (lo + (values[i + 1] - lo) * (x - i))) + fixed
+        return (t + eager if eager else t).tolist()
 
     def step_time_s(self, shape: BatchShape) -> float:
         if shape.num_tokens == 0:

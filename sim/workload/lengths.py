@@ -14,7 +14,6 @@ from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from scipy import stats
 
 from sim.errors import TraceError
 
@@ -82,6 +81,8 @@ class LogNormalLength(BaseModel):
 
     @property
     def _frozen(self):
+        from scipy import stats  # imported on use: scipy.stats alone takes about a second to import
+
         sigma = math.sqrt(math.log1p(self.cv_value**2))
         mu = math.log(self.mean_tokens) - sigma**2 / 2
         return stats.lognorm(s=sigma, scale=math.exp(mu))
