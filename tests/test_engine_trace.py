@@ -7,6 +7,8 @@ replica plans its next step (its event was scheduled first; SimPy fires same-tim
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 from sim import simulate
 from tests.conftest import scenario
 
@@ -31,13 +33,19 @@ def test_chunked_prefill_and_decode_trace():
         (0.25, 0, "prefill", 2),
         (0.25, 1, "prefill", 6),
         (0.375, 0, "first_token", 1),
+        (0.375, 0, "token", 1),
         (0.375, 0, "decode", 1),
         (0.375, 1, "prefill", 4),
+        (0.5, 0, "token", 2),
         (0.5, 1, "first_token", 1),
+        (0.5, 1, "token", 1),
         (0.5, 0, "decode", 1),
         (0.5, 1, "decode", 1),
+        (0.625, 0, "token", 3),
+        (0.625, 1, "token", 2),
         (0.625, 0, "finish", 3),
         (0.625, 1, "decode", 1),
+        (0.75, 1, "token", 3),
         (0.75, 1, "finish", 3),
     ]
     df = res.requests.set_index("request_id")
@@ -74,6 +82,30 @@ def test_preemption_by_recompute_trace():
     assert df.loc[0, ["first_token_s", "finish_s", "preemptions"]].tolist() == [0.25, 0.875, 0]
     assert df.loc[1, ["first_token_s", "finish_s", "preemptions"]].tolist() == [0.375, 1.5, 1]
     assert res.summary["requests"]["preemptions"] == 1
+
+
+def test_token_events_recover_every_token_time():
+    """With ``trace_events`` every output token has a ``token`` event, in both stepping modes: per-token times
+    (and so inter-token latencies) are recoverable, and agree with the records."""
+    patch = {
+        "workload": {"num_requests": 30, "arrival": {"process": "poisson", "rate_per_s": 20.0},
+                     "output_tokens": {"dist": "uniform", "low": 2, "high": 60}},
+        "pools": {"p": {"perf": {"model": "kernel"}}},
+        "run": {"trace_events": True},
+    }
+    for mode in ("iteration", "fast"):
+        res = simulate(scenario({**patch, "pools": {"p": {"perf": {"model": "kernel"},
+                                                          "engine": {"stepping": mode}}}}), seed=3)
+        tokens = {}
+        for t, rid, kind, value in res.events:
+            if kind == "token":
+                tokens.setdefault(rid, []).append((value, t))
+        for row in res.requests.itertuples():
+            seq = sorted(tokens[row.request_id])
+            assert [v for v, _ in seq] == list(range(1, row.output_tokens + 1))
+            times = [t for _, t in seq]
+            assert times[0] == row.first_token_s and times[-1] == row.finish_s
+            assert max(b - a for a, b in pairwise(times)) == row.max_itl_s
 
 
 def test_request_longer_than_max_model_len_is_rejected_with_reason():

@@ -100,6 +100,20 @@ def test_fast_stepping_gives_the_per_step_records(case):
     assert_same(*both_modes(sc))
 
 
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios(), st.sampled_from([4.0, 8.0, 16.0]), st.sampled_from([0.0625, 0.125]))
+def test_ties_between_arrivals_and_step_ends_resolve_as_per_step(case, rate, step_s):
+    """Constant arrivals and constant binary-fraction step times put arrivals exactly on step ends, where the
+    order of same-time events decides which step an arrival joins."""
+    sc, seed = case
+    data = sc.model_dump(mode="json", by_alias=True)
+    patch = {"pools": {"p": {"perf": {"model": "constant", "step_s": step_s, "per_token_s": 0.0}}},
+             "seed": seed}
+    if data["workload"]["type"] == "open_loop":
+        patch["workload"] = {"arrival": {"process": "constant", "rate_per_s": rate}}
+    assert_same(*both_modes(validate_scenario(merge(data, patch), "test")))
+
+
 def test_fast_stepping_is_the_default():
     sc = scenario({})
     assert sc.pools["p"].engine.stepping == "fast"

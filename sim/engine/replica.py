@@ -90,8 +90,10 @@ class Replica:
         self._wake: simpy.Event | None = None
         self._cut: simpy.Event | None = None  # set while a decode run may be cut by an arrival
         self._piece_steps = MIN_PIECE_STEPS
+        self._cut_scheduled_s = 0.0
         self._kv_sampled = 0
-        self._run: tuple[float, list[float], list[int]] | None = None  # (start, step ends, request ids)
+        # The decode run in progress: (start, step ends, (request id, tokens before the run) per request).
+        self._run: tuple[float, list[float], list[tuple[int, int]]] | None = None
         self.process = env.process(self.run())
 
     def view(self) -> ReplicaView:
@@ -107,8 +109,14 @@ class Replica:
             st.total_blocks,
         )
 
-    def submit(self, req: Request) -> None:
-        """Queue ``req`` on this replica (called by the router at the request's arrival)."""
+    def submit(self, req: Request, scheduled_s: float | None = None) -> None:
+        """Queue ``req`` on this replica (called by the router at the request's arrival).
+
+        ``scheduled_s`` is when the arrival's event was scheduled (default: now). Per-step stepping would have
+        an event for every step end; an arrival exactly at a step end is planned into the next step if its
+        event was scheduled before that step started (SimPy fires same-time events in scheduling order). A
+        decode run has no such events, so it replays that rule when the arrival cuts it.
+        """
         req.pool = self.pool
         req.replica_id = self.replica_id
         self.state.waiting.append(req)
@@ -117,6 +125,7 @@ class Replica:
         if self._wake is not None and not self._wake.triggered:
             self._wake.succeed()
         elif self._cut is not None and not self._cut.triggered:
+            self._cut_scheduled_s = self.env.now if scheduled_s is None else scheduled_s
             self._cut.succeed()
 
     def _report(self, busy: bool | None = None, sample_kv: bool = False) -> None:
@@ -168,8 +177,10 @@ class Replica:
             finished = finish_step(st, plan, env.now)
             if self.events is not None:
                 for req, _ in plan.scheduled:
-                    if req.generated_tokens == 1 and req.first_token_s == env.now:
-                        self.events.append((env.now, req.request_id, "first_token", 1))
+                    if req.last_token_s == env.now and req.generated_tokens:
+                        if req.generated_tokens == 1:
+                            self.events.append((env.now, req.request_id, "first_token", 1))
+                        self.events.append((env.now, req.request_id, "token", req.generated_tokens))
             self._release(finished)
 
     def _release(self, finished: list[Request]) -> None:
@@ -186,10 +197,10 @@ class Replica:
         env, st = self.env, self.state
         n = len(st.running)
         kv_tokens = sum(r.computed_tokens for r in st.running) + n
-        t = env.now
+        run_start = t = env.now
         times: list[float] = []
         boundaries: list[float] = []  # end of each step, summed as per-step stepping sums them
-        self._run = (env.now, boundaries, [r.request_id for r in st.running])
+        self._run = (env.now, boundaries, [(r.request_id, r.generated_tokens) for r in st.running])
         cut = False
         while len(times) < steps and not cut:
             first = len(times)
@@ -208,10 +219,14 @@ class Replica:
             yield env.any_of([wait, self._cut])
             cut, self._cut = self._cut.triggered, None
             if cut:
-                # The arrival joins at the end of the step in progress; a step that ends exactly now was
-                # planned before the arrival, so it waits for the next end.
+                # The arrival joins at the end of the step in progress. At a tie with a step end, per-step
+                # stepping plans it into the next step only if its event was scheduled before that step began.
                 now = env.now
-                keep = next((i + 1 for i in range(first, len(boundaries)) if boundaries[i] > now), len(boundaries))
+                keep = next((i + 1 for i in range(first, len(boundaries)) if boundaries[i] >= now), len(boundaries))
+                if boundaries[keep - 1] == now and keep < len(boundaries):
+                    step_start = boundaries[keep - 2] if keep >= 2 else run_start
+                    if not self._cut_scheduled_s < step_start:
+                        keep += 1  # the step ended first: the arrival waits for the next end
                 for step_s in times[keep:]:
                     self.busy_s -= step_s
                 del times[keep:], boundaries[keep:]
@@ -231,7 +246,9 @@ class Replica:
         if self.events is None or self._run is None:
             return
         start_s, boundaries, ids = self._run
-        for step_start in [start_s, *boundaries[:-1]]:
+        for i, step_start in enumerate([start_s, *boundaries[:-1]]):
             if step_start >= before_s:
                 break
-            self.events.extend((step_start, rid, "decode", 1) for rid in ids)
+            self.events.extend((step_start, rid, "decode", 1) for rid, _ in ids)
+            if boundaries[i] < before_s:
+                self.events.extend((boundaries[i], rid, "token", generated + i + 1) for rid, generated in ids)

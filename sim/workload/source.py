@@ -13,7 +13,7 @@ from sim.rng import Streams
 from sim.workload.lengths import LengthDist
 from sim.workload.traces import TraceArrays, read_trace
 
-Dispatch = Callable[[int, int], Request]
+Dispatch = Callable[..., Request]
 
 
 def open_loop_arrays(wl: OpenLoopWorkload, streams: Streams) -> TraceArrays:
@@ -44,9 +44,10 @@ def replay(env: simpy.Environment, arrays: TraceArrays, dispatch: Dispatch, on_d
     prompts = arrays.prompt_tokens.tolist()
     outputs = arrays.output_tokens.tolist()
     for t, p, o in zip(times, prompts, outputs, strict=True):
+        scheduled_s = env.now  # when this arrival's event enters SimPy's queue (orders same-time events)
         if t > env.now:
             yield env.timeout(t - env.now)
-        dispatch(p, o)
+        dispatch(p, o, scheduled_s)
     on_done()
 
 
