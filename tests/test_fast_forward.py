@@ -100,7 +100,7 @@ def test_fast_stepping_gives_the_per_step_records(case):
     assert_same(*both_modes(sc))
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios(), st.sampled_from([4.0, 8.0, 16.0]), st.sampled_from([0.0625, 0.125]))
 def test_ties_between_arrivals_and_step_ends_resolve_as_per_step(case, rate, step_s):
     """Constant arrivals and constant binary-fraction step times put arrivals exactly on step ends, where the
@@ -111,7 +111,21 @@ def test_ties_between_arrivals_and_step_ends_resolve_as_per_step(case, rate, ste
              "seed": seed}
     if data["workload"]["type"] == "open_loop":
         patch["workload"] = {"arrival": {"process": "constant", "rate_per_s": rate}}
+    else:  # clients that think a whole number of steps finish and send on step ends of other replicas
+        patch["workload"] = {"think_time_s": 2 * step_s}
     assert_same(*both_modes(validate_scenario(merge(data, patch), "test")))
+
+
+def test_closed_loop_sends_at_a_finish_join_the_next_step_of_other_replicas():
+    """Zero think time, constant 1/8 s steps, three replicas: clients send exactly on other replicas' step
+    ends, inside their decode runs; per-step stepping has already planned those steps (found by search)."""
+    patch = {"workload": {"type": "closed_loop", "clients": 11, "num_requests": 61, "think_time_s": 0.0,
+                          "prompt_tokens": {"dist": "uniform", "low": 1, "high": 25},
+                          "output_tokens": {"dist": "uniform", "low": 1, "high": 33}},
+             "pools": {"p": {"replicas": 3, "perf": {"model": "constant", "step_s": 0.125, "per_token_s": 0.0},
+                             "engine": {"max_num_seqs": 15, "max_model_len": 256}}},
+             "router": {"policy": "round_robin"}}
+    assert_same(*both_modes(scenario(patch)))
 
 
 def test_fast_stepping_is_the_default():

@@ -101,12 +101,9 @@ class Fleet:
                 ))
         self.shortest_len = min((r.max_model_len for r in self.replicas), default=0)
 
-    def dispatch(self, prompt_tokens: int, output_tokens: int, scheduled_s: float | None = None) -> Request:
-        """A request arrives now: route it, or reject it with a reason.
-
-        ``scheduled_s``: when the arrival's event was scheduled (default now), which decides how it orders
-        against a replica's step ending at the same instant (see :meth:`Replica.submit`).
-        """
+    def dispatch(self, prompt_tokens: int, output_tokens: int, before_step_ends: bool = False) -> Request:
+        """A request arrives now: route it, or reject it with a reason (``before_step_ends``: see
+        :meth:`~sim.engine.replica.Replica.submit`)."""
         req = Request(self.arrived, self.env.now, prompt_tokens, output_tokens)
         self.arrived += 1
         if self.events is not None:
@@ -121,7 +118,7 @@ class Fleet:
             self._complete(req)
             return req
         self.unfinished += 1
-        eligible[self.router.route(req, ReplicaViews(eligible))].submit(req, scheduled_s)
+        eligible[self.router.route(req, ReplicaViews(eligible))].submit(req, before_step_ends)
         return req
 
     def _finished(self, req: Request) -> None:

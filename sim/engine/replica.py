@@ -88,9 +88,9 @@ class Replica:
         self.steps = 0
         self.fast = fast
         self._wake: simpy.Event | None = None
-        self._cut: simpy.Event | None = None  # set while a decode run may be cut by an arrival
+        self._cuttable = False  # True while a decode run may be cut by an arrival (interrupting the process)
+        self._cut_at_tie = False
         self._piece_steps = MIN_PIECE_STEPS
-        self._cut_scheduled_s = 0.0
         self._kv_sampled = 0
         # The decode run in progress: (start, step ends, (request id, tokens before the run) per request).
         self._run: tuple[float, list[float], list[tuple[int, int]]] | None = None
@@ -109,13 +109,13 @@ class Replica:
             st.total_blocks,
         )
 
-    def submit(self, req: Request, scheduled_s: float | None = None) -> None:
+    def submit(self, req: Request, before_step_ends: bool = False) -> None:
         """Queue ``req`` on this replica (called by the router at the request's arrival).
 
-        ``scheduled_s`` is when the arrival's event was scheduled (default: now). Per-step stepping would have
-        an event for every step end; an arrival exactly at a step end is planned into the next step if its
-        event was scheduled before that step started (SimPy fires same-time events in scheduling order). A
-        decode run has no such events, so it replays that rule when the arrival cuts it.
+        ``before_step_ends``: the arrival's event fires before any step that ends at the same instant (trace and
+        open-loop arrivals, see :func:`sim.workload.source.replay`), so it joins the step that starts then; a
+        closed-loop client, which sends when its last request finished, comes after, and joins the next one.
+        A decode run has no event at its inner step ends, so when an arrival cuts it, it applies the same rule.
         """
         req.pool = self.pool
         req.replica_id = self.replica_id
@@ -124,9 +124,10 @@ class Replica:
         self._report()
         if self._wake is not None and not self._wake.triggered:
             self._wake.succeed()
-        elif self._cut is not None and not self._cut.triggered:
-            self._cut_scheduled_s = self.env.now if scheduled_s is None else scheduled_s
-            self._cut.succeed()
+        elif self._cuttable:
+            self._cuttable = False
+            self._cut_at_tie = before_step_ends
+            self.process.interrupt()
 
     def _report(self, busy: bool | None = None, sample_kv: bool = False) -> None:
         """Tell the monitor the queue lengths; KV usage is sampled only where ``sample_kv`` (admissions,
@@ -197,7 +198,7 @@ class Replica:
         env, st = self.env, self.state
         n = len(st.running)
         kv_tokens = sum(r.computed_tokens for r in st.running) + n
-        run_start = t = env.now
+        t = env.now
         times: list[float] = []
         boundaries: list[float] = []  # end of each step, summed as per-step stepping sums them
         self._run = (env.now, boundaries, [(r.request_id, r.generated_tokens) for r in st.running])
@@ -215,18 +216,18 @@ class Replica:
             if sealed:
                 yield wait
                 continue
-            self._cut = env.event()
-            yield env.any_of([wait, self._cut])
-            cut, self._cut = self._cut.triggered, None
+            self._cuttable = True
+            try:
+                yield wait
+            except simpy.Interrupt:
+                cut = True
+            self._cuttable = False
             if cut:
-                # The arrival joins at the end of the step in progress. At a tie with a step end, per-step
-                # stepping plans it into the next step only if its event was scheduled before that step began.
-                now = env.now
-                keep = next((i + 1 for i in range(first, len(boundaries)) if boundaries[i] >= now), len(boundaries))
-                if boundaries[keep - 1] == now and keep < len(boundaries):
-                    step_start = boundaries[keep - 2] if keep >= 2 else run_start
-                    if not self._cut_scheduled_s < step_start:
-                        keep += 1  # the step ended first: the arrival waits for the next end
+                # The arrival joins at the end of the step in progress; at a tie with a step end, as per-step
+                # stepping orders it (see submit).
+                now, tie = env.now, self._cut_at_tie
+                keep = next((i + 1 for i in range(first, len(boundaries))
+                             if boundaries[i] > now or (tie and boundaries[i] == now)), len(boundaries))
                 for step_s in times[keep:]:
                     self.busy_s -= step_s
                 del times[keep:], boundaries[keep:]
@@ -241,14 +242,16 @@ class Replica:
         self._release(apply_decode_run(st, boundaries))
 
     def flush_run_events(self, before_s: float = math.inf) -> None:
-        """Write the event log of the decode run in progress (its steps that start before ``before_s``), as
-        per-step stepping writes it at each step's start; the simulation calls this at a clock limit."""
+        """Write the event log of the decode run in progress (its steps that start by ``before_s``), as
+        per-step stepping writes it at each step's start and end; the simulation calls this at a clock limit."""
         if self.events is None or self._run is None:
             return
         start_s, boundaries, ids = self._run
+        # A step that ends exactly at a clock limit is still processed by per-step stepping (its event was
+        # scheduled before the limit's), so it logs its tokens and the next step's start.
         for i, step_start in enumerate([start_s, *boundaries[:-1]]):
-            if step_start >= before_s:
+            if step_start > before_s:
                 break
             self.events.extend((step_start, rid, "decode", 1) for rid, _ in ids)
-            if boundaries[i] < before_s:
+            if boundaries[i] <= before_s:
                 self.events.extend((boundaries[i], rid, "token", generated + i + 1) for rid, generated in ids)

@@ -38,16 +38,27 @@ def trace_arrays(wl: TraceWorkload) -> TraceArrays:
     return TraceArrays(arrival, full.prompt_tokens[idx], full.output_tokens[idx])
 
 
+class ArrivalTimeout(simpy.events.Event):
+    """A timeout that fires before the ordinary events of its instant (SimPy's URGENT priority): an arrival
+    exactly at a step's end is then always queued before the replica plans its next step, whatever order
+    the two events were scheduled in."""
+
+    def __init__(self, env: simpy.Environment, delay: float) -> None:
+        super().__init__(env)
+        self._ok = True  # triggered, with no value, as simpy.Timeout does
+        self._value = None
+        env.schedule(self, simpy.events.URGENT, delay)
+
+
 def replay(env: simpy.Environment, arrays: TraceArrays, dispatch: Dispatch, on_done: Callable[[], None]):
     """SimPy process: dispatch each request at its arrival time, then report that arrivals are over."""
     times = arrays.arrival_s.tolist()
     prompts = arrays.prompt_tokens.tolist()
     outputs = arrays.output_tokens.tolist()
     for t, p, o in zip(times, prompts, outputs, strict=True):
-        scheduled_s = env.now  # when this arrival's event enters SimPy's queue (orders same-time events)
         if t > env.now:
-            yield env.timeout(t - env.now)
-        dispatch(p, o, scheduled_s)
+            yield ArrivalTimeout(env, t - env.now)
+        dispatch(p, o, True)
     on_done()
 
 
@@ -89,16 +100,22 @@ class ClosedLoop:
 
     def client(self, start_s: float):
         env = self.env
+        timed = False  # whether this send follows a timeout (ramp-up or think time) rather than a finish
         if start_s > 0:
-            yield env.timeout(start_s)
+            yield ArrivalTimeout(env, start_s)
+            timed = True
         while self._more():
             self.sent += 1
-            req = self.dispatch(self.prompts.next(), self.outputs.next())
+            # A send after a timeout fires before the step ends of its instant, like a trace arrival; a send
+            # right at a finish comes after them (every step end then was scheduled before the finish).
+            req = self.dispatch(self.prompts.next(), self.outputs.next(), timed)
             if req.status == "in_flight":
                 req.done = env.event()
                 yield req.done
+                timed = False
             if self.wl.think_time_s:
-                yield env.timeout(self.wl.think_time_s)
+                yield ArrivalTimeout(env, self.wl.think_time_s)
+                timed = True
         self.active -= 1
         if self.active == 0:
             self.on_done()
