@@ -85,8 +85,9 @@ def simulate(
     gpu_of_pool = fleet.gpu_of_pool
     fleet.flush_records(fleet.in_flight())
     empty = empty_frame(gpu_of_pool)
-    # Records arrive in completion order; the table is in arrival (request id) order.
-    kept = fleet.records.kept(empty).sort_values("request_id", kind="stable", ignore_index=True)
+    kept = fleet.records.kept(empty)
+    if not fleet.records.spilled:  # records arrive in completion order; the table is in arrival order
+        kept = kept.sort_values("request_id", kind="stable", ignore_index=True)
     replicas = pd.DataFrame(
         [
             (r.pool, plans[r.pool].gpu.key, r.replica_id, plans[r.pool].gpus_per_replica, 0.0, end_s,

@@ -17,8 +17,8 @@ RECORD_COLUMNS = [
 
 
 #: The record columns the run's summary reads (kept in memory when records spill to disk).
-SUMMARY_COLUMNS = ["request_id", "pool", "status", "preemptions", "prompt_tokens", "output_tokens", "queue_s",
-                   "ttft_s", "tpot_s", "max_itl_s", "e2e_s"]
+SUMMARY_COLUMNS = ["pool", "status", "preemptions", "prompt_tokens", "output_tokens", "queue_s", "ttft_s",
+                   "tpot_s", "max_itl_s", "e2e_s"]
 
 
 def empty_frame(gpu_of_pool: dict[str, str]) -> pd.DataFrame:

@@ -28,7 +28,8 @@ class RowStore:
     spill_dir
         Folder for the part files (created if needed); None: a fresh temporary folder when the store spills.
     keep
-        Columns kept in memory once spilled (what the run's summary needs); every column is kept in the parts.
+        Columns kept in memory once spilled (what the run's summary needs), with 64-bit integers narrowed to
+        32 bits; every column is kept, unchanged, in the parts.
     """
 
     def __init__(self, spill_rows: int | None = None, spill_dir: str | Path | None = None,
@@ -52,14 +53,19 @@ class RowStore:
         self.rows += len(chunk)
         if self.spilled:
             self._write(chunk)
-            self.chunks.append(chunk[self.keep])
+            self.chunks.append(self._slim(chunk))
             return
         self.chunks.append(chunk)
         if self.spill_rows is not None and self.rows > self.spill_rows:
             held, self.chunks = self.chunks, []
             for frame in held:
                 self._write(frame)
-                self.chunks.append(frame[self.keep])
+                self.chunks.append(self._slim(frame))
+
+    def _slim(self, frame: pd.DataFrame) -> pd.DataFrame:
+        slim = frame[self.keep]
+        narrow = {c: "int32" for c in self.keep if slim[c].dtype == "int64"}
+        return slim.astype(narrow) if narrow else slim
 
     def _write(self, frame: pd.DataFrame) -> None:
         if self.spill_dir is None:
@@ -72,7 +78,7 @@ class RowStore:
     def kept(self, empty: pd.DataFrame) -> pd.DataFrame:
         """The in-memory columns of every row (all columns unless spilled); ``empty`` gives the dtypes of a
         table with no rows."""
-        frames = self.chunks or [empty if not self.spilled else empty[self.keep]]
+        frames = self.chunks or [empty if not self.spilled else self._slim(empty)]
         return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
 
     def frame(self, empty: pd.DataFrame) -> pd.DataFrame:

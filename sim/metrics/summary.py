@@ -7,7 +7,7 @@ import pandas as pd
 
 from sim.config import SloConfig
 
-LATENCY_METRICS = ("ttft_s", "tpot_s", "e2e_s", "queue_s")
+LATENCY_METRICS = ("ttft_s", "tpot_s", "max_itl_s", "e2e_s", "queue_s")
 QUANTILES = {"p50": 0.5, "p90": 0.9, "p99": 0.99}
 
 
@@ -30,23 +30,28 @@ def slo_met(requests: pd.DataFrame, slo: SloConfig) -> pd.Series:
 
 
 def _block(requests: pd.DataFrame, slo: SloConfig, duration_s: float) -> dict:
-    finished = requests[requests["status"] == "finished"]
-    judged = int((requests["status"] != "in_flight").sum())
+    # Column by column under a mask, not a filtered copy of the table: a long run's records are large.
+    status = requests["status"]
+    finished = (status == "finished").to_numpy()
+    n_finished = int(finished.sum())
+    judged = int((status != "in_flight").sum())
     out = {
         "requests": {
             "arrived": len(requests),
-            "finished": len(finished),
-            "rejected": int((requests["status"] == "rejected").sum()),
-            "in_flight": int((requests["status"] == "in_flight").sum()),
+            "finished": n_finished,
+            "rejected": int((status == "rejected").sum()),
+            "in_flight": int((status == "in_flight").sum()),
             "preemptions": int(requests["preemptions"].sum()),
         },
     }
     for metric in LATENCY_METRICS:
-        out[metric] = _stats(finished[metric])
+        out[metric] = _stats(requests[metric][finished])
+    out_tokens = float(requests["output_tokens"][finished].to_numpy().sum(dtype=np.int64))
+    in_tokens = float(requests["prompt_tokens"][finished].to_numpy().sum(dtype=np.int64))
     out["throughput"] = {
-        "requests_per_s": len(finished) / duration_s if duration_s > 0 else None,
-        "output_tokens_per_s": float(finished["output_tokens"].sum()) / duration_s if duration_s > 0 else None,
-        "input_tokens_per_s": float(finished["prompt_tokens"].sum()) / duration_s if duration_s > 0 else None,
+        "requests_per_s": n_finished / duration_s if duration_s > 0 else None,
+        "output_tokens_per_s": out_tokens / duration_s if duration_s > 0 else None,
+        "input_tokens_per_s": in_tokens / duration_s if duration_s > 0 else None,
     }
     targets = {k: v for k, v in slo.model_dump().items() if v is not None}
     out["slo"] = {
@@ -66,7 +71,8 @@ def summarize(requests: pd.DataFrame, hourly_cost: pd.DataFrame, pool_prices: di
     """
     summary = _block(requests, slo, duration_s)
     usd_total = float(hourly_cost["usd"].sum()) if len(hourly_cost) else 0.0
-    out_tokens = float(requests.loc[requests["status"] == "finished", "output_tokens"].sum())
+    finished = (requests["status"] == "finished").to_numpy()
+    out_tokens = float(requests["output_tokens"].to_numpy()[finished].sum(dtype=np.int64))
     hours = duration_s / 3600
     summary["cost"] = {
         "usd_total": usd_total,
@@ -77,7 +83,7 @@ def summarize(requests: pd.DataFrame, hourly_cost: pd.DataFrame, pool_prices: di
     summary["duration_s"] = duration_s
     pools = {}
     for pool, price in pool_prices.items():
-        block = _block(requests[requests["pool"] == pool], slo, duration_s)
+        block = _block(requests[(requests["pool"] == pool).to_numpy()], slo, duration_s)
         usd = float(hourly_cost.loc[hourly_cost["pool"] == pool, "usd"].sum()) if len(hourly_cost) else 0.0
         block["cost"] = {"usd_total": usd, "usd_per_hour": usd / hours if hours > 0 else None, "price": price}
         pools[pool] = block

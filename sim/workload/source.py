@@ -14,6 +14,8 @@ from sim.workload.lengths import LengthDist
 from sim.workload.traces import TraceArrays, read_trace
 
 Dispatch = Callable[..., Request]
+#: Arrivals converted from arrays to Python numbers at a time (see :func:`replay`).
+REPLAY_BLOCK = 65_536
 
 
 def open_loop_arrays(wl: OpenLoopWorkload, streams: Streams) -> TraceArrays:
@@ -51,14 +53,19 @@ class ArrivalTimeout(simpy.events.Event):
 
 
 def replay(env: simpy.Environment, arrays: TraceArrays, dispatch: Dispatch, on_done: Callable[[], None]):
-    """SimPy process: dispatch each request at its arrival time, then report that arrivals are over."""
-    times = arrays.arrival_s.tolist()
-    prompts = arrays.prompt_tokens.tolist()
-    outputs = arrays.output_tokens.tolist()
-    for t, p, o in zip(times, prompts, outputs, strict=True):
-        if t > env.now:
-            yield ArrivalTimeout(env, t - env.now)
-        dispatch(p, o, True)
+    """SimPy process: dispatch each request at its arrival time, then report that arrivals are over.
+
+    The arrays are turned into Python numbers a block at a time (fast to iterate, small to hold).
+    """
+    for start in range(0, len(arrays.arrival_s), REPLAY_BLOCK):
+        block = slice(start, start + REPLAY_BLOCK)
+        times = arrays.arrival_s[block].tolist()
+        prompts = arrays.prompt_tokens[block].tolist()
+        outputs = arrays.output_tokens[block].tolist()
+        for t, p, o in zip(times, prompts, outputs, strict=True):
+            if t > env.now:
+                yield ArrivalTimeout(env, t - env.now)
+            dispatch(p, o, True)
     on_done()
 
 
