@@ -132,3 +132,30 @@ def test_a_request_that_cannot_grow_preempts_itself_when_alone_at_the_end():
     # b fits in its block; a needs a 2nd block, none free: a is the last running request and preempts itself.
     assert [x.request_id for x, _ in plan.scheduled] == [1]
     assert plan.preempted == (a,)
+
+
+def test_plan_shape_is_the_batch_shape_of_its_schedule(monkeypatch):
+    """plan() accumulates the batch shape while it schedules; it must equal batch_shape() of the schedule,
+    whatever the mix of decodes, chunks, admissions and preemptions (small KV caches force all of them)."""
+    from sim import simulate
+    from sim.engine import scheduler as sched_module
+    from tests.conftest import scenario
+
+    original = sched_module.VllmV1Scheduler.plan
+    checked = []
+
+    def plan(self, running, waiting, free_blocks):
+        out = original(self, running, waiting, free_blocks)
+        assert out.shape == sched_module.batch_shape(out.scheduled)
+        checked.append(bool(out.preempted))
+        return out
+
+    monkeypatch.setattr(sched_module.VllmV1Scheduler, "plan", plan)
+    for seed, blocks in ((0, 40), (1, 60), (2, 400)):
+        simulate(scenario({
+            "workload": {"num_requests": 60, "arrival": {"rate_per_s": 50.0},
+                         "prompt_tokens": {"dist": "uniform", "low": 1, "high": 300},
+                         "output_tokens": {"dist": "uniform", "low": 1, "high": 80}},
+            "pools": {"p": {"engine": {"max_model_len": 512, "max_num_batched_tokens": 600, "block_size": 16,
+                                       "num_gpu_blocks_override": blocks, "max_num_seqs": 12}}}}), seed=seed)
+    assert len(checked) > 100 and any(checked)  # many plans, some with preemptions

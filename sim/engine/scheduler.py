@@ -58,7 +58,8 @@ def is_decode(req: Request, new_tokens: int) -> bool:
 
 
 def batch_shape(scheduled: Sequence[tuple[Request, int]]) -> BatchShape:
-    """The work of a scheduled batch, as the performance model sees it."""
+    """The work of a scheduled batch, as the performance model sees it (the definition: :meth:`VllmV1Scheduler.plan`
+    computes the same while it schedules, and a test holds it to this)."""
     chunks, n_decodes, decode_kv, sampled = [], 0, 0, 0
     for req, n in scheduled:  # is_decode and known_tokens inlined: this runs for every request of every step
         c = req.computed_tokens
@@ -97,6 +98,8 @@ class VllmV1Scheduler:
         free = free_blocks
         scheduled: list[tuple[Request, int]] = []
         preempted: list[Request] = []
+        chunks: list[tuple[int, int]] = []
+        n_decodes = decode_kv = sampled = 0
         i = 0
         while i < len(queue) and budget > 0:
             req = queue[i]
@@ -117,6 +120,15 @@ class VllmV1Scheduler:
             scheduled.append((req, n))
             budget -= n
             i += 1
+            # The batch's shape, accumulated here rather than in a second pass (batch_shape, inlined).
+            prompt = req.prompt_tokens
+            if n == 1 and c >= prompt:
+                n_decodes += 1
+                decode_kv += c + 1
+            else:
+                chunks.append((c, n))
+            if c + n == prompt + req.generated_tokens:
+                sampled += 1
 
         admitted: list[Request] = []
         if not preempted:
@@ -136,7 +148,16 @@ class VllmV1Scheduler:
                 seqs += 1
                 admitted.append(req)
                 scheduled.append((req, n))
-        return StepPlan(tuple(scheduled), tuple(preempted), tuple(admitted), batch_shape(scheduled))
+                c = req.computed_tokens
+                if n == 1 and c >= req.prompt_tokens:
+                    n_decodes += 1
+                    decode_kv += c + 1
+                else:
+                    chunks.append((c, n))
+                if c + n == req.known_tokens:
+                    sampled += 1
+        shape = BatchShape(tuple(chunks), n_decodes, decode_kv, sampled)
+        return StepPlan(tuple(scheduled), tuple(preempted), tuple(admitted), shape)
 
 
     def decode_run(self, running: Sequence[Request], waiting: Sequence[Request], free_blocks: int
@@ -160,6 +181,9 @@ class VllmV1Scheduler:
         lim = self.limits
         n = len(running)
         if n == 0 or n > lim.max_num_batched_tokens:
+            return 0, False
+        last = running[-1]  # requests still prefilling sit at the end of the running list: check it first
+        if last.computed_tokens != last.prompt_tokens + last.generated_tokens - 1 or last.generated_tokens == 0:
             return 0, False
         bs = lim.block_size
         steps = 1 << 62
