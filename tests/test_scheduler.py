@@ -144,8 +144,9 @@ def test_plan_shape_is_the_batch_shape_of_its_schedule(monkeypatch):
     original = sched_module.VllmV1Scheduler.plan
     checked = []
 
-    def plan(self, running, waiting, free_blocks):
-        out = original(self, running, waiting, free_blocks)
+    def plan(self, running, waiting, free_blocks, group=None):
+        out = original(self, running, waiting, free_blocks, group)
+        assert group is None  # per-step stepping: every request is listed
         assert out.shape == sched_module.batch_shape(out.scheduled)
         checked.append(bool(out.preempted))
         return out
@@ -157,5 +158,6 @@ def test_plan_shape_is_the_batch_shape_of_its_schedule(monkeypatch):
                          "prompt_tokens": {"dist": "uniform", "low": 1, "high": 300},
                          "output_tokens": {"dist": "uniform", "low": 1, "high": 80}},
             "pools": {"p": {"engine": {"max_model_len": 512, "max_num_batched_tokens": 600, "block_size": 16,
-                                       "num_gpu_blocks_override": blocks, "max_num_seqs": 12}}}}), seed=seed)
+                                       "num_gpu_blocks_override": blocks, "max_num_seqs": 12,
+                                       "stepping": "iteration"}}}}), seed=seed)
     assert len(checked) > 100 and any(checked)  # many plans, some with preemptions

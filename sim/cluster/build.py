@@ -84,7 +84,9 @@ class Fleet:
         self.completed = []
 
     def in_flight(self) -> list[Request]:
-        """Requests still queued or running on a replica."""
+        """Requests still queued or running on a replica (brought up to date)."""
+        for replica in self.replicas:
+            replica.settle()
         return [req for r in self.replicas for req in (*r.state.running, *r.state.waiting)]
 
     def add_replicas(self) -> None:

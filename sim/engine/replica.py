@@ -8,9 +8,10 @@ from dataclasses import dataclass
 
 import simpy
 
+from sim.engine.group import DecodeGroup
 from sim.engine.request import Request
 from sim.engine.scheduler import Scheduler, is_decode
-from sim.engine.state import ReplicaState, apply_decode_run, finish_step, start_step
+from sim.engine.state import ReplicaState, apply_decode_run, apply_group_run, finish_step, start_step
 from sim.errors import InternalError
 from sim.metrics.timeseries import PoolMonitor
 from sim.perf.shape import BatchShape, PerfModel
@@ -87,6 +88,9 @@ class Replica:
         self.step_end_s = 0.0  # end of the last step started (a clock limit may cut it)
         self.steps = 0
         self.fast = fast
+        # Fast stepping keeps the decoding requests' counters lazy (sim/engine/group.py); the event log needs
+        # every request at every step, so a traced run steps them one by one.
+        self.group = DecodeGroup(block_size) if fast and events is None else None
         self._wake: simpy.Event | None = None
         self._cuttable = False  # True while a decode run may be cut by an arrival (interrupting the process)
         self._cut_at_tie = False
@@ -156,16 +160,20 @@ class Replica:
                 self._wake = env.event()
                 yield self._wake
                 self._wake = None
+            group = self.group
             if self.fast:
-                steps, sealed = self.scheduler.decode_run(st.running, st.waiting, st.free_blocks)
+                steps, sealed = self.scheduler.decode_run(st.running, st.waiting, st.free_blocks, group)
                 if steps >= 2:
                     yield from self._decode_run(steps, sealed)
                     continue
-            plan = self.scheduler.plan(st.running, st.waiting, st.free_blocks)
+            plan = self.scheduler.plan(st.running, st.waiting, st.free_blocks, group)
+            if plan is None:  # the group cannot be planned as a whole: every request on its own this step
+                group.dissolve(st.running)
+                plan = self.scheduler.plan(st.running, st.waiting, st.free_blocks)
             if self.events is not None:
                 self._log(plan)
-            start_step(st, plan, env.now)
-            if not plan.scheduled:
+            start_step(st, plan, env.now, group)
+            if not plan.scheduled and not plan.group_decodes:
                 if not plan.preempted:
                     raise InternalError(f"replica {self.replica_id}: scheduler made no progress with work queued")
                 continue  # everything was preempted; re-plan at the same instant
@@ -175,7 +183,7 @@ class Replica:
             self.step_end_s = env.now + step_s
             self.steps += 1
             yield env.timeout(step_s)
-            finished = finish_step(st, plan, env.now)
+            finished = finish_step(st, plan, env.now, group, step_s)
             if self.events is not None:
                 for req, _ in plan.scheduled:
                     if req.last_token_s == env.now and req.generated_tokens:
@@ -197,7 +205,8 @@ class Replica:
         """Run up to ``steps`` whole-batch decode steps, priced in pieces, with one event per piece."""
         env, st = self.env, self.state
         n = len(st.running)
-        kv_tokens = sum(r.computed_tokens for r in st.running) + n
+        group = self.group
+        kv_tokens = (group.kv_tokens() if group is not None else sum(r.computed_tokens for r in st.running)) + n
         t = env.now
         times: list[float] = []
         boundaries: list[float] = []  # end of each step, summed as per-step stepping sums them
@@ -239,7 +248,15 @@ class Replica:
         self.steps += len(times)
         self.flush_run_events()
         self._run = None
-        self._release(apply_decode_run(st, boundaries))
+        if group is not None:
+            self._release(apply_group_run(st, group, times, boundaries[-1]))
+        else:
+            self._release(apply_decode_run(st, boundaries))
+
+    def settle(self) -> None:
+        """Bring every request's counters up to date (at the end of a run, before records are taken)."""
+        if self.group is not None:
+            self.group.dissolve(self.state.running)
 
     def flush_run_events(self, before_s: float = math.inf) -> None:
         """Write the event log of the decode run in progress (its steps that start by ``before_s``), as

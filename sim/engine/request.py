@@ -29,6 +29,7 @@ class Request:
     first_token_s: float | None = None
     last_token_s: float = 0.0
     max_itl_s: float = 0.0  # the longest gap between two consecutive output tokens
+    group_tick: int = 0  # fast stepping: the decode group's step count when these counters were last brought up to date
     finish_s: float | None = None
     preemptions: int = 0
     reject_reason: str | None = None

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from sim.engine.group import DecodeGroup
 from sim.engine.request import Request
 from sim.perf.shape import BatchShape
 
@@ -38,13 +39,15 @@ class StepPlan:
     preempted: tuple[Request, ...]
     admitted: tuple[Request, ...]
     shape: BatchShape
+    group_decodes: int = 0  # members of a DecodeGroup, each decoding one token (not listed in ``scheduled``)
 
 
 class Scheduler(Protocol):
-    def plan(self, running: Sequence[Request], waiting: Sequence[Request], free_blocks: int) -> StepPlan: ...
+    def plan(self, running: Sequence[Request], waiting: Sequence[Request], free_blocks: int,
+             group: DecodeGroup | None = None) -> StepPlan | None: ...
 
-    def decode_run(self, running: Sequence[Request], waiting: Sequence[Request], free_blocks: int
-                   ) -> tuple[int, bool]: ...
+    def decode_run(self, running: Sequence[Request], waiting: Sequence[Request], free_blocks: int,
+                   group: DecodeGroup | None = None) -> tuple[int, bool]: ...
 
 
 def blocks_for(tokens: int, block_size: int) -> int:
@@ -90,16 +93,32 @@ class VllmV1Scheduler:
     def __init__(self, limits: EngineLimits) -> None:
         self.limits = limits
 
-    def plan(self, running: Sequence[Request], waiting: Sequence[Request], free_blocks: int) -> StepPlan:
+    def plan(self, running: Sequence[Request], waiting: Sequence[Request], free_blocks: int,
+             group: DecodeGroup | None = None) -> StepPlan | None:
+        """The next step's plan. With a ``group`` (its members are ``running[:group.size]``, with lazy counters)
+        the members are planned as a whole: one decode token each, their new KV blocks counted by the group;
+        None if that cannot be exact (the budget does not cover them, or anything would be preempted), and the
+        caller dissolves the group and plans again without it."""
         lim = self.limits
         bs = lim.block_size
         budget = lim.max_num_batched_tokens
-        queue = list(running)
         free = free_blocks
         scheduled: list[tuple[Request, int]] = []
         preempted: list[Request] = []
         chunks: list[tuple[int, int]] = []
         n_decodes = decode_kv = sampled = 0
+        members = group.size if group is not None else 0
+        if members:
+            need = group.new_blocks(1)
+            if members > budget or need > free:
+                return None
+            free -= need
+            budget -= members
+            n_decodes = sampled = members
+            decode_kv = group.kv_tokens() + members
+            queue = list(running[members:])
+        else:
+            queue = list(running)
         i = 0
         while i < len(queue) and budget > 0:
             req = queue[i]
@@ -108,6 +127,8 @@ class VllmV1Scheduler:
             if n > budget:
                 n = budget
             need = -(-(c + n) // bs) - req.kv_blocks
+            if need > free and members:
+                return None
             while need > free:
                 victim = queue.pop()
                 free += victim.kv_blocks
@@ -132,7 +153,7 @@ class VllmV1Scheduler:
 
         admitted: list[Request] = []
         if not preempted:
-            seqs = len(queue)
+            seqs = members + len(queue)
             for req in waiting:
                 if budget <= 0 or seqs >= lim.max_num_seqs:
                     break
@@ -157,11 +178,11 @@ class VllmV1Scheduler:
                 if c + n == req.known_tokens:
                     sampled += 1
         shape = BatchShape(tuple(chunks), n_decodes, decode_kv, sampled)
-        return StepPlan(tuple(scheduled), tuple(preempted), tuple(admitted), shape)
+        return StepPlan(tuple(scheduled), tuple(preempted), tuple(admitted), shape, members)
 
 
-    def decode_run(self, running: Sequence[Request], waiting: Sequence[Request], free_blocks: int
-                   ) -> tuple[int, bool]:
+    def decode_run(self, running: Sequence[Request], waiting: Sequence[Request], free_blocks: int,
+                   group: DecodeGroup | None = None) -> tuple[int, bool]:
         """How many of the next steps :meth:`plan` would make whole-batch decodes if nothing arrives.
 
         A whole-batch decode step schedules every running request for exactly one decode token and admits and
@@ -182,6 +203,8 @@ class VllmV1Scheduler:
         n = len(running)
         if n == 0 or n > lim.max_num_batched_tokens:
             return 0, False
+        if group is not None:
+            return self._group_run(n, waiting, free_blocks, group) if group.size == n else (0, False)
         last = running[-1]  # requests still prefilling sit at the end of the running list: check it first
         if last.computed_tokens != last.prompt_tokens + last.generated_tokens - 1 or last.generated_tokens == 0:
             return 0, False
@@ -201,16 +224,9 @@ class VllmV1Scheduler:
                 first_need += need
         if first_need > free_blocks:
             return 0, False  # the first step preempts
-        budget_left = lim.max_num_batched_tokens - n
-        full = budget_left <= 0 or n >= lim.max_num_seqs
-        if waiting and not full:
-            head = waiting[0]
-            todo = head.known_tokens - head.computed_tokens
-            if not (not lim.enable_chunked_prefill and todo > budget_left):
-                need = blocks_for(head.computed_tokens + min(todo, budget_left), bs) - head.kv_blocks
-                if need <= free_blocks - first_need:
-                    return 0, False  # the head would be admitted at the first step
-        sealed = full or bool(waiting)
+        admit, sealed = self._admission_blocked(n, waiting, free_blocks - first_need)
+        if not admit:
+            return 0, False
         # Each request allocates at most ceil(steps / bs) + 1 blocks in the run: skip the exact count when even
         # that fits (the common case).
         if n * (steps // bs + 2) > free_blocks and self._need(running, steps, bs) > free_blocks:
@@ -218,6 +234,42 @@ class VllmV1Scheduler:
             while hi - lo > 1:
                 mid = (lo + hi) // 2
                 if self._need(running, mid, bs) <= free_blocks:
+                    lo = mid
+                else:
+                    hi = mid
+            steps = lo
+        return steps, sealed
+
+    def _admission_blocked(self, n: int, waiting: Sequence[Request], free_after_decodes: int) -> tuple[bool, bool]:
+        """(nothing would be admitted at the next step, nor for the rest of a run that begins there: sealed)."""
+        lim = self.limits
+        budget_left = lim.max_num_batched_tokens - n
+        full = budget_left <= 0 or n >= lim.max_num_seqs
+        if waiting and not full:
+            head = waiting[0]
+            todo = head.known_tokens - head.computed_tokens
+            if not (not lim.enable_chunked_prefill and todo > budget_left):
+                need = blocks_for(head.computed_tokens + min(todo, budget_left), lim.block_size) - head.kv_blocks
+                if need <= free_after_decodes:
+                    return False, False  # the head would be admitted at the first step
+        return True, full or bool(waiting)
+
+    def _group_run(self, n: int, waiting: Sequence[Request], free_blocks: int, group: DecodeGroup
+                   ) -> tuple[int, bool]:
+        """:meth:`decode_run` when every running request is a member of ``group``: the same answer from the
+        group's aggregates."""
+        steps = group.steps_to_first_finish()
+        first_need = group.new_blocks(1)
+        if first_need > free_blocks:
+            return 0, False
+        admit, sealed = self._admission_blocked(n, waiting, free_blocks - first_need)
+        if not admit:
+            return 0, False
+        if group.new_blocks(steps) > free_blocks:
+            lo, hi = 1, steps
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if group.new_blocks(mid) <= free_blocks:
                     lo = mid
                 else:
                     hi = mid

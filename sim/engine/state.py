@@ -12,6 +12,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from itertools import pairwise
 
+from sim.engine.group import DecodeGroup
 from sim.engine.request import Request
 from sim.engine.scheduler import StepPlan
 
@@ -35,8 +36,9 @@ class ReplicaState:
         return self.total_blocks - self.free_blocks
 
 
-def start_step(state: ReplicaState, plan: StepPlan, now_s: float) -> None:
-    """Apply preemptions, admissions and block allocations of ``plan`` at the step's start."""
+def start_step(state: ReplicaState, plan: StepPlan, now_s: float, group: DecodeGroup | None = None) -> None:
+    """Apply preemptions, admissions and block allocations of ``plan`` at the step's start (with the decode
+    ``group``'s blocks when the plan covers its members)."""
     for req in plan.preempted:
         popped = state.running.pop()
         assert popped is req, "preempted requests leave from the end of the running list"
@@ -58,12 +60,19 @@ def start_step(state: ReplicaState, plan: StepPlan, now_s: float) -> None:
         if need:
             req.kv_blocks += need
             free -= need
+    if plan.group_decodes:
+        free -= group.new_blocks(1)
     state.free_blocks = free
     assert free >= 0, "KV blocks over-allocated"
 
 
-def finish_step(state: ReplicaState, plan: StepPlan, now_s: float) -> list[Request]:
-    """Commit the step's tokens at its end; return the requests that finished (already released)."""
+def finish_step(state: ReplicaState, plan: StepPlan, now_s: float, group: DecodeGroup | None = None,
+                step_s: float = 0.0) -> list[Request]:
+    """Commit the step's tokens at its end; return the requests that finished (already released).
+
+    With a decode ``group``, its members (when the plan covers them) take one group step of ``step_s``, and
+    decode-ready requests after them join it.
+    """
     finished = []
     for req, n in plan.scheduled:
         c = req.computed_tokens = req.computed_tokens + n
@@ -79,6 +88,31 @@ def finish_step(state: ReplicaState, plan: StepPlan, now_s: float) -> list[Reque
                 state.free_blocks += req.kv_blocks
                 req.kv_blocks = 0
                 finished.append(req)
+    if plan.group_decodes:
+        finished += _release_members(state, group.advance([step_s], now_s))
+    if finished:
+        done = set(map(id, finished))
+        state.running = [r for r in state.running if id(r) not in done]
+    if group is not None:
+        group.absorb(state.running, now_s)
+    return finished
+
+
+def _release_members(state: ReplicaState, members: list[Request]) -> list[Request]:
+    """Finish group members that produced their last token at the group's last step end."""
+    for req in members:
+        req.finish_s = req.last_token_s
+        state.free_blocks += req.kv_blocks
+        req.kv_blocks = 0
+    return members
+
+
+def apply_group_run(state: ReplicaState, group: DecodeGroup, times_s: list[float], end_s: float) -> list[Request]:
+    """:func:`apply_decode_run` for a replica whose running requests are all members of ``group``: the group
+    takes the steps at once, and only the members that finish are touched."""
+    state.free_blocks -= group.new_blocks(len(times_s))
+    assert state.free_blocks >= 0, "KV blocks over-allocated"
+    finished = _release_members(state, group.advance(times_s, end_s))
     if finished:
         done = set(map(id, finished))
         state.running = [r for r in state.running if id(r) not in done]
