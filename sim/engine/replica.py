@@ -32,7 +32,12 @@ def decode_step_times_s(perf: PerfModel, n: int, kv_tokens: int, steps: int) -> 
 
 @dataclass(frozen=True, slots=True)
 class ReplicaView:
-    """Read-only snapshot of a replica, as routers see it."""
+    """Read-only snapshot of a replica, as routers see it.
+
+    Queue lengths and outstanding counts are exact at any instant. ``kv_free_blocks`` is exact between steps;
+    inside a fast-stepped decode run it is the value at the run's start (the run's KV growth is applied when
+    it ends), so a KV-aware router should use per-step stepping.
+    """
 
     replica_id: int
     pool: str
@@ -210,7 +215,8 @@ class Replica:
         t = env.now
         times: list[float] = []
         boundaries: list[float] = []  # end of each step, summed as per-step stepping sums them
-        self._run = (env.now, boundaries, [(r.request_id, r.generated_tokens) for r in st.running])
+        if self.events is not None:  # what the event log needs of the run (group stepping is off then)
+            self._run = (env.now, boundaries, [(r.request_id, r.generated_tokens) for r in st.running])
         cut = False
         while len(times) < steps and not cut:
             first = len(times)
