@@ -75,3 +75,15 @@ def test_cli_writes_spilled_records_as_a_dataset(tmp_path):
     assert len(frame) == 300
     summary = json.loads((out / "summary.json").read_text())
     assert summary["requests"]["arrived"] == 300
+
+
+def test_unwritable_spill_folder_is_a_clear_error(tmp_path):
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    rc = subprocess.run(
+        [sys.executable, "-m", "sim.cli", "run", "configs/quickstart.yaml", "--set", "workload.num_requests=50",
+         "--set", "run.spill_after_requests=10", "--set", f"run.spill_dir={blocked}", "--quiet"],
+        capture_output=True, text=True, cwd=str(build_module.Path(__file__).resolve().parents[1]))
+    assert rc.returncode == 2
+    assert rc.stderr.startswith(f"fleetsim: error: {blocked}/requests: cannot write spilled records")
+    assert "Traceback" not in rc.stderr

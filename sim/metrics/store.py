@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from sim.errors import FleetsimError
+
 
 class RowStore:
     """A table built chunk by chunk, in memory or spilled to Parquet parts.
@@ -68,11 +70,16 @@ class RowStore:
         return slim.astype(narrow) if narrow else slim
 
     def _write(self, frame: pd.DataFrame) -> None:
-        if self.spill_dir is None:
-            self.spill_dir = Path(tempfile.mkdtemp(prefix="fleetsim-"))
-        self.spill_dir.mkdir(parents=True, exist_ok=True)
-        path = self.spill_dir / f"part-{len(self.parts):05d}.parquet"
-        frame.to_parquet(path, index=False)
+        try:
+            if self.spill_dir is None:
+                self.spill_dir = Path(tempfile.mkdtemp(prefix="fleetsim-"))
+            self.spill_dir.mkdir(parents=True, exist_ok=True)
+            path = self.spill_dir / f"part-{len(self.parts):05d}.parquet"
+            frame.to_parquet(path, index=False)
+        except OSError as err:
+            raise FleetsimError(f"{self.spill_dir}: cannot write spilled records ({err.strerror or err}); set "
+                                "run.spill_dir (or --out) to a writable folder, or raise run.spill_after_requests"
+                                ) from None
         self.parts.append(path)
 
     def kept(self, empty: pd.DataFrame) -> pd.DataFrame:
