@@ -26,6 +26,18 @@ Interconnect = Literal["pcie_gen3", "pcie_gen4", "pcie_gen5", "nvlink3", "nvlink
 PriceTier = Literal["on_demand", "spot", "reserved", "self_hosted"]
 
 
+class MigProfile(BaseModel):
+    """One MIG GPU-instance profile: its share of the GPU and where it may be placed (memory-slot starts)."""
+
+    model_config = _FROZEN
+    memory_slices: int = Field(gt=0)
+    compute_slices: int = Field(gt=0)
+    sm_count: int = Field(gt=0)
+    memory_gib: float = Field(gt=0)
+    max_instances: int = Field(gt=0)
+    starts: tuple[int, ...] = Field(min_length=1)
+
+
 class GpuSpec(BaseModel):
     """Spec-sheet figures of one GPU model (dense tensor peaks; bandwidth in 1e9 bytes/s)."""
 
@@ -44,6 +56,8 @@ class GpuSpec(BaseModel):
     idle_w: float = Field(ge=0)
     interconnect: Interconnect
     interconnect_gb_s: float = Field(gt=0, description="per GPU, one direction")
+    mig_memory_slices: int = Field(default=0, ge=0, description="MIG memory slices (0: no MIG)")
+    mig_profiles: dict[str, MigProfile] = Field(default_factory=dict, description="MIG profiles by name")
     sources: dict[str, str] = Field(default_factory=dict)
 
     @property

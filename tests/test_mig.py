@@ -1,0 +1,67 @@
+"""MIG placement rules and instance specs (sim/sharing/mig.py; reference section 4)."""
+
+from __future__ import annotations
+
+import pytest
+
+from sim.catalog import load_catalog
+from sim.sharing.mig import PlacementError, check_placement, first_fit, instance_spec
+
+GPUS = load_catalog().gpus
+H100 = GPUS["h100_sxm"]
+
+VALID = [  # the reference's examples of valid combinations (memory-slot starts)
+    [("7g.80gb", 0)],
+    [("4g.40gb", 0), ("3g.40gb", 4)],
+    [("3g.40gb", 0), ("3g.40gb", 4)],
+    [("4g.40gb", 0), ("2g.20gb", 4), ("1g.10gb", 6)],
+    [("2g.20gb", 0), ("2g.20gb", 2), ("3g.40gb", 4)],
+    [("2g.20gb", 0), ("2g.20gb", 2), ("2g.20gb", 4), ("1g.10gb", 6)],
+    [("1g.10gb", i) for i in range(7)],
+    [("1g.20gb", i) for i in (0, 2, 4, 6)],
+    [("3g.40gb", 0), ("2g.20gb", 4), ("1g.10gb", 6)],
+]
+
+
+@pytest.mark.parametrize("placement", VALID)
+def test_reference_combinations_are_valid(placement):
+    check_placement(H100, placement)
+
+
+@pytest.mark.parametrize(("placement", "rule"), [
+    ([("4g.40gb", 4)], "cannot start at memory slot 4 (MIG-3: allowed starts [0])"),
+    ([("4g.40gb", 0), ("4g.40gb", 0)], "overlaps"),
+    ([("3g.40gb", 0), ("2g.20gb", 2)], "overlaps 3g.40gb@0"),
+    ([("1g.10gb", 7)], "cannot start at memory slot 7"),
+    ([("5g.50gb", 0)], "unknown MIG profile '5g.50gb'"),
+])
+def test_invalid_combinations_name_the_rule(placement, rule):
+    with pytest.raises(PlacementError) as err:
+        check_placement(H100, placement)
+    assert rule in str(err.value)
+
+
+@pytest.mark.parametrize("gpu", ["l4", "l40s", "t4"])
+def test_mig_on_gpus_without_it_is_an_error(gpu):
+    with pytest.raises(PlacementError, match="does not support MIG"):
+        first_fit(GPUS[gpu], ["1g.10gb"])
+
+
+def test_first_fit_packs_and_refuses_what_does_not_fit():
+    assert first_fit(H100, ["3g.40gb", "3g.40gb"]) == [("3g.40gb", 0), ("3g.40gb", 4)]
+    assert first_fit(H100, ["1g.10gb"] * 7) == [("1g.10gb", i) for i in range(7)]
+    with pytest.raises(PlacementError, match=r"no room for 1g\.10gb"):
+        first_fit(H100, ["4g.40gb", "3g.40gb", "1g.10gb"])
+    with pytest.raises(PlacementError, match=r"no room for 1g\.10gb"):
+        first_fit(H100, ["1g.10gb"] * 8)
+
+
+def test_instance_is_a_smaller_gpu():
+    spec = instance_spec(H100, "3g.40gb")
+    assert spec.sm_count == 60 and spec.memory_gib == 39.5
+    assert spec.bf16_tflops == pytest.approx(H100.bf16_tflops * 60 / 132)
+    assert spec.memory_bandwidth_gb_s == pytest.approx(H100.memory_bandwidth_gb_s / 2)
+    assert spec.tdp_w == H100.tdp_w and not spec.mig_profiles
+    whole = instance_spec(H100, "7g.80gb")
+    assert whole.bf16_tflops == pytest.approx(H100.bf16_tflops)
+    assert whole.memory_bandwidth_gb_s == pytest.approx(H100.memory_bandwidth_gb_s)
