@@ -171,7 +171,9 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     pd.set_option("display.width", 200)
     pd.set_option("display.max_columns", 30)
     if args.what == "gpus":
-        frame = pd.DataFrame([g.model_dump(exclude={"sources"}) for g in catalog.gpus.values()]).set_index("key")
+        frame = pd.DataFrame([{**g.model_dump(exclude={"sources", "mig_profiles", "mig_memory_slices"}),
+                               "mig": " ".join(g.mig_profiles) or "-"} for g in catalog.gpus.values()]
+                             ).set_index("key")
     elif args.what == "models":
         frame = pd.DataFrame([{**m.model_dump(exclude={"source"}), "params_b": m.n_params / 1e9}
                               for m in catalog.models.values()]).set_index("key")
