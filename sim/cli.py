@@ -156,7 +156,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     print("# deployment")
     for name, p in plans.items():
         z = p.sizing
-        print(f"#   {name}: {p.config.replicas} x ({p.config.tensor_parallel} x {p.gpu.name}), {p.model.name} "
+        shared = (f" on {p.physical_gpus} GPU(s), {p.replicas_per_gpu} instances per GPU" if p.replicas_per_gpu > 1
+                  else "")
+        print(f"#   {name}: {p.config.replicas} x ({p.config.tensor_parallel} x {p.gpu.name}){shared}, {p.model.name} "
               f"{p.config.precision} (compute {z.compute_dtype}, KV {z.kv_dtype}); weights "
               f"{z.weight_bytes_per_gpu / 2**30:.1f} GiB/GPU, activations {z.activation_bytes_per_gpu / 2**30:.1f} "
               f"GiB/GPU, KV cache {z.kv_blocks} blocks = {z.kv_tokens} tokens, max_model_len {z.max_model_len}; "

@@ -107,6 +107,16 @@ class PriceConfig(BaseModel):
     usd_per_gpu_hour: float | None = Field(default=None, ge=0, description="overrides the catalog")
 
 
+class MigSharing(BaseModel):
+    """Each replica runs on one MIG GPU instance of ``profile`` (e.g. ``3g.40gb`` on an H100): isolated, with
+    the profile's SMs and memory and a proportional share of HBM bandwidth. Instances are packed first-fit onto
+    the pool's GPUs (as many per GPU as NVIDIA's placement rules allow); a partly used GPU is paid whole."""
+
+    model_config = _FROZEN
+    mode: Literal["mig"] = "mig"
+    profile: str
+
+
 class PoolConfig(BaseModel):
     """A set of identical replicas: GPU type x model x precision x tensor parallelism x engine x price."""
 
@@ -120,6 +130,7 @@ class PoolConfig(BaseModel):
     engine: EngineConfig = EngineConfig()
     perf: PerfConfig = KernelPerf()
     price: PriceConfig = PriceConfig()
+    sharing: MigSharing | None = Field(default=None, description="GPU sharing; default: whole GPUs")
 
 
 class _BoundedWorkload(BaseModel):

@@ -257,6 +257,17 @@ SCENARIO_CASES = [
                  ("model config file not found", "config.json"), id="hf-config-missing"),
     pytest.param({"catalog_files": ["my_catalog.yaml"]}, "catalog_files", ("my_catalog.yaml",),
                  id="catalog-file-missing"),
+    # MIG (reference section 4)
+    pytest.param({"pools.l4.sharing": {"mode": "mig", "profile": "1g.10gb"}}, "pools.l4.sharing.profile",
+                 ("does not support MIG", "MIG-1"), id="mig-on-l4"),
+    pytest.param({"pools.l4.gpu": "h100_sxm", "pools.l4.sharing": {"mode": "mig", "profile": "5g.50gb"}},
+                 "pools.l4.sharing.profile", ("unknown MIG profile '5g.50gb'", "3g.40gb"), id="mig-unknown-profile"),
+    pytest.param({"pools.l4.gpu": "h100_sxm", "pools.l4.tensor_parallel": 2,
+                  "pools.l4.sharing": {"mode": "mig", "profile": "3g.40gb"}}, "pools.l4.tensor_parallel",
+                 ("tensor_parallel must be 1",), id="mig-with-tensor-parallelism"),
+    pytest.param({"pools.l4.gpu": "h100_sxm", "pools.l4.precision": "bf16",
+                  "pools.l4.sharing": {"mode": "mig", "profile": "1g.10gb"}}, "pools.l4",
+                 ("GiB",), id="mig-instance-too-small"),
 ]
 
 

@@ -65,3 +65,25 @@ def test_instance_is_a_smaller_gpu():
     whole = instance_spec(H100, "7g.80gb")
     assert whole.bf16_tflops == pytest.approx(H100.bf16_tflops)
     assert whole.memory_bandwidth_gb_s == pytest.approx(H100.memory_bandwidth_gb_s)
+
+
+def test_mig_pool_pays_whole_gpus_and_runs_on_smaller_instances():
+    from sim import simulate
+    from tests.conftest import scenario
+
+    base = {"workload": {"num_requests": 60, "arrival": {"rate_per_s": 2.0},
+                         "prompt_tokens": {"dist": "fixed", "tokens": 512},
+                         "output_tokens": {"dist": "fixed", "tokens": 64}},
+            "pools": {"p": {"perf": {"model": "kernel"}, "replicas": 3, "price": {"usd_per_gpu_hour": 10.0}}},
+            "router": {"policy": "round_robin"}}
+    whole = simulate(scenario(base))
+    mig = simulate(scenario({**base, "pools": {"p": {"perf": {"model": "kernel"}, "replicas": 3,
+                                                     "price": {"usd_per_gpu_hour": 10.0},
+                                                     "sharing": {"mode": "mig", "profile": "3g.40gb"}}}}))
+    # Three 3g.40gb instances need two H100s (two per GPU): two GPUs paid, not three.
+    assert mig.summary["cost"]["usd_per_hour"] == pytest.approx(20.0)
+    assert whole.summary["cost"]["usd_per_hour"] == pytest.approx(30.0)
+    assert set(mig.requests["gpu_type"]) == {"h100_sxm:3g.40gb"}
+    # An instance has 60 of 132 SMs and half the bandwidth: every token is slower than on a whole GPU.
+    assert mig.summary["tpot_s"]["p50"] > 1.5 * whole.summary["tpot_s"]["p50"]
+    assert mig.summary["ttft_s"]["p50"] > 1.5 * whole.summary["ttft_s"]["p50"]

@@ -13,6 +13,7 @@ from sim.config import PoolConfig, Scenario
 from sim.engine.scheduler import SCHEDULERS
 from sim.engine.sizing import ReplicaSizing, SizingError, size_replica
 from sim.errors import CatalogError, DeploymentError, ScenarioError, unknown_name
+from sim.sharing import mig
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,10 +27,43 @@ class PoolPlan:
     sizing: ReplicaSizing
     usd_per_gpu_hour: float
     price_label: str
+    replicas_per_gpu: int = 1  # MIG instances per physical GPU
 
     @property
-    def gpus_per_replica(self) -> int:
+    def physical_gpus(self) -> int:
+        """GPUs the pool occupies (and pays for): a GPU shared by MIG instances counts once, even part used."""
+        if self.replicas_per_gpu > 1:
+            return -(-self.config.replicas // self.replicas_per_gpu)
+        return self.config.replicas * self.config.tensor_parallel
+
+    @property
+    def gpus_per_replica(self) -> float:
+        """Each replica's share of the pool's GPUs (cost and energy are split evenly across MIG instances)."""
+        if self.replicas_per_gpu > 1:
+            return self.physical_gpus / self.config.replicas if self.config.replicas else 1 / self.replicas_per_gpu
         return self.config.tensor_parallel
+
+
+def _mig(pool: PoolConfig, gpu: GpuSpec, source: str, base: str) -> tuple[GpuSpec, int]:
+    """The MIG instance each replica gets, and how many fit on one GPU (reference section 4)."""
+    name = pool.sharing.profile
+    try:
+        prof = mig.profile(gpu, name)
+    except mig.PlacementError as err:
+        raise ScenarioError(source, f"{base}.sharing.profile", str(err)) from None
+    if pool.tensor_parallel != 1:
+        raise ScenarioError(source, f"{base}.tensor_parallel", f"{pool.tensor_parallel} with MIG: each replica runs "
+                            "on one MIG instance, so tensor_parallel must be 1 (pick a larger profile instead)")
+    per_gpu = next(k for k in range(prof.max_instances, 0, -1) if _fits(gpu, name, k))
+    return mig.instance_spec(gpu, name), per_gpu
+
+
+def _fits(gpu: GpuSpec, name: str, count: int) -> bool:
+    try:
+        mig.first_fit(gpu, [name] * count)
+    except mig.PlacementError:
+        return False
+    return True
 
 
 def _model(pool: PoolConfig, catalog: Catalog, source: str, field: str) -> ModelSpec:
@@ -81,13 +115,16 @@ def plan_pools(scenario: Scenario, catalog: Catalog, source: str) -> dict[str, P
             raise ScenarioError(source, f"{base}.engine.scheduler",
                                 unknown_name("scheduler", pool.engine.scheduler, SCHEDULERS))
         gpu = catalog.gpus[pool.gpu]
+        per_gpu = 1
+        if pool.sharing is not None:
+            gpu, per_gpu = _mig(pool, gpu, source, base)
         model = _model(pool, catalog, source, f"{base}.model")
         usd, label = _price(pool, catalog, source, f"{base}.price")
         try:
             sizing = size_replica(gpu, model, pool)
         except SizingError as err:
             raise DeploymentError(source, f"{base}.{err.field}", str(err)) from None
-        plans[name] = PoolPlan(name, pool, gpu, model, sizing, usd, label)
+        plans[name] = PoolPlan(name, pool, gpu, model, sizing, usd, label, per_gpu)
     if sum(p.replicas for p in scenario.pools.values()) == 0:
         raise ScenarioError(source, "pools", "every pool has 0 replicas; at least one replica is needed")
     return plans
