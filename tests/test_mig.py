@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from sim.catalog import load_catalog
@@ -87,3 +88,21 @@ def test_mig_pool_pays_whole_gpus_and_runs_on_smaller_instances():
     # An instance has 60 of 132 SMs and half the bandwidth: every token is slower than on a whole GPU.
     assert mig.summary["tpot_s"]["p50"] > 1.5 * whole.summary["tpot_s"]["p50"]
     assert mig.summary["ttft_s"]["p50"] > 1.5 * whole.summary["ttft_s"]["p50"]
+
+
+def test_passthrough_overhead_slows_every_step_by_its_factor():
+    from sim import simulate
+    from tests.conftest import scenario
+
+    base = {"workload": {"num_requests": 20, "arrival": {"process": "constant", "rate_per_s": 0.5},
+                         "prompt_tokens": {"dist": "fixed", "tokens": 256},
+                         "output_tokens": {"dist": "fixed", "tokens": 32}},
+            "pools": {"p": {"perf": {"model": "kernel"}}}}
+    bare = simulate(scenario(base))
+    vm = simulate(scenario({**base, "pools": {"p": {"perf": {"model": "kernel"}, "sharing": {
+        "mode": "passthrough", "hypervisor_overhead": 0.05}}}}))
+    # One request at a time (arrivals 2 s apart): every latency scales by exactly 1.05.
+    np.testing.assert_allclose(vm.requests["e2e_s"], 1.05 * bare.requests["e2e_s"], rtol=1e-9)
+    none = simulate(scenario({**base, "pools": {"p": {"perf": {"model": "kernel"}, "sharing": {
+        "mode": "passthrough"}}}}))
+    np.testing.assert_allclose(none.requests["e2e_s"], bare.requests["e2e_s"], rtol=0, atol=0)

@@ -116,7 +116,7 @@ def plan_pools(scenario: Scenario, catalog: Catalog, source: str) -> dict[str, P
                                 unknown_name("scheduler", pool.engine.scheduler, SCHEDULERS))
         gpu = catalog.gpus[pool.gpu]
         per_gpu = 1
-        if pool.sharing is not None:
+        if pool.sharing is not None and pool.sharing.mode == "mig":
             gpu, per_gpu = _mig(pool, gpu, source, base)
         model = _model(pool, catalog, source, f"{base}.model")
         usd, label = _price(pool, catalog, source, f"{base}.price")

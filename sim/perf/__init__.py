@@ -84,9 +84,29 @@ PERF_MODELS: dict[str, Callable[[PoolConfig, GpuSpec, ModelSpec, ReplicaSizing],
 }
 
 
+class SlowedPerf:
+    """Another model's step times times ``factor`` (a hypervisor's overhead on a passed-through GPU)."""
+
+    def __init__(self, inner: PerfModel, factor: float) -> None:
+        self.inner, self.factor = inner, factor
+
+    def step_time_s(self, shape: BatchShape) -> float:
+        return self.inner.step_time_s(shape) * self.factor
+
+    def decode_step_times_s(self, n: int, kv_tokens: int, steps: int) -> list[float]:
+        inner = getattr(self.inner, "decode_step_times_s", None)
+        times = inner(n, kv_tokens, steps) if inner is not None else [
+            self.inner.step_time_s(BatchShape((), n, kv_tokens + n * j, n)) for j in range(steps)]
+        return [t * self.factor for t in times]
+
+
 def build_perf_model(pool: PoolConfig, gpu: GpuSpec, model: ModelSpec, sizing: ReplicaSizing) -> PerfModel:
-    """The step-time model of one pool's replicas."""
-    return PERF_MODELS[pool.perf.model](pool, gpu, model, sizing)
+    """The step-time model of one pool's replicas (with a passed-through GPU's hypervisor overhead, if any)."""
+    perf = PERF_MODELS[pool.perf.model](pool, gpu, model, sizing)
+    sharing = pool.sharing
+    if sharing is not None and sharing.mode == "passthrough" and sharing.hypervisor_overhead:
+        perf = SlowedPerf(perf, 1.0 + sharing.hypervisor_overhead)
+    return perf
 
 
 __all__ = ["PERF_MODELS", "BatchShape", "PerfModel", "build_perf_model"]
