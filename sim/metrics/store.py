@@ -86,7 +86,10 @@ class RowStore:
         """The in-memory columns of every row (all columns unless spilled); ``empty`` gives the dtypes of a
         table with no rows."""
         frames = self.chunks or [empty if not self.spilled else self._slim(empty)]
-        return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
+        if len(frames) > 1:
+            self.chunks = [pd.concat(frames, ignore_index=True)]  # hold one copy, not the chunks and their join
+            frames = self.chunks
+        return frames[0].reset_index(drop=True)
 
     def frame(self, empty: pd.DataFrame) -> pd.DataFrame:
         """Every row with every column (read back from the parts when spilled)."""
