@@ -169,14 +169,12 @@ class VllmV1Scheduler:
                 seqs += 1
                 admitted.append(req)
                 scheduled.append((req, n))
-                c = req.computed_tokens
-                if n == 1 and c >= req.prompt_tokens:
-                    n_decodes += 1
-                    decode_kv += c + 1
-                else:
-                    chunks.append((c, n))
-                if c + n == req.known_tokens:
-                    sampled += 1
+        if admitted:  # few per step: the definition serves
+            extra = batch_shape(scheduled[-len(admitted):])
+            chunks += extra.prefill_chunks
+            n_decodes += extra.n_decodes
+            decode_kv += extra.decode_kv_tokens
+            sampled += extra.n_sampled
         shape = BatchShape(tuple(chunks), n_decodes, decode_kv, sampled)
         return StepPlan(tuple(scheduled), tuple(preempted), tuple(admitted), shape, members)
 
