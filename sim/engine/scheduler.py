@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from sim.engine.group import DecodeGroup
+from sim.engine.group import DecodeGroup, decode_ready
 from sim.engine.request import Request
 from sim.perf.shape import BatchShape
 
@@ -61,18 +61,16 @@ def is_decode(req: Request, new_tokens: int) -> bool:
 
 
 def batch_shape(scheduled: Sequence[tuple[Request, int]]) -> BatchShape:
-    """The work of a scheduled batch, as the performance model sees it (the definition: :meth:`VllmV1Scheduler.plan`
-    computes the same while it schedules, and a test holds it to this)."""
+    """The work of a scheduled batch, as the performance model sees it (the definition:
+    :meth:`VllmV1Scheduler.plan` computes the same inline over running requests, and a test holds it to this)."""
     chunks, n_decodes, decode_kv, sampled = [], 0, 0, 0
-    for req, n in scheduled:  # is_decode and known_tokens inlined: this runs for every request of every step
-        c = req.computed_tokens
-        prompt = req.prompt_tokens
-        if n == 1 and c >= prompt:
+    for req, n in scheduled:
+        if is_decode(req, n):
             n_decodes += 1
-            decode_kv += c + 1
+            decode_kv += req.computed_tokens + 1
         else:
-            chunks.append((c, n))
-        if c + n == prompt + req.generated_tokens:
+            chunks.append((req.computed_tokens, n))
+        if req.computed_tokens + n == req.known_tokens:
             sampled += 1
     return BatchShape(tuple(chunks), n_decodes, decode_kv, sampled)
 
@@ -203,8 +201,7 @@ class VllmV1Scheduler:
             return 0, False
         if group is not None:
             return self._group_run(n, waiting, free_blocks, group) if group.size == n else (0, False)
-        last = running[-1]  # requests still prefilling sit at the end of the running list: check it first
-        if last.computed_tokens != last.prompt_tokens + last.generated_tokens - 1 or last.generated_tokens == 0:
+        if not decode_ready(running[-1]):  # requests still prefilling sit at the end of the running list
             return 0, False
         bs = lim.block_size
         steps = 1 << 62
