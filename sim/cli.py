@@ -69,6 +69,11 @@ def summary_text(res: Results) -> str:
         f"${_fmt(cost['usd_per_million_output_tokens'], 1, 3)} per million output tokens; "
         f"energy {s['energy_kwh']:.4f} kWh",
     ]
+    shared = s.get("shared_gpus")
+    if shared:
+        out.append(f"shared GPUs: {shared['physical_gpus']}, busy {_fmt(shared['busy_fraction_mean'], 100, 1)}% "
+                   f"on average (max {_fmt(shared['busy_fraction_max'], 100, 1)}%), {shared['switch_s']:.3f} s "
+                   f"switching, vGPU licences ${shared['licence_usd_total']:,.4f}")
     targets = s["slo"]["targets"]
     if targets:
         out.append("SLO: " + ", ".join(f"{k} <= {v:g}" for k, v in targets.items()))
@@ -83,6 +88,8 @@ def write_results(res: Results, out: Path) -> list[Path]:
     """
     out.mkdir(parents=True, exist_ok=True)
     files = {"cost_by_hour.parquet": res.cost_by_hour, "replicas.parquet": res.replicas}
+    if res.gpus is not None and len(res.gpus):
+        files["gpus.parquet"] = res.gpus
     written = []
     for name, parts, frame in (("requests", res.requests_parts, res.requests_in_memory),
                                ("timeseries", res.timeseries_parts, res.timeseries_in_memory)):
@@ -152,12 +159,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario, args.set or ())
     print(yaml.safe_dump(scenario.model_dump(mode="json", by_alias=True), sort_keys=False), end="")
-    plans = plan_pools(scenario, load_catalog(tuple(Path(p) for p in scenario.catalog_files)), args.scenario)
+    deployment = plan_pools(scenario, load_catalog(tuple(Path(p) for p in scenario.catalog_files)), args.scenario)
     print("# deployment")
-    for name, p in plans.items():
+    for name, p in deployment.pools.items():
         z = p.sizing
-        shared = (f" on {p.physical_gpus} GPU(s), {p.replicas_per_gpu} instances per GPU" if p.replicas_per_gpu > 1
-                  else "")
+        on = deployment.gpus_of(name)
+        shared = ""
+        if on:
+            others = sorted({t.pool for g in on for t in g.tenants} - {name})
+            shared = (f" on {len(on)} shared {p.config.sharing.mode} GPU(s) (" + ", ".join(
+                f"{g.gpu_id}: {len(g.tenants)} tenants" for g in on) + ")"
+                + (f" with pools {', '.join(others)}" if others else ""))
         print(f"#   {name}: {p.config.replicas} x ({p.config.tensor_parallel} x {p.gpu.name}){shared}, {p.model.name} "
               f"{p.config.precision} (compute {z.compute_dtype}, KV {z.kv_dtype}); weights "
               f"{z.weight_bytes_per_gpu / 2**30:.1f} GiB/GPU, activations {z.activation_bytes_per_gpu / 2**30:.1f} "
@@ -173,8 +185,10 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     pd.set_option("display.width", 200)
     pd.set_option("display.max_columns", 30)
     if args.what == "gpus":
-        frame = pd.DataFrame([{**g.model_dump(exclude={"sources", "mig_profiles", "mig_memory_slices"}),
-                               "mig": " ".join(g.mig_profiles) or "-"} for g in catalog.gpus.values()]
+        frame = pd.DataFrame([{**g.model_dump(exclude={"sources", "mig_profiles", "mig_memory_slices",
+                                                       "vgpu_profiles"}),
+                               "mig": " ".join(g.mig_profiles) or "-", "vgpu": " ".join(g.vgpu_profiles) or "-"}
+                              for g in catalog.gpus.values()]
                              ).set_index("key")
     elif args.what == "models":
         frame = pd.DataFrame([{**m.model_dump(exclude={"source"}), "params_b": m.n_params / 1e9}

@@ -107,6 +107,13 @@ class PriceConfig(BaseModel):
     usd_per_gpu_hour: float | None = Field(default=None, ge=0, description="overrides the catalog")
 
 
+_GROUP = ("pools naming the same group share physical GPUs (different models or tenants on one GPU, each "
+          "replica in its own VM or instance); default: the pool's own GPUs")
+
+#: NVIDIA AI Enterprise subscription, $4,500 per GPU-year over 8,760 hours (reference Table 3.5, VG-10).
+NVAIE_USD_PER_GPU_HOUR = 4500 / 8760
+
+
 class MigSharing(BaseModel):
     """Each replica runs on one MIG GPU instance of ``profile`` (e.g. ``3g.40gb`` on an H100): isolated, with
     the profile's SMs and memory and a proportional share of HBM bandwidth. Instances are packed first-fit onto
@@ -115,6 +122,7 @@ class MigSharing(BaseModel):
     model_config = _FROZEN
     mode: Literal["mig"] = "mig"
     profile: str
+    group: str | None = Field(default=None, description=_GROUP)
 
 
 class PassthroughSharing(BaseModel):
@@ -127,7 +135,60 @@ class PassthroughSharing(BaseModel):
     hypervisor_overhead: float = Field(default=0.0, ge=0, le=1)
 
 
-Sharing = Annotated[MigSharing | PassthroughSharing, Field(discriminator="mode")]
+class _TimeSliced(BaseModel):
+    """Settings shared by the time-sliced modes (reference VG-4, VG-6, VG-7)."""
+
+    model_config = _FROZEN
+    time_slice_ms: float | None = Field(default=None, ge=1, le=30, description="default: 2 ms when the profile "
+                                        "allows <= 8 VMs per GPU, else 1 ms (VG-4); 1-30 ms allowed")
+    switch_cost_us: float = Field(default=50.0, ge=0, le=10_000, description="GPU time lost at each switch "
+                                  "to another VM's work (NVIDIA publishes none; VG-7 suggests 25-100 us)")
+    fidelity: Literal["fluid", "quantum"] = Field(default="fluid", description="fluid: processor sharing at each "
+                                                  "VM's time fraction; quantum: every slice simulated")
+    group: str | None = Field(default=None, description=_GROUP)
+
+
+class VgpuSharing(_TimeSliced):
+    """Each replica runs in a VM with a time-sliced vGPU of ``profile`` (e.g. ``L4-6C``): the profile's frame
+    buffer is the VM's GPU memory, and the VMs on one GPU take turns on the whole GPU under ``scheduler``
+    (reference section 3). An NVIDIA AI Enterprise licence is paid per physical GPU."""
+
+    mode: Literal["vgpu"] = "vgpu"
+    profile: str
+    scheduler: Literal["best_effort", "equal_share", "fixed_share"] = "best_effort"
+    mixed_sizes: bool = Field(default=False, description="allow profiles of different sizes on one GPU (vGPU 17 "
+                              "mixed-size mode: lower maximum counts; fixed share not allowed)")
+    license_usd_per_gpu_hour: float = Field(default=NVAIE_USD_PER_GPU_HOUR, ge=0, description="NVAIE licence per "
+                                            "physical GPU (default $4,500 per GPU-year; ~$1 on cloud marketplaces)")
+
+
+class TimeSliceSharing(_TimeSliced):
+    """Kubernetes GPU time-slicing (NVIDIA device plugin, ``replicas: N``): up to ``replicas_per_gpu`` replicas
+    per GPU take turns, work-conserving, with no memory isolation: each replica's engine gets
+    ``memory_fraction`` of the GPU's memory and the fractions on one GPU must sum to at most 1 (SH-1)."""
+
+    mode: Literal["timeslice"] = "timeslice"
+    replicas_per_gpu: int = Field(default=2, ge=1, le=48)
+    memory_fraction: float | None = Field(default=None, gt=0, le=1, description="default: 1 / replicas_per_gpu")
+
+
+class MpsSharing(BaseModel):
+    """CUDA MPS: up to ``replicas_per_gpu`` replicas per GPU run kernels concurrently, each capped at
+    ``active_thread_percentage`` of the SMs and ``memory_fraction`` of the memory (SH-2). Each runs as a GPU with
+    that share of the SMs and of the HBM bandwidth (a conservative partition); when the active clients' shares add
+    up to more than 100% they slow down in proportion."""
+
+    model_config = _FROZEN
+    mode: Literal["mps"] = "mps"
+    replicas_per_gpu: int = Field(default=2, ge=1, le=48)
+    active_thread_percentage: float | None = Field(default=None, gt=0, le=100, description="default: 100 / "
+                                                   "replicas_per_gpu")
+    memory_fraction: float | None = Field(default=None, gt=0, le=1, description="default: 1 / replicas_per_gpu")
+    group: str | None = Field(default=None, description=_GROUP)
+
+
+Sharing = Annotated[MigSharing | PassthroughSharing | VgpuSharing | TimeSliceSharing | MpsSharing,
+                    Field(discriminator="mode")]
 
 
 class PoolConfig(BaseModel):

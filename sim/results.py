@@ -37,6 +37,10 @@ class Results:
         The per-request event log ``(time_s, request_id, event, value)`` when ``run.trace_events`` is on.
     requests_parts, timeseries_parts
         The Parquet part files of spilled records (request rows in completion order), else empty.
+    gpus
+        One row per shared physical GPU (vGPU, MIG, time-slicing, MPS): its tenants, busy fraction, switch time
+        and hourly cost including any vGPU licence (see :func:`sim.metrics.usage.usage_frames`); empty when no
+        pool shares GPUs.
     """
 
     scenario: Scenario
@@ -49,6 +53,7 @@ class Results:
     events: list | None = None
     requests_parts: tuple[Path, ...] = ()
     timeseries_parts: tuple[Path, ...] = ()
+    gpus: pd.DataFrame | None = None
 
     @property
     def requests(self) -> pd.DataFrame:

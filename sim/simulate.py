@@ -6,15 +6,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from sim.catalog import load_catalog
 from sim.cluster.build import build
 from sim.cluster.deploy import plan_pools
 from sim.config import Scenario, TraceWorkload
-from sim.metrics.cost import INTERVAL_COLUMNS, cost_by_hour, energy_kwh
+from sim.metrics.cost import cost_by_hour, energy_kwh
 from sim.metrics.records import empty_frame
 from sim.metrics.summary import summarize
+from sim.metrics.usage import usage_frames, usage_summary
 from sim.results import Results
 from sim.rng import Streams
 from sim.scenario import load_scenario
@@ -62,8 +62,9 @@ def simulate(
         scenario = load_scenario(scenario)
     seed = scenario.seed if seed is None else seed
     catalog = load_catalog(tuple(Path(p) for p in scenario.catalog_files))
-    plans = plan_pools(scenario, catalog, source=scenario.name)
-    fleet = build(scenario, plans, Streams(seed), Path(spill_dir) if spill_dir is not None else None)
+    deployment = plan_pools(scenario, catalog, source=scenario.name)
+    plans = deployment.pools
+    fleet = build(scenario, deployment, Streams(seed), Path(spill_dir) if spill_dir is not None else None)
     env = fleet.env
     limit = scenario.run.max_duration_s
     stop = fleet.done if limit is None else env.any_of([fleet.done, env.timeout(limit)])
@@ -88,21 +89,18 @@ def simulate(
     kept = fleet.records.kept(empty)
     if not fleet.records.spilled:  # records arrive in completion order; the table is in arrival order
         kept = kept.sort_values("request_id", kind="stable", ignore_index=True)
-    replicas = pd.DataFrame(
-        [
-            (r.pool, plans[r.pool].gpu.key, r.replica_id, plans[r.pool].gpus_per_replica, 0.0, end_s,
-             r.busy_s - max(0.0, r.step_end_s - end_s), plans[r.pool].usd_per_gpu_hour, plans[r.pool].gpu.idle_w,
-             plans[r.pool].gpu.tdp_w)
-            for r in fleet.replicas
-        ],
-        columns=INTERVAL_COLUMNS,
-    )
+    replicas, gpus = usage_frames(fleet, end_s)
     hourly = cost_by_hour(replicas)
     summary = summarize(kept, hourly, {n: p.price_label for n, p in plans.items()}, scenario.slo, end_s,
                         energy_kwh(replicas))
     seed_info = seed if not isinstance(seed, np.random.SeedSequence) else {
         "entropy": seed.entropy, "spawn_key": list(seed.spawn_key)}
     summary["seed"] = seed_info
+    per_pool, shared = usage_summary(replicas, gpus, end_s)
+    for pool, block in per_pool.items():
+        summary["pools"][pool]["gpu"] = block
+    if shared is not None:
+        summary["shared_gpus"] = shared
     summary["scenario"] = scenario.name
     eid = getattr(env, "_eid", None)  # SimPy's event counter (a private attribute; None if it moves)
     summary["engine"] = {"steps": sum(r.steps for r in fleet.replicas),
@@ -112,4 +110,4 @@ def simulate(
     monitor.finish()
     timeseries = None if monitor.store.spilled else monitor.frame()
     return Results(scenario, seed_info, None if fleet.records.spilled else kept, timeseries, replicas, hourly,
-                   summary, fleet.events, tuple(fleet.records.parts), tuple(monitor.store.parts))
+                   summary, fleet.events, tuple(fleet.records.parts), tuple(monitor.store.parts), gpus)

@@ -38,6 +38,16 @@ class MigProfile(BaseModel):
     starts: tuple[int, ...] = Field(min_length=1)
 
 
+class VgpuProfile(BaseModel):
+    """One time-sliced C-series vGPU profile: its frame buffer and how many fit on one GPU (reference Table 3.4;
+    ``max_mixed`` is the lower count that applies when profiles of different sizes share the GPU, VG-9)."""
+
+    model_config = _FROZEN
+    memory_gib: float = Field(gt=0)
+    max_equal: int = Field(gt=0)
+    max_mixed: int = Field(gt=0)
+
+
 class GpuSpec(BaseModel):
     """Spec-sheet figures of one GPU model (dense tensor peaks; bandwidth in 1e9 bytes/s)."""
 
@@ -58,6 +68,7 @@ class GpuSpec(BaseModel):
     interconnect_gb_s: float = Field(gt=0, description="per GPU, one direction")
     mig_memory_slices: int = Field(default=0, ge=0, description="MIG memory slices (0: no MIG)")
     mig_profiles: dict[str, MigProfile] = Field(default_factory=dict, description="MIG profiles by name")
+    vgpu_profiles: dict[str, VgpuProfile] = Field(default_factory=dict, description="time-sliced vGPU profiles")
     sources: dict[str, str] = Field(default_factory=dict)
 
     @property

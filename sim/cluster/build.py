@@ -8,7 +8,7 @@ from pathlib import Path
 
 import simpy
 
-from sim.cluster.deploy import PoolPlan
+from sim.cluster.deploy import Deployment, PoolPlan
 from sim.cluster.router import ROUTERS
 from sim.config import ClosedLoopWorkload, OpenLoopWorkload, Scenario
 from sim.engine.replica import Replica
@@ -19,6 +19,7 @@ from sim.metrics.store import RowStore
 from sim.metrics.timeseries import PoolMonitor
 from sim.perf import build_perf_model
 from sim.rng import Streams
+from sim.sharing.slicing import build_share
 from sim.workload.source import ClosedLoop, open_loop_arrays, replay, trace_arrays
 
 
@@ -54,18 +55,23 @@ class Fleet:
     """
 
     env: simpy.Environment
-    plans: dict[str, PoolPlan]
+    deployment: Deployment
     router: object
     monitor: PoolMonitor
     events: list | None
     records: RowStore
     replicas: list[Replica] = field(default_factory=list)
+    shares: dict[str, object] = field(default_factory=dict)  # physical GPU id -> its time-sharing runtime
     completed: list[Request] = field(default_factory=list)
     arrived: int = 0
     arrivals_over: bool = False
     unfinished: int = 0
     shortest_len: int = 0  # the smallest max_model_len of any replica: every replica takes a request this long
     done: simpy.Event | None = None
+
+    @property
+    def plans(self) -> dict[str, PoolPlan]:
+        return self.deployment.pools
 
     @property
     def gpu_of_pool(self) -> dict[str, str]:
@@ -90,16 +96,23 @@ class Fleet:
         return [req for r in self.replicas for req in (*r.state.running, *r.state.waiting)]
 
     def add_replicas(self) -> None:
+        for gpu in self.deployment.gpus:
+            runtime = build_share(self.env, gpu, self.plans[gpu.tenants[0].pool].config.sharing)
+            if runtime is not None:
+                self.shares[gpu.gpu_id] = runtime
+        placement = self.deployment.placement()
         for name, plan in self.plans.items():
             eng = plan.config.engine
             limits = EngineLimits(eng.max_num_seqs, eng.max_num_batched_tokens, eng.block_size,
                                   eng.enable_chunked_prefill)
             perf = build_perf_model(plan.config, plan.gpu, plan.model, plan.sizing)
-            for _ in range(plan.config.replicas):
+            for i in range(plan.config.replicas):
+                gpu, position = placement.get((name, i), (None, 0))
+                share = (self.shares[gpu.gpu_id], position) if gpu is not None and gpu.gpu_id in self.shares else None
                 self.replicas.append(Replica(
                     self.env, len(self.replicas), name, SCHEDULERS[eng.scheduler](limits), perf,
                     plan.sizing.kv_blocks, plan.sizing.block_size, plan.sizing.max_model_len,
-                    self._finished, self.monitor, self.events, fast=eng.stepping == "fast",
+                    self._finished, self.monitor, self.events, fast=eng.stepping == "fast", share=share,
                 ))
         self.shortest_len = min((r.max_model_len for r in self.replicas), default=0)
 
@@ -139,7 +152,7 @@ class Fleet:
             self.done.succeed(self.env.now)
 
 
-def build(scenario: Scenario, plans: dict[str, PoolPlan], streams: Streams, spill_dir: Path | None = None) -> Fleet:
+def build(scenario: Scenario, deployment: Deployment, streams: Streams, spill_dir: Path | None = None) -> Fleet:
     """A ready-to-run fleet for ``scenario``: nothing is shared with any other run.
 
     ``spill_dir``: where request records go if the run spills them (default: ``run.spill_dir``, else a
@@ -150,9 +163,10 @@ def build(scenario: Scenario, plans: dict[str, PoolPlan], streams: Streams, spil
     # The pool change points (about three per request) spill on the same scale as the records.
     spill = scenario.run.spill_after_requests
     env = simpy.Environment()
+    plans = deployment.pools
     fleet = Fleet(
         env=env,
-        plans=plans,
+        deployment=deployment,
         router=ROUTERS[scenario.router.policy](streams.get("routing")),
         monitor=PoolMonitor({n: p.sizing.kv_blocks * p.config.replicas for n, p in plans.items()},
                             RowStore(spill, spill_dir / "timeseries" if spill_dir else None)),

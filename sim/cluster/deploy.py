@@ -13,12 +13,15 @@ from sim.config import PoolConfig, Scenario
 from sim.engine.scheduler import SCHEDULERS
 from sim.engine.sizing import ReplicaSizing, SizingError, size_replica
 from sim.errors import CatalogError, DeploymentError, ScenarioError, unknown_name
-from sim.sharing import mig
+from sim.sharing import mig, vgpu
+from sim.sharing.mig import PlacementError
+from sim.sharing.placement import SHARED_MODES, PhysicalGpu, Tenant, pack, tenant_rules
 
 
 @dataclass(frozen=True, slots=True)
 class PoolPlan:
-    """A pool with its references resolved."""
+    """A pool with its references resolved (``gpu`` is what each replica runs on: a MIG instance, a vGPU VM's
+    view of the GPU, or the whole GPU)."""
 
     name: str
     config: PoolConfig
@@ -27,43 +30,102 @@ class PoolPlan:
     sizing: ReplicaSizing
     usd_per_gpu_hour: float
     price_label: str
-    replicas_per_gpu: int = 1  # MIG instances per physical GPU
 
     @property
-    def physical_gpus(self) -> int:
-        """GPUs the pool occupies (and pays for): a GPU shared by MIG instances counts once, even part used."""
-        if self.replicas_per_gpu > 1:
-            return -(-self.config.replicas // self.replicas_per_gpu)
-        return self.config.replicas * self.config.tensor_parallel
-
-    @property
-    def gpus_per_replica(self) -> float:
-        """Each replica's share of the pool's GPUs (cost and energy are split evenly across MIG instances)."""
-        if self.replicas_per_gpu > 1:
-            return self.physical_gpus / self.config.replicas if self.config.replicas else 1 / self.replicas_per_gpu
-        return self.config.tensor_parallel
+    def shared(self) -> bool:
+        """Whether the pool's replicas share physical GPUs (see :mod:`sim.sharing.placement`)."""
+        return self.config.sharing is not None and self.config.sharing.mode in SHARED_MODES
 
 
-def _mig(pool: PoolConfig, gpu: GpuSpec, source: str, base: str) -> tuple[GpuSpec, int]:
-    """The MIG instance each replica gets, and how many fit on one GPU (reference section 4)."""
-    name = pool.sharing.profile
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """Every pool's plan, and the physical GPUs that the shared pools' replicas are placed on."""
+
+    pools: dict[str, PoolPlan]
+    gpus: tuple[PhysicalGpu, ...]
+
+    def placement(self) -> dict[tuple[str, int], tuple[PhysicalGpu, int]]:
+        """``(pool, replica index in the pool) -> (physical GPU, position on it)`` for shared pools' replicas."""
+        return {(t.pool, t.index): (g, i) for g in self.gpus for i, t in enumerate(g.tenants)}
+
+    def gpus_of(self, pool: str) -> list[PhysicalGpu]:
+        return [g for g in self.gpus if any(t.pool == pool for t in g.tenants)]
+
+
+def _replica_gpu(pool: PoolConfig, gpu: GpuSpec, source: str, base: str) -> GpuSpec:
+    """What one replica of a shared pool runs on (its MIG instance, VM or client share of ``gpu``)."""
+    sharing = pool.sharing
+    field = "profile" if sharing.mode in ("mig", "vgpu") else "mode"
     try:
-        prof = mig.profile(gpu, name)
-    except mig.PlacementError as err:
-        raise ScenarioError(source, f"{base}.sharing.profile", str(err)) from None
+        if sharing.mode == "mig":
+            spec = mig.instance_spec(gpu, sharing.profile)
+        elif sharing.mode == "vgpu":
+            spec = vgpu.vm_spec(gpu, sharing.profile)
+            if sharing.mixed_sizes and sharing.scheduler == "fixed_share":
+                field = "scheduler"
+                raise PlacementError("fixed share is not supported in mixed-size mode (Table 3.1); use best_effort "
+                                     "or equal_share, or mixed_sizes: false")
+        else:
+            fraction = sharing.memory_fraction or 1 / sharing.replicas_per_gpu
+            if fraction * sharing.replicas_per_gpu > 1 + 1e-9:
+                field = "memory_fraction"
+                raise PlacementError(f"{sharing.replicas_per_gpu} replicas per GPU x memory_fraction {fraction:g} add "
+                                     f"up to more than 1 ({'SH-1' if sharing.mode == 'timeslice' else 'SH-2'}: "
+                                     "the engines on one GPU would run out of memory); allowed: at most "
+                                     f"{1 / sharing.replicas_per_gpu:.4g}")
+            update = {"name": f"{gpu.name} ({sharing.mode} client)", "memory_gib": gpu.memory_gib * fraction,
+                      "mig_memory_slices": 0, "mig_profiles": {}, "vgpu_profiles": {}}
+            if sharing.mode == "mps":
+                sm = (sharing.active_thread_percentage or 100 / sharing.replicas_per_gpu) / 100
+                update |= {k: getattr(gpu, k) * sm for k in ("bf16_tflops", "fp8_tflops", "int8_tops")
+                           if getattr(gpu, k) is not None}
+                update["memory_bandwidth_gb_s"] = gpu.memory_bandwidth_gb_s * sm
+            spec = gpu.model_copy(update=update)
+    except PlacementError as err:
+        raise ScenarioError(source, f"{base}.sharing.{field}", str(err)) from None
     if pool.tensor_parallel != 1:
-        raise ScenarioError(source, f"{base}.tensor_parallel", f"{pool.tensor_parallel} with MIG: each replica runs "
-                            "on one MIG instance, so tensor_parallel must be 1 (pick a larger profile instead)")
-    per_gpu = next(k for k in range(prof.max_instances, 0, -1) if _fits(gpu, name, k))
-    return mig.instance_spec(gpu, name), per_gpu
+        raise ScenarioError(source, f"{base}.tensor_parallel", f"{pool.tensor_parallel} with {sharing.mode}: each "
+                            f"replica runs on one share of a GPU, so tensor_parallel must be 1 (use a larger share, "
+                            "or whole GPUs)")
+    return spec
 
 
-def _fits(gpu: GpuSpec, name: str, count: int) -> bool:
-    try:
-        mig.first_fit(gpu, [name] * count)
-    except mig.PlacementError:
-        return False
-    return True
+#: Settings that every pool of one sharing group must agree on (they belong to the physical GPU).
+_GROUP_FIELDS = ("mode", "scheduler", "time_slice_ms", "switch_cost_us", "fidelity", "mixed_sizes",
+                 "license_usd_per_gpu_hour", "replicas_per_gpu")
+
+
+def _place(scenario: Scenario, catalog: Catalog, source: str) -> tuple[PhysicalGpu, ...]:
+    """Pack the shared pools' replicas onto physical GPUs, group by group."""
+    groups: dict[str, list[str]] = {}
+    for name, pool in scenario.pools.items():
+        if pool.sharing is not None and pool.sharing.mode in SHARED_MODES:
+            groups.setdefault(pool.sharing.group or name, []).append(name)
+    gpus: list[PhysicalGpu] = []
+    for group, names in groups.items():
+        first = scenario.pools[names[0]]
+        for other in names[1:]:
+            pool, base = scenario.pools[other], f"pools.{other}"
+            if pool.gpu != first.gpu:
+                raise ScenarioError(source, f"{base}.gpu", f"{pool.gpu}, but pool {names[0]} of sharing group "
+                                    f"'{group}' is on {first.gpu}: pools sharing GPUs must name the same GPU")
+            for field in _GROUP_FIELDS:
+                mine, theirs = getattr(pool.sharing, field, None), getattr(first.sharing, field, None)
+                if mine != theirs:
+                    raise ScenarioError(source, f"{base}.sharing.{field}", f"{mine!r}, but pool {names[0]} of "
+                                        f"sharing group '{group}' has {theirs!r}: it is a setting of the shared GPUs")
+        gpu = catalog.gpus[first.gpu]
+        tenants, check = [], None
+        for name in names:
+            pool = scenario.pools[name]
+            rule, weight, prof = tenant_rules(pool.sharing.mode, gpu, pool.sharing)
+            check = check or rule
+            tenants += [Tenant(name, i, prof, weight) for i in range(pool.replicas)]
+        try:
+            gpus += pack(group, gpu, first.sharing.mode, tenants, check)
+        except PlacementError as err:
+            raise ScenarioError(source, f"pools.{names[0]}.sharing", str(err)) from None
+    return tuple(gpus)
 
 
 def _model(pool: PoolConfig, catalog: Catalog, source: str, field: str) -> ModelSpec:
@@ -104,8 +166,9 @@ def _price(pool: PoolConfig, catalog: Catalog, source: str, field: str) -> tuple
     return price.usd_per_gpu_hour, label
 
 
-def plan_pools(scenario: Scenario, catalog: Catalog, source: str) -> dict[str, PoolPlan]:
-    """Resolve every pool; raise :class:`ScenarioError` naming ``pools.NAME.FIELD`` on a bad reference."""
+def plan_pools(scenario: Scenario, catalog: Catalog, source: str) -> Deployment:
+    """Resolve every pool and place shared replicas on physical GPUs; raise :class:`ScenarioError` naming
+    ``pools.NAME.FIELD`` on a bad reference or an impossible deployment."""
     plans = {}
     for name, pool in scenario.pools.items():
         base = f"pools.{name}"
@@ -115,16 +178,15 @@ def plan_pools(scenario: Scenario, catalog: Catalog, source: str) -> dict[str, P
             raise ScenarioError(source, f"{base}.engine.scheduler",
                                 unknown_name("scheduler", pool.engine.scheduler, SCHEDULERS))
         gpu = catalog.gpus[pool.gpu]
-        per_gpu = 1
-        if pool.sharing is not None and pool.sharing.mode == "mig":
-            gpu, per_gpu = _mig(pool, gpu, source, base)
+        if pool.sharing is not None and pool.sharing.mode in SHARED_MODES:
+            gpu = _replica_gpu(pool, gpu, source, base)
         model = _model(pool, catalog, source, f"{base}.model")
         usd, label = _price(pool, catalog, source, f"{base}.price")
         try:
             sizing = size_replica(gpu, model, pool)
         except SizingError as err:
             raise DeploymentError(source, f"{base}.{err.field}", str(err)) from None
-        plans[name] = PoolPlan(name, pool, gpu, model, sizing, usd, label, per_gpu)
+        plans[name] = PoolPlan(name, pool, gpu, model, sizing, usd, label)
     if sum(p.replicas for p in scenario.pools.values()) == 0:
         raise ScenarioError(source, "pools", "every pool has 0 replicas; at least one replica is needed")
-    return plans
+    return Deployment(plans, _place(scenario, catalog, source))

@@ -77,6 +77,7 @@ class Replica:
         monitor: PoolMonitor,
         events: list | None = None,
         fast: bool = True,
+        share: tuple[object, int] | None = None,
     ) -> None:
         self.env = env
         self.replica_id = replica_id
@@ -91,11 +92,15 @@ class Replica:
         self.outstanding_tokens = 0
         self.busy_s = 0.0
         self.step_end_s = 0.0  # end of the last step started (a clock limit may cut it)
+        self._step_start_s = 0.0
         self.steps = 0
-        self.fast = fast
+        # A replica on a time-sliced or MPS GPU hands each step's work to the GPU ((GPU, position on it), see
+        # sim/sharing/slicing.py) and steps one by one: the GPU decides when the work is done.
+        self.share = share
+        self.fast = fast and share is None
         # Fast stepping keeps the decoding requests' counters lazy (sim/engine/group.py); the event log needs
         # every request at every step, so a traced run steps them one by one.
-        self.group = DecodeGroup(block_size) if fast and events is None else None
+        self.group = DecodeGroup(block_size) if self.fast and events is None else None
         self._wake: simpy.Event | None = None
         self._cuttable = False  # True while a decode run may be cut by an arrival (interrupting the process)
         self._cut_at_tie = False
@@ -184,10 +189,17 @@ class Replica:
                 continue  # everything was preempted; re-plan at the same instant
             self._report(busy=True, sample_kv=bool(plan.admitted or plan.preempted))
             step_s = self.perf.step_time_s(plan.shape)
-            self.busy_s += step_s
-            self.step_end_s = env.now + step_s
             self.steps += 1
-            yield env.timeout(step_s)
+            if self.share is None:
+                self.busy_s += step_s
+                self.step_end_s = env.now + step_s
+                yield env.timeout(step_s)
+            else:  # the step ends when the shared GPU has done its work
+                started, self.step_end_s = env.now, math.inf
+                self._step_start_s = started
+                yield self.share[0].run(self.share[1], step_s)
+                self.busy_s += env.now - started
+                self.step_end_s = env.now
             finished = finish_step(st, plan, env.now, group, step_s)
             if self.events is not None:
                 for req, _ in plan.scheduled:
@@ -258,6 +270,12 @@ class Replica:
             self._release(apply_group_run(st, group, times, boundaries[-1]))
         else:
             self._release(apply_decode_run(st, boundaries))
+
+    def busy_until(self, end_s: float) -> float:
+        """Seconds this replica had a step in progress, up to ``end_s`` (a clock limit may cut the last step)."""
+        if self.step_end_s == math.inf:  # a step on a shared GPU, still waiting for its work
+            return self.busy_s + max(0.0, end_s - self._step_start_s)
+        return self.busy_s - max(0.0, self.step_end_s - end_s)
 
     def settle(self) -> None:
         """Bring every request's counters up to date (at the end of a run, before records are taken)."""

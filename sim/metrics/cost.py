@@ -1,8 +1,11 @@
 """Cost and energy, computed after the run from the replicas' lifetimes.
 
-Cost: ``GPUs x seconds alive x usd_per_gpu_hour / 3600``, split by clock hour. Energy uses a two-level power
-model per GPU: ``tdp_w`` while the replica executes steps, ``idle_w`` otherwise (an upper bound on busy power:
-real kernels rarely draw full TDP).
+Cost: ``GPUs x seconds alive x (usd_per_gpu_hour + licence) / 3600``, split by clock hour; ``gpus`` is a
+replica's share of a physical GPU when replicas share one (vGPU, MIG, time-slicing, MPS), so a shared GPU's cost
+is split across its tenants. Energy uses a two-level power model per GPU: ``tdp_w`` while the GPU executes work,
+``idle_w`` otherwise (an upper bound on busy power: real kernels rarely draw full TDP). The busy time is
+``gpu_busy_s``: the replica's own steps on whole GPUs and MIG instances, the physical GPU's busy time (all
+tenants' work and switches) on a time-shared GPU.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 INTERVAL_COLUMNS = ["pool", "gpu_type", "replica_id", "gpus", "start_s", "end_s", "busy_s", "usd_per_gpu_hour",
-                    "idle_w", "busy_w"]
+                    "idle_w", "busy_w", "physical_gpu", "gpu_time_s", "gpu_busy_s", "licence_usd_per_gpu_hour"]
 
 
 def cost_by_hour(intervals: pd.DataFrame) -> pd.DataFrame:
@@ -22,10 +25,13 @@ def cost_by_hour(intervals: pd.DataFrame) -> pd.DataFrame:
     Parameters
     ----------
     intervals
-        One row per replica lifetime with columns ``pool, gpu_type, gpus, start_s, end_s, usd_per_gpu_hour``.
+        One row per replica lifetime with columns ``pool, gpu_type, gpus, start_s, end_s, usd_per_gpu_hour``
+        and optionally ``licence_usd_per_gpu_hour`` (vGPU: NVIDIA AI Enterprise per physical GPU). ``usd``
+        includes the licence; ``licence_usd`` is its part.
     """
     rows = []
-    for rec in intervals.itertuples(index=False):
+    licence = intervals.get("licence_usd_per_gpu_hour", pd.Series(0.0, index=intervals.index)).to_numpy(dtype=float)
+    for rec, lic in zip(intervals.itertuples(index=False), licence, strict=True):
         if rec.end_s <= rec.start_s:
             continue
         first, last = int(rec.start_s // 3600), math.ceil(rec.end_s / 3600)
@@ -33,8 +39,9 @@ def cost_by_hour(intervals: pd.DataFrame) -> pd.DataFrame:
             overlap = min(rec.end_s, (hour + 1) * 3600) - max(rec.start_s, hour * 3600)
             if overlap > 0:
                 gpu_hours = rec.gpus * overlap / 3600
-                rows.append((hour, rec.pool, rec.gpu_type, gpu_hours, gpu_hours * rec.usd_per_gpu_hour))
-    frame = pd.DataFrame(rows, columns=["hour", "pool", "gpu_type", "gpu_hours", "usd"])
+                rows.append((hour, rec.pool, rec.gpu_type, gpu_hours, gpu_hours * (rec.usd_per_gpu_hour + lic),
+                             gpu_hours * lic))
+    frame = pd.DataFrame(rows, columns=["hour", "pool", "gpu_type", "gpu_hours", "usd", "licence_usd"])
     if frame.empty:
         return frame
     return frame.groupby(["hour", "pool", "gpu_type"], as_index=False, observed=True).sum()
@@ -43,7 +50,8 @@ def cost_by_hour(intervals: pd.DataFrame) -> pd.DataFrame:
 def energy_kwh(intervals: pd.DataFrame) -> float:
     """Energy of all GPUs over their lifetimes under the two-level power model."""
     alive = (intervals["end_s"] - intervals["start_s"]).clip(lower=0).to_numpy(dtype=float)
-    busy = np.minimum(intervals["busy_s"].to_numpy(dtype=float), alive)
+    busy = intervals["gpu_busy_s"] if "gpu_busy_s" in intervals else intervals["busy_s"]
+    busy = np.minimum(busy.to_numpy(dtype=float), alive)
     joules = intervals["gpus"].to_numpy() * (
         intervals["busy_w"].to_numpy() * busy + intervals["idle_w"].to_numpy() * (alive - busy)
     )
