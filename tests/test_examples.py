@@ -59,3 +59,28 @@ def test_compare_routers_experiment(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "least_outstanding" in proc.stdout
     assert (tmp_path / "summary.csv").exists()
+
+
+def test_vgpu_consolidation_experiment(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / "vgpu_consolidation.py"), "--rates", "1,4",
+         "--requests-per-vm", "40", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "consolidation.csv")
+    assert sorted(set(table["vms"])) == [1, 2, 4] and len(table) == 6
+    assert (tmp_path / "consolidation.png").exists()
+    # More VMs on the one GPU: each VM's steps are slower at the same load per VM.
+    tpot = table[table["rate_per_vm"] == 1].set_index("vms")["tpot_mean_s"]
+    assert tpot[1] < tpot[2] < tpot[4]
+
+
+def test_every_shipped_config_validates(capsys):
+    from sim.cli import main
+
+    for path in sorted((ROOT / "configs").glob("*.yaml")):
+        assert main(["validate", str(path)]) == 0, path
+    capsys.readouterr()

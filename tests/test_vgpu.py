@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sim import simulate
 from sim.catalog import load_catalog
@@ -130,3 +132,45 @@ def test_timeslicing_and_mps_pools_run_and_account_for_every_request():
     whole = run({"p": pool(replicas=4)})
     assert mps.summary["ttft_s"]["p50"] > whole.summary["ttft_s"]["p50"]
     assert mps.summary["cost"]["usd_per_hour"] == pytest.approx(2.0)  # two GPUs, no licence
+
+
+def test_mig_profiles_of_different_pools_share_one_h100_through_a_group():
+    h100 = {"gpu": "h100_sxm", "model": "llama-3.2-1b", "perf": {"model": "kernel"},
+            "engine": {"max_model_len": 2048}, "price": {"usd_per_gpu_hour": 4.0}}
+    res = run({"p": {**h100, "sharing": {"mode": "mig", "profile": "4g.40gb", "group": "h"}},
+               "small": {**h100, "replicas": 2, "sharing": {"mode": "mig", "profile": "1g.10gb", "group": "h"}},
+               "mid": {**h100, "sharing": {"mode": "mig", "profile": "2g.20gb", "group": "h"}}})
+    # 4g.40gb@0, 1g.10gb@4 and 1g.10gb@5 share the first GPU; 2g.20gb (starts 0, 2 or 4) needs a second.
+    assert list(res.gpus["tenants"]) == [3, 1]
+    assert res.gpus["usd_per_hour"].sum() == pytest.approx(8.0)
+    by_pool = res.replicas.groupby("pool")["gpus"].sum()
+    assert by_pool["p"] == pytest.approx(4 / 6 * 1) and by_pool["mid"] == pytest.approx(1.0)
+    assert (res.requests["status"] == "finished").all()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mode=st.sampled_from(["vgpu", "timeslice", "mps"]), vms=st.integers(1, 4),
+       scheduler=st.sampled_from(["best_effort", "equal_share", "fixed_share"]),
+       fidelity=st.sampled_from(["fluid", "quantum"]), rate=st.floats(0.5, 8.0),
+       limit=st.one_of(st.none(), st.floats(2.0, 30.0)), seed=st.integers(0, 2**16))
+def test_shared_gpu_invariants(mode, vms, scheduler, fidelity, rate, limit, seed):
+    sharing = {"mode": mode, "replicas_per_gpu": vms} if mode != "vgpu" else {
+        "mode": "vgpu", "profile": {1: "L4-24C", 2: "L4-12C", 3: "L4-8C", 4: "L4-6C"}[vms], "scheduler": scheduler}
+    if mode != "mps":
+        sharing["fidelity"] = fidelity
+    res = simulate(scenario({"workload": {**WORKLOAD, "num_requests": 60, "arrival": {"rate_per_s": rate}},
+                             "pools": {"p": pool(replicas=vms, sharing=sharing)},
+                             "run": {"max_duration_s": limit}}), seed=seed)
+    req = res.requests
+    assert len(req) == res.summary["requests"]["arrived"] == req["request_id"].nunique()
+    assert set(req["status"]) <= {"finished", "in_flight", "rejected"}
+    if limit is None:
+        assert (req["status"] == "finished").all()
+    duration = res.summary["duration_s"]
+    gpu = res.gpus.iloc[0]
+    assert len(res.gpus) == 1 and gpu["tenants"] == vms
+    assert gpu["busy_s"] <= duration * (1 + 1e-9)
+    assert (res.replicas["gpu_time_s"] <= duration * (1 + 1e-9)).all()
+    assert (res.replicas["busy_s"] <= duration * (1 + 1e-9)).all()
+    assert res.replicas["gpus"].sum() == pytest.approx(1.0)
+    assert gpu["busy_s"] == pytest.approx(res.replicas["gpu_time_s"].sum() + gpu["switch_s"], rel=1e-9, abs=1e-9)

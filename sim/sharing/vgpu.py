@@ -65,7 +65,9 @@ def default_time_slice_s(gpu: GpuSpec, names: Sequence[str]) -> float:
 
 def vm_spec(gpu: GpuSpec, name: str) -> GpuSpec:
     """The GPU a VM with vGPU ``name`` sees: the whole GPU's compute and bandwidth (it has them during its slices,
-    VG-6) and the profile's frame buffer (VG-8)."""
+    VG-6) and the profile's part of the frame buffer (VG-8). Profile sizes are nominal GB (48 on an L40S whose
+    catalog memory is 45 GiB), so the VM gets the GPU's memory times profile size / full-GPU profile size."""
     prof = profile(gpu, name)
-    return gpu.model_copy(update={"name": f"{gpu.name} vGPU {name}", "memory_gib": prof.memory_gib,
-                                  "mig_memory_slices": 0, "mig_profiles": {}, "vgpu_profiles": {}})
+    full = max(p.memory_gib for p in gpu.vgpu_profiles.values())
+    return gpu.model_copy(update={"name": f"{gpu.name} vGPU {name}", "memory_gib": gpu.memory_gib * prof.memory_gib
+                                  / full, "mig_memory_slices": 0, "mig_profiles": {}, "vgpu_profiles": {}})
