@@ -88,8 +88,10 @@ def write_results(res: Results, out: Path) -> list[Path]:
     """
     out.mkdir(parents=True, exist_ok=True)
     files = {"cost_by_hour.parquet": res.cost_by_hour, "replicas.parquet": res.replicas}
-    if res.gpus is not None and len(res.gpus):
-        files["gpus.parquet"] = res.gpus
+    for name in ("gpus", "nodes", "lifecycle"):
+        frame = getattr(res, name)
+        if frame is not None and len(frame):
+            files[f"{name}.parquet"] = frame
     written = []
     for name, parts, frame in (("requests", res.requests_parts, res.requests_in_memory),
                                ("timeseries", res.timeseries_parts, res.timeseries_in_memory)):

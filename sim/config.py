@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from sim.scaling_config import Autoscale, BillingConfig, LifecycleConfig, NodesConfig
 from sim.workload.arrivals import ArrivalProcess
 from sim.workload.lengths import LengthDist
 
@@ -205,6 +206,21 @@ class PoolConfig(BaseModel):
     perf: PerfConfig = KernelPerf()
     price: PriceConfig = PriceConfig()
     sharing: Sharing | None = Field(default=None, description="GPU sharing; default: whole GPUs, bare metal")
+    autoscale: Autoscale | None = Field(default=None, description="default: a fixed number of replicas")
+    lifecycle: LifecycleConfig = LifecycleConfig()
+    nodes: NodesConfig = NodesConfig()
+    billing: BillingConfig = BillingConfig()
+
+    @model_validator(mode="after")
+    def _scalable(self) -> PoolConfig:
+        per_node = self.nodes.gpus_per_node
+        if per_node is not None and per_node < self.tensor_parallel:
+            raise ValueError(f"nodes.gpus_per_node ({per_node}) is less than tensor_parallel ({self.tensor_parallel}):"
+                             " a replica's GPUs are on one node")
+        if self.autoscale is not None and self.sharing is not None and self.sharing.mode != "passthrough":
+            raise ValueError(f"autoscaling a pool with sharing mode {self.sharing.mode!r} is not supported: replicas "
+                             "on shared GPUs are placed once, at the start; scale whole-GPU or passthrough pools")
+        return self
 
 
 class _BoundedWorkload(BaseModel):

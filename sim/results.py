@@ -54,6 +54,8 @@ class Results:
     requests_parts: tuple[Path, ...] = ()
     timeseries_parts: tuple[Path, ...] = ()
     gpus: pd.DataFrame | None = None
+    nodes: pd.DataFrame | None = None
+    lifecycle: pd.DataFrame | None = None
 
     @property
     def requests(self) -> pd.DataFrame:

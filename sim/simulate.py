@@ -11,7 +11,8 @@ from sim.catalog import load_catalog
 from sim.cluster.build import build
 from sim.cluster.deploy import plan_pools
 from sim.config import Scenario, TraceWorkload
-from sim.metrics.cost import cost_by_hour, energy_kwh
+from sim.metrics.cost import energy_kwh
+from sim.metrics.lifecycle import hourly_cost, idle_node_kwh, lifecycle_frame, nodes_frame, state_gpu_hours
 from sim.metrics.records import empty_frame
 from sim.metrics.summary import summarize
 from sim.metrics.usage import usage_frames, usage_summary
@@ -90,9 +91,11 @@ def simulate(
     if not fleet.records.spilled:  # records arrive in completion order; the table is in arrival order
         kept = kept.sort_values("request_id", kind="stable", ignore_index=True)
     replicas, gpus = usage_frames(fleet, end_s)
-    hourly = cost_by_hour(replicas)
+    nodes = nodes_frame(fleet, end_s)
+    hourly = hourly_cost(replicas, nodes, state_gpu_hours(fleet, end_s, dict(zip(
+        replicas["replica_id"], replicas["gpus"], strict=True))))
     summary = summarize(kept, hourly, {n: p.price_label for n, p in plans.items()}, scenario.slo, end_s,
-                        energy_kwh(replicas))
+                        energy_kwh(replicas) + idle_node_kwh(replicas, nodes))
     seed_info = seed if not isinstance(seed, np.random.SeedSequence) else {
         "entropy": seed.entropy, "spawn_key": list(seed.spawn_key)}
     summary["seed"] = seed_info
@@ -110,4 +113,5 @@ def simulate(
     monitor.finish()
     timeseries = None if monitor.store.spilled else monitor.frame()
     return Results(scenario, seed_info, None if fleet.records.spilled else kept, timeseries, replicas, hourly,
-                   summary, fleet.events, tuple(fleet.records.parts), tuple(monitor.store.parts), gpus)
+                   summary, fleet.events, tuple(fleet.records.parts), tuple(monitor.store.parts), gpus, nodes,
+                   lifecycle_frame(fleet.pools))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import simpy
 
 from sim.cluster.deploy import Deployment, PoolPlan
+from sim.cluster.pool import PoolHooks, PoolRuntime
 from sim.cluster.router import ROUTERS
 from sim.config import ClosedLoopWorkload, OpenLoopWorkload, Scenario
 from sim.engine.replica import Replica
@@ -60,13 +62,20 @@ class Fleet:
     monitor: PoolMonitor
     events: list | None
     records: RowStore
-    replicas: list[Replica] = field(default_factory=list)
+    replicas: list[Replica] = field(default_factory=list)  # every replica that ever existed, by replica id
+    pools: dict[str, PoolRuntime] = field(default_factory=dict)
+    routable: list[Replica] = field(default_factory=list)  # ready replicas: the router's choices
+    pending: deque[Request] = field(default_factory=deque)  # at the gateway, waiting for a ready replica
     shares: dict[str, object] = field(default_factory=dict)  # physical GPU id -> its time-sharing runtime
     completed: list[Request] = field(default_factory=list)
     arrived: int = 0
     arrivals_over: bool = False
     unfinished: int = 0
-    shortest_len: int = 0  # the smallest max_model_len of any replica: every replica takes a request this long
+    shortest_len: int = 0  # the smallest max_model_len of a ready replica: every one takes a request this long
+    longest_len: int = 0  # the largest max_model_len of any pool: longer requests are rejected
+    can_scale: bool = False  # some pool has an autoscaler (a request may wait for a replica to start)
+    arrival_times: deque[float] = field(default_factory=deque)  # recent arrivals, for rate metrics
+    finished_by_pool: dict[str, deque] = field(default_factory=dict)  # recent completions, for latency metrics
     done: simpy.Event | None = None
 
     @property
@@ -90,55 +99,101 @@ class Fleet:
         self.completed = []
 
     def in_flight(self) -> list[Request]:
-        """Requests still queued or running on a replica (brought up to date)."""
+        """Requests still queued or running on a replica, or waiting at the gateway (brought up to date)."""
         for replica in self.replicas:
             replica.settle()
-        return [req for r in self.replicas for req in (*r.state.running, *r.state.waiting)]
+        return [*(req for r in self.replicas for req in (*r.state.running, *r.state.waiting)), *self.pending]
 
-    def add_replicas(self) -> None:
+    def add_replicas(self, streams: Streams) -> None:
         for gpu in self.deployment.gpus:
             runtime = build_share(self.env, gpu, self.plans[gpu.tenants[0].pool].config.sharing)
             if runtime is not None:
                 self.shares[gpu.gpu_id] = runtime
         placement = self.deployment.placement()
+        hooks = PoolHooks(self._ready, self._unroute, self._give_back)
         for name, plan in self.plans.items():
             eng = plan.config.engine
             limits = EngineLimits(eng.max_num_seqs, eng.max_num_batched_tokens, eng.block_size,
                                   eng.enable_chunked_prefill)
             perf = build_perf_model(plan.config, plan.gpu, plan.model, plan.sizing)
-            for i in range(plan.config.replicas):
+
+            def make(i: int, name=name, plan=plan, eng=eng, limits=limits, perf=perf) -> Replica:
                 gpu, position = placement.get((name, i), (None, 0))
                 share = (self.shares[gpu.gpu_id], position) if gpu is not None and gpu.gpu_id in self.shares else None
-                self.replicas.append(Replica(
+                replica = Replica(
                     self.env, len(self.replicas), name, SCHEDULERS[eng.scheduler](limits), perf,
                     plan.sizing.kv_blocks, plan.sizing.block_size, plan.sizing.max_model_len,
                     self._finished, self.monitor, self.events, fast=eng.stepping == "fast", share=share,
-                ))
-        self.shortest_len = min((r.max_model_len for r in self.replicas), default=0)
+                )
+                self.replicas.append(replica)
+                return replica
+
+            pool = self.pools[name] = PoolRuntime(self.env, plan, make, hooks, streams.get(f"lifecycle.{name}"))
+            pool.start_ready(plan.config.replicas)
+            self.longest_len = max(self.longest_len, plan.sizing.max_model_len)
+            self.can_scale |= plan.config.autoscale is not None
+            self.finished_by_pool[name] = deque()
+
+    def _ready(self, replica: Replica) -> None:
+        """A replica became ready: it takes requests, first those waiting at the gateway."""
+        self.routable.append(replica)
+        self.shortest_len = min(r.max_model_len for r in self.routable)
+        waiting, self.pending = self.pending, deque()
+        for req in waiting:
+            self._route(req)
+
+    def _unroute(self, replica: Replica) -> None:
+        self.routable.remove(replica)
+        self.shortest_len = min((r.max_model_len for r in self.routable), default=0)
+
+    def _give_back(self, requests: list[Request], reason: str) -> None:
+        """Requests whose replica went away: routed again (they restart), or rejected with ``reason``."""
+        for req in requests:
+            if reason:
+                req.reject_reason = reason
+                self.unfinished -= 1
+                if self.events is not None:
+                    self.events.append((self.env.now, req.request_id, "reject", 0))
+                self._complete(req)
+            else:
+                self._route(req)
+        if reason:
+            self._check_done()
 
     def dispatch(self, prompt_tokens: int, output_tokens: int, before_step_ends: bool = False) -> Request:
-        """A request arrives now: route it, or reject it with a reason (``before_step_ends``: see
-        :meth:`~sim.engine.replica.Replica.submit`)."""
+        """A request arrives now: route it, hold it at the gateway until a replica is ready, or reject it with a
+        reason (``before_step_ends``: see :meth:`~sim.engine.replica.Replica.submit`)."""
         req = Request(self.arrived, self.env.now, prompt_tokens, output_tokens)
         self.arrived += 1
+        if self.can_scale:
+            self.arrival_times.append(self.env.now)
         if self.events is not None:
             self.events.append((self.env.now, req.request_id, "arrive", prompt_tokens))
         total = prompt_tokens + output_tokens
-        eligible = self.replicas if total <= self.shortest_len else [
-            r for r in self.replicas if r.max_model_len >= total]
-        if not eligible:
-            req.reject_reason = "exceeds_max_model_len" if self.replicas else "no_replicas"
+        if total > self.longest_len or not (self.routable or self.can_scale):
+            req.reject_reason = "exceeds_max_model_len" if total > self.longest_len else "no_replicas"
             if self.events is not None:
                 self.events.append((self.env.now, req.request_id, "reject", 0))
             self._complete(req)
             return req
         self.unfinished += 1
-        eligible[self.router.route(req, ReplicaViews(eligible))].submit(req, before_step_ends)
+        self._route(req, before_step_ends)
         return req
+
+    def _route(self, req: Request, before_step_ends: bool = False) -> None:
+        total = req.prompt_tokens + req.output_tokens
+        eligible = self.routable if total <= self.shortest_len else [
+            r for r in self.routable if r.max_model_len >= total]
+        if not eligible:
+            self.pending.append(req)  # no ready replica can take it: it waits for one to become ready
+            return
+        eligible[self.router.route(req, ReplicaViews(eligible))].submit(req, before_step_ends)
 
     def _finished(self, req: Request) -> None:
         self.unfinished -= 1
         self._complete(req)
+        if self.can_scale:
+            self.finished_by_pool[req.pool].append(req)
         if req.done is not None:
             req.done.succeed()
         self._check_done()
@@ -174,7 +229,7 @@ def build(scenario: Scenario, deployment: Deployment, streams: Streams, spill_di
         records=RowStore(spill, spill_dir / "requests" if spill_dir else None, keep=SUMMARY_COLUMNS),
     )
     fleet.done = env.event()
-    fleet.add_replicas()
+    fleet.add_replicas(streams)
     wl = scenario.workload
     if isinstance(wl, ClosedLoopWorkload):
         ClosedLoop(env, wl, streams, fleet.dispatch, fleet.end_arrivals)

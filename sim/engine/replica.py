@@ -102,6 +102,8 @@ class Replica:
         # every request at every step, so a traced run steps them one by one.
         self.group = DecodeGroup(block_size) if self.fast and events is None else None
         self._wake: simpy.Event | None = None
+        self.stopped = False  # set by stop(): the process ends at its next resumption
+        self._idle_waiters: list[simpy.Event] = []
         self._cuttable = False  # True while a decode run may be cut by an arrival (interrupting the process)
         self._cut_at_tie = False
         self._piece_steps = MIN_PIECE_STEPS
@@ -167,14 +169,21 @@ class Replica:
         while True:
             if not st.running and not st.waiting:
                 self._report(busy=False, sample_kv=True)
+                for waiter in self._idle_waiters:
+                    waiter.succeed()
+                self._idle_waiters = []
                 self._wake = env.event()
                 yield self._wake
                 self._wake = None
+            if self.stopped:
+                return
             group = self.group
             if self.fast:
                 steps, sealed = self.scheduler.decode_run(st.running, st.waiting, st.free_blocks, group)
                 if steps >= 2:
                     yield from self._decode_run(steps, sealed)
+                    if self.stopped:
+                        return
                     continue
             plan = self.scheduler.plan(st.running, st.waiting, st.free_blocks, group)
             if plan is None:  # the group cannot be planned as a whole: every request on its own this step
@@ -200,6 +209,8 @@ class Replica:
                 yield self.share[0].run(self.share[1], step_s)
                 self.busy_s += env.now - started
                 self.step_end_s = env.now
+            if self.stopped:
+                return  # stopped during the step: its work is lost with the replica
             finished = finish_step(st, plan, env.now, group, step_s)
             if self.events is not None:
                 for req, _ in plan.scheduled:
@@ -242,6 +253,8 @@ class Replica:
             wait = env.timeout(t - env.now)
             if sealed:
                 yield wait
+                if self.stopped:
+                    return
                 continue
             self._cuttable = True
             try:
@@ -261,6 +274,8 @@ class Replica:
                 self.step_end_s = boundaries[-1]
                 if boundaries[-1] > now:
                     yield env.timeout(boundaries[-1] - now)
+            if self.stopped:
+                return
         self._piece_steps = (max(MIN_PIECE_STEPS, self._piece_steps // 2) if cut
                              else min(MAX_PIECE_STEPS, 2 * self._piece_steps))
         self.steps += len(times)
@@ -270,6 +285,41 @@ class Replica:
             self._release(apply_group_run(st, group, times, boundaries[-1]))
         else:
             self._release(apply_decode_run(st, boundaries))
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self.state.running or self.state.waiting)
+
+    def when_idle(self) -> simpy.Event:
+        """An event that fires when the replica next has no request queued or running (at once if it has none)."""
+        event = self.env.event()
+        if not self.has_work:
+            return event.succeed()
+        self._idle_waiters.append(event)
+        return event
+
+    def stop(self, evict: bool = True) -> list[Request]:
+        """End this replica (drained, reclaimed or failed) now: its process ends, and the requests still on it are
+        returned reset to their arrival state (they restart from scratch elsewhere; ``interruptions`` counts it).
+        A step in progress is lost. ``evict=False`` asserts the replica is empty."""
+        self.settle()
+        out = [*self.state.running, *self.state.waiting]
+        if out and not evict:
+            raise InternalError(f"replica {self.replica_id} stopped with {len(out)} requests on it")
+        self.stopped = True
+        self.busy_s = self.busy_until(self.env.now)
+        self.step_end_s = self.env.now
+        self._cuttable = False
+        for req in out:
+            req.reset()
+        self.state.running.clear()
+        self.state.waiting.clear()
+        self.state.free_blocks = self.state.total_blocks
+        self.outstanding_tokens = 0
+        self._report(busy=False, sample_kv=True)
+        if self._wake is not None and not self._wake.triggered:
+            self._wake.succeed()  # an idle process resumes, sees stopped and ends
+        return out
 
     def busy_until(self, end_s: float) -> float:
         """Seconds this replica had a step in progress, up to ``end_s`` (a clock limit may cut the last step)."""

@@ -32,8 +32,18 @@ class Request:
     group_tick: int = 0  # fast stepping: the decode group's step count when these counters were last brought up to date
     finish_s: float | None = None
     preemptions: int = 0
+    interruptions: int = 0  # times its replica went away under it (drain timeout, spot reclaim, failure)
     reject_reason: str | None = None
     done: Any = None  # a simpy.Event a closed-loop client waits on
+
+    def reset(self) -> None:
+        """Back to the arrival state after its replica went away (the restart is counted in ``interruptions``);
+        the arrival time is kept, so its latencies include the lost time."""
+        self.computed_tokens = self.generated_tokens = self.kv_blocks = self.group_tick = 0
+        self.scheduled_s = self.first_token_s = None
+        self.last_token_s = self.max_itl_s = 0.0
+        self.replica_id = -1
+        self.interruptions += 1
 
     @property
     def known_tokens(self) -> int:

@@ -28,26 +28,29 @@ def usage_frames(fleet, end_s: float) -> tuple[pd.DataFrame, pd.DataFrame]:
     usage = {gid: share.usage() for gid, share in fleet.shares.items()}
     busy_of = {gid: sum(w * g for w, g in zip(work, fleet.shares[gid].gpu_weight, strict=True)) + switch
                for gid, (work, switch) in usage.items()}
-    index_in_pool: dict[str, int] = {}
     rows = []
-    for r in fleet.replicas:
-        plan = plans[r.pool]
-        i = index_in_pool[r.pool] = index_in_pool.get(r.pool, -1) + 1
-        busy = r.busy_until(end_s)
-        gpu, position = placement.get((r.pool, i), (None, 0))
+    for name, pool in fleet.pools.items():
+        plan = plans[name]
         sharing = plan.config.sharing
         licence = sharing.license_usd_per_gpu_hour if sharing is not None and sharing.mode == "vgpu" else 0.0
-        if gpu is None:
-            gpus, gid, gpu_time, gpu_busy = plan.config.tensor_parallel, "", busy * plan.config.tensor_parallel, busy
-        elif gpu.gpu_id in usage:
-            work, _ = usage[gpu.gpu_id]
-            gpus, gid = gpu.share(position), gpu.gpu_id
-            gpu_time, gpu_busy = work[position] * fleet.shares[gid].gpu_weight[position], busy_of[gid]
-        else:  # an isolated MIG instance: its own steps, on its part of the GPU
-            gpus, gid = gpu.share(position), gpu.gpu_id
-            gpu_time, gpu_busy = busy * gpus, busy
-        rows.append((r.pool, plan.gpu.key, r.replica_id, gpus, 0.0, end_s, busy, plan.usd_per_gpu_hour,
-                     plan.gpu.idle_w, plan.gpu.tdp_w, gid, gpu_time, gpu_busy, licence))
+        for i, member in enumerate(pool.members):
+            r = member.replica
+            start = member.log[0][0]
+            end = member.log[-1][0] if member.state == "released" else end_s
+            busy = r.busy_until(end)
+            gpu, position = placement.get((name, i), (None, 0))
+            if gpu is None:
+                tp = plan.config.tensor_parallel
+                gpus, gid, gpu_time, gpu_busy = tp, "", busy * tp, busy
+            elif gpu.gpu_id in usage:
+                work, _ = usage[gpu.gpu_id]
+                gpus, gid = gpu.share(position), gpu.gpu_id
+                gpu_time, gpu_busy = work[position] * fleet.shares[gid].gpu_weight[position], busy_of[gid]
+            else:  # an isolated MIG instance: its own steps, on its part of the GPU
+                gpus, gid = gpu.share(position), gpu.gpu_id
+                gpu_time, gpu_busy = busy * gpus, busy
+            rows.append((name, plan.gpu.key, r.replica_id, gpus, start, end, busy, plan.usd_per_gpu_hour,
+                         plan.gpu.idle_w, plan.gpu.tdp_w, gid, gpu_time, gpu_busy, licence))
     replicas = pd.DataFrame(rows, columns=INTERVAL_COLUMNS)
     gpu_rows = []
     for gpu in fleet.deployment.gpus:

@@ -1,0 +1,216 @@
+"""A pool's replicas through their lives, on the nodes that hold their GPUs.
+
+A replica that is asked for goes through the start-up phases of reference CS-1 (``sim/scaling_config.py``):
+
+    node (only if no node of the pool has free GPUs) -> pull (only on a node without the image) -> load (weights)
+    -> warmup (compile, CUDA graphs) -> probe (readiness) -> ready -> draining -> released
+
+Only ready replicas receive requests. A replica asked to go while starting is released at once; a ready one
+drains (no new requests) until empty or until ``drain_timeout_s``, when what is left is re-queued or failed.
+Nodes hold ``gpus_per_node`` GPUs; they are billed from the start of provisioning to their release, which comes
+``release_after_idle_s`` after their last replica left. Each change is logged as ``(time_s, state)`` per replica
+and per node: the exact event trace that outputs and tests read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import simpy
+
+from sim.engine.replica import Replica
+from sim.engine.request import Request
+from sim.engine.sizing import weight_bytes
+from sim.scaling_config import Duration
+
+STARTING = ("node", "pull", "load", "warmup", "probe")
+
+
+def sample_s(dist: Duration, rng: np.random.Generator) -> float:
+    """One draw of a phase duration (seconds)."""
+    if dist.dist == "fixed":
+        return dist.s
+    if dist.dist == "uniform":
+        return float(rng.uniform(dist.low_s, dist.high_s))
+    if dist.dist == "lognormal":
+        return float(dist.median_s * np.exp(dist.sigma * rng.standard_normal()))
+    return float(rng.exponential(dist.mean_s))
+
+
+@dataclass
+class Node:
+    """One machine of a pool; ``ready`` is pending while it is being provisioned."""
+
+    node_id: int
+    gpus: int
+    start_s: float
+    free: int
+    ready: simpy.Event
+    image_cached: bool = False
+    end_s: float | None = None
+    idle_since: float | None = None
+
+
+@dataclass
+class Member:
+    """One replica's life in its pool: its node and its state log."""
+
+    replica: Replica
+    node: Node
+    log: list[tuple[float, str]] = field(default_factory=list)
+    process: simpy.Process | None = None
+
+    @property
+    def state(self) -> str:
+        return self.log[-1][1]
+
+
+@dataclass
+class PoolHooks:
+    """What a pool tells the fleet: a replica became ready, stopped taking requests, or gave requests back."""
+
+    ready: Callable[[Replica], None]
+    unroute: Callable[[Replica], None]
+    give_back: Callable[[list[Request], str], None]
+
+
+class PoolRuntime:
+    """The replicas and nodes of one pool, and the lifecycle processes that move them."""
+
+    def __init__(self, env: simpy.Environment, plan, make_replica: Callable[[int], Replica], hooks: PoolHooks,
+                 rng: np.random.Generator) -> None:
+        self.env = env
+        self.name = plan.name
+        self.plan = plan
+        self.cfg = plan.config.lifecycle
+        self.gpus_per_node = plan.config.nodes.gpus_per_node or plan.config.tensor_parallel
+        self.release_after_idle_s = plan.config.nodes.release_after_idle_s
+        self.tp = plan.config.tensor_parallel
+        self.make_replica = make_replica
+        self.hooks = hooks
+        self.rng = rng
+        self.members: list[Member] = []
+        self.nodes: list[Node] = []
+        self.desired = 0
+        self.load_s = weight_bytes(plan.model, plan.config.precision) / 1e9 / self.cfg.weight_load_gb_s
+
+    # ---------------------------------------------------------------------------------------------- queries
+    def active(self) -> list[Member]:
+        """Replicas that count (starting or ready; not draining or released), in creation order."""
+        return [m for m in self.members if m.state in STARTING or m.state == "ready"]
+
+    def count(self, *states: str) -> int:
+        return sum(m.state in states for m in self.members)
+
+    # ---------------------------------------------------------------------------------------------- actions
+    def start_ready(self, n: int) -> None:
+        """``n`` replicas ready at time 0 (the fleet as it stands when the run begins)."""
+        for _ in range(n):
+            node = self._node_with_room(provision=False)
+            member = self._add(node, "ready")
+            self.hooks.ready(member.replica)
+        self.desired = n
+
+    def scale_to(self, n: int) -> None:
+        """Add or remove replicas so that ``n`` are starting or ready."""
+        self.desired = n
+        active = self.active()
+        if n > len(active):
+            for _ in range(n - len(active)):
+                member = self._add(self._node_with_room(provision=True), "node")
+                member.process = self.env.process(self._start_up(member))
+        elif n < len(active):
+            # As a ReplicaSet picks pods to delete: not-yet-ready before ready, and the newest first.
+            ranked = sorted(active, key=lambda m: (m.state == "ready", -m.replica.replica_id))
+            for member in ranked[:len(active) - n]:
+                self._retire(member)
+
+    # ---------------------------------------------------------------------------------------------- internals
+    def _set(self, member: Member, state: str) -> None:
+        member.log.append((self.env.now, state))
+
+    def _add(self, node: Node, state: str) -> Member:
+        node.free -= self.tp
+        node.idle_since = None
+        member = Member(self.make_replica(len(self.members)), node, [(self.env.now, state)])
+        self.members.append(member)
+        return member
+
+    def _node_with_room(self, provision: bool) -> Node:
+        for node in self.nodes:  # the oldest node with room: ready ones first
+            if node.end_s is None and node.free >= self.tp and node.ready.triggered:
+                return node
+        for node in self.nodes:
+            if node.end_s is None and node.free >= self.tp:
+                return node
+        node = Node(len(self.nodes), self.gpus_per_node, self.env.now, self.gpus_per_node, self.env.event())
+        self.nodes.append(node)
+        if provision:
+            self.env.process(self._provision(node))
+        else:
+            node.ready.succeed()
+            node.image_cached = True
+        return node
+
+    def _provision(self, node: Node):
+        yield self.env.timeout(sample_s(self.cfg.node_provision_s, self.rng))
+        node.ready.succeed()
+
+    def _start_up(self, member: Member):
+        env, cfg, node = self.env, self.cfg, member.node
+        try:
+            if not node.ready.triggered:
+                yield node.ready
+            if not node.image_cached:
+                self._set(member, "pull")
+                yield env.timeout(cfg.image_gb / cfg.image_pull_gb_s)
+                node.image_cached = True
+            self._set(member, "load")
+            yield env.timeout(self.load_s)
+            self._set(member, "warmup")
+            yield env.timeout(sample_s(cfg.warmup_s, self.rng))
+            self._set(member, "probe")
+            yield env.timeout(sample_s(cfg.readiness_s, self.rng))
+        except simpy.Interrupt:
+            self._release(member)
+            return
+        self._set(member, "ready")
+        member.process = None
+        self.hooks.ready(member.replica)
+
+    def _retire(self, member: Member) -> None:
+        if member.state in STARTING:
+            member.process.interrupt()
+            return
+        self._set(member, "draining")
+        self.hooks.unroute(member.replica)
+        member.process = self.env.process(self._drain(member))
+
+    def _drain(self, member: Member):
+        replica = member.replica
+        if replica.has_work:
+            idle = replica.when_idle()
+            yield idle | self.env.timeout(self.cfg.drain_timeout_s)
+            if not idle.triggered:
+                reason = "drain_timeout" if self.cfg.on_drain_timeout == "fail" else ""
+                self.hooks.give_back(replica.stop(), reason)
+        self._release(member)
+
+    def _release(self, member: Member) -> None:
+        if not member.replica.stopped:
+            member.replica.stop(evict=False)
+        self._set(member, "released")
+        node = member.node
+        node.free += self.tp
+        if node.free == node.gpus:
+            node.idle_since = self.env.now
+            self.env.process(self._release_node(node, self.env.now))
+
+    def _release_node(self, node: Node, idle_since: float):
+        # Even with no delay, the release waits for this instant's other events: a replica started at the same
+        # instant moves into the node instead of provisioning another.
+        yield self.env.timeout(self.release_after_idle_s)
+        if node.idle_since == idle_since and node.end_s is None:  # nobody moved in meanwhile
+            node.end_s = self.env.now
