@@ -161,6 +161,8 @@ class VgpuSharing(_TimeSliced):
                               "mixed-size mode: lower maximum counts; fixed share not allowed)")
     license_usd_per_gpu_hour: float = Field(default=NVAIE_USD_PER_GPU_HOUR, ge=0, description="NVAIE licence per "
                                             "physical GPU (default $4,500 per GPU-year; ~$1 on cloud marketplaces)")
+    hypervisor_overhead: float = Field(default=0.0, ge=0, le=1, description="added to every step's time as a "
+                                       "fraction (VG-7: one VM per GPU ran at 94.4-100% of bare metal: 0 to 0.06)")
 
 
 class TimeSliceSharing(_TimeSliced):

@@ -184,3 +184,26 @@ def test_mps_clients_run_concurrently_until_their_sm_shares_exceed_the_gpu():
     assert fractions([True, True, False]) == ([1.0, 1.0, 0.0], 0.0)  # 100% of the SMs: no slowdown
     rates, _ = fractions([True, True, True])
     np.testing.assert_allclose(rates, [2 / 3] * 3)  # 150% asked for: each runs at 1 / 1.5
+
+
+def test_strict_round_robin_keeps_turning_while_the_gpu_is_idle():
+    # Fixed share, 4 slots of 2 ms, one VM (slot 0) with a lone 0.5 ms job now and then: the job waits for slot 0
+    # of a cycle that kept turning, not for a cycle restarted when the job arrived. Over arrival phases spread
+    # uniformly the mean completion is 0.5 + (wait for slot 0): about 2.8 ms; a restarted cycle would always wait
+    # the three other slots (6.5 ms).
+    env = simpy.Environment()
+    gpu = make_gpu("quantum", "fixed_share", 1, 4, 0.002, 0.0, env)
+    rng = np.random.default_rng(5)
+    lat = []
+
+    def jobs():
+        for _ in range(400):
+            yield env.timeout(0.05 + rng.uniform(0, 0.008))
+            start = env.now
+            yield gpu.run(0, 0.0005)
+            lat.append(env.now - start)
+
+    env.process(jobs())
+    env.run()
+    assert 0.0022 < np.mean(lat) < 0.0034
+    assert min(lat) == pytest.approx(0.0005) and max(lat) <= 0.0065 + 1e-9

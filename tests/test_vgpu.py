@@ -54,13 +54,17 @@ def test_vm_sees_the_whole_gpu_with_its_profiles_frame_buffer():
     assert default_time_slice_s(h100, ["H100XM-5C"]) == 0.001  # 16 per GPU
 
 
-def test_single_full_profile_vm_matches_bare_metal():
-    # One VM with the whole frame buffer (L4-24C) has the GPU to itself: VMware measured 94-100% of bare metal
-    # (VG-7); with no hypervisor overhead configured the model gives exactly bare metal.
+def test_single_full_profile_vm_is_passthrough_plus_its_hypervisor_overhead():
+    # One VM with the whole frame buffer (L4-24C) has the GPU to itself: no slices, no switches. VMware measured
+    # 94.4-100% of bare metal with one VM per GPU (VG-7): the hypervisor_overhead knob, the same as passthrough's.
     bare = run({"p": pool()})
-    vm = run({"p": pool(sharing={"mode": "vgpu", "profile": "L4-24C"})})
-    pd.testing.assert_series_equal(vm.requests["e2e_s"], bare.requests["e2e_s"], rtol=1e-9)
-    assert vm.summary["ttft_s"]["p99"] == pytest.approx(bare.summary["ttft_s"]["p99"], rel=0.03)
+    for overhead in (0.0, 0.05):
+        vm = run({"p": pool(sharing={"mode": "vgpu", "profile": "L4-24C", "hypervisor_overhead": overhead})})
+        passthrough = run({"p": pool(sharing={"mode": "passthrough", "hypervisor_overhead": overhead})})
+        pd.testing.assert_series_equal(vm.requests["e2e_s"], passthrough.requests["e2e_s"], rtol=1e-9)
+        ratio = vm.summary["e2e_s"]["mean"] / bare.summary["e2e_s"]["mean"]
+        assert 1.0 <= ratio <= 1.0 + 2 * overhead + 1e-9  # within a few percent of bare metal
+        assert vm.gpus.iloc[0]["switch_s"] == 0
     # ... and pays the NVAIE licence on top of the GPU.
     assert vm.summary["cost"]["usd_per_hour"] == pytest.approx(1.0 + NVAIE_USD_PER_GPU_HOUR)
     assert bare.summary["cost"]["usd_per_hour"] == pytest.approx(1.0)
@@ -76,8 +80,9 @@ def test_shared_gpu_cost_is_split_across_its_tenants_and_licensed_once():
     assert res.cost_by_hour["licence_usd"].sum() == pytest.approx(res.summary["shared_gpus"]["licence_usd_total"])
     gpu = res.gpus.iloc[0]
     assert gpu["tenants"] == 3 and gpu["scheduler"] == "best_effort"
-    # The GPU's busy time is its tenants' GPU time plus switches; each VM's share is its own.
-    assert gpu["busy_s"] == pytest.approx(res.replicas["gpu_time_s"].sum() + gpu["switch_s"])
+    # A VM uses the GPU only while a step of its own is in flight, and the GPU is busy with some VM's work then.
+    assert (res.replicas["gpu_time_s"] <= res.replicas["busy_s"] * (1 + 1e-9)).all()
+    assert (res.replicas["gpu_time_s"] <= gpu["busy_s"]).all()
     assert 0 < gpu["busy_fraction"] < 1
     assert res.summary["pools"]["p"]["gpu"]["gpu_time_share"] == pytest.approx(
         res.replicas["gpu_time_s"].sum() / res.summary["duration_s"])
@@ -140,11 +145,12 @@ def test_mig_profiles_of_different_pools_share_one_h100_through_a_group():
     res = run({"p": {**h100, "sharing": {"mode": "mig", "profile": "4g.40gb", "group": "h"}},
                "small": {**h100, "replicas": 2, "sharing": {"mode": "mig", "profile": "1g.10gb", "group": "h"}},
                "mid": {**h100, "sharing": {"mode": "mig", "profile": "2g.20gb", "group": "h"}}})
-    # 4g.40gb@0, 1g.10gb@4 and 1g.10gb@5 share the first GPU; 2g.20gb (starts 0, 2 or 4) needs a second.
-    assert list(res.gpus["tenants"]) == [3, 1]
+    # Largest first: 4g.40gb@0, 2g.20gb@4, 1g.10gb@6 fill the first GPU; the second 1g.10gb needs another.
+    assert list(res.gpus["tenants"]) == [3, 1] and list(res.gpus["pools"]) == ["mid,p,small", "small"]
     assert res.gpus["usd_per_hour"].sum() == pytest.approx(8.0)
     by_pool = res.replicas.groupby("pool")["gpus"].sum()
-    assert by_pool["p"] == pytest.approx(4 / 6 * 1) and by_pool["mid"] == pytest.approx(1.0)
+    assert by_pool["p"] == pytest.approx(4 / 7) and by_pool["mid"] == pytest.approx(2 / 7)
+    assert by_pool["small"] == pytest.approx(1 / 7 + 1)
     assert (res.requests["status"] == "finished").all()
 
 
@@ -173,4 +179,42 @@ def test_shared_gpu_invariants(mode, vms, scheduler, fidelity, rate, limit, seed
     assert (res.replicas["gpu_time_s"] <= duration * (1 + 1e-9)).all()
     assert (res.replicas["busy_s"] <= duration * (1 + 1e-9)).all()
     assert res.replicas["gpus"].sum() == pytest.approx(1.0)
-    assert gpu["busy_s"] == pytest.approx(res.replicas["gpu_time_s"].sum() + gpu["switch_s"], rel=1e-9, abs=1e-9)
+    assert (res.replicas["gpu_time_s"] <= res.replicas["busy_s"] * (1 + 1e-9) + 1e-12).all()
+
+
+def test_groups_mix_what_their_pools_ask_for():
+    # MIG: packing does not depend on the order the pools are written in (largest instances are placed first).
+    h100 = {"gpu": "h100_sxm", "model": "llama-3.2-1b", "perf": {"model": "kernel"},
+            "engine": {"max_model_len": 2048}}
+    res = run({"p": {**h100, "sharing": {"mode": "mig", "profile": "1g.10gb", "group": "h"}},
+               "big": {**h100, "sharing": {"mode": "mig", "profile": "4g.40gb", "group": "h"}}})
+    assert len(res.gpus) == 1
+    # Time-slicing: memory fractions of different pools add up on one GPU (0.7 + 0.3).
+    res = run({"p": pool(sharing={"mode": "timeslice", "memory_fraction": 0.7, "group": "g"}),
+               "q": pool(sharing={"mode": "timeslice", "memory_fraction": 0.3, "group": "g"})})
+    assert len(res.gpus) == 1
+    # MPS: each tenant runs with its own pool's SM share.
+    from sim.cluster.build import build
+    from sim.cluster.deploy import plan_pools
+    from sim.rng import Streams
+
+    sc = scenario({"workload": WORKLOAD, "pools": {
+        "p": pool(sharing={"mode": "mps", "active_thread_percentage": 80, "group": "m"}),
+        "q": pool(sharing={"mode": "mps", "active_thread_percentage": 20, "group": "m"})}})
+    fleet = build(sc, plan_pools(sc, load_catalog(), "test"), Streams(0))
+    (share,) = fleet.shares.values()
+    assert share.gpu_weight == [0.8, 0.2]
+
+
+def test_a_group_of_different_sizes_needs_mixed_size_mode():
+    from sim.errors import ScenarioError
+
+    with pytest.raises(ScenarioError, match=r"pools\.q\.sharing\.profile.*VG-9"):
+        run({"p": pool(sharing={"mode": "vgpu", "profile": "L4-12C", "group": "g"}),
+             "q": pool(sharing={"mode": "vgpu", "profile": "L4-6C", "group": "g"})})
+    res = run({"p": pool(sharing={"mode": "vgpu", "profile": "L4-12C", "group": "g", "mixed_sizes": True}),
+               "q": pool(sharing={"mode": "vgpu", "profile": "L4-6C", "group": "g", "mixed_sizes": True})})
+    assert len(res.gpus) == 1
+    with pytest.raises(ScenarioError, match=r"pools\.q\.sharing\.group.*also the name of a pool"):
+        run({"p": pool(sharing={"mode": "vgpu", "profile": "L4-12C"}),
+             "q": pool(sharing={"mode": "vgpu", "profile": "L4-12C", "group": "p"})})

@@ -106,7 +106,7 @@ class Fleet:
 
     def add_replicas(self, streams: Streams) -> None:
         for gpu in self.deployment.gpus:
-            runtime = build_share(self.env, gpu, self.plans[gpu.tenants[0].pool].config.sharing)
+            runtime = build_share(self.env, gpu, lambda pool: self.plans[pool].config.sharing)
             if runtime is not None:
                 self.shares[gpu.gpu_id] = runtime
         placement = self.deployment.placement()

@@ -16,6 +16,7 @@ from sim.errors import CatalogError, DeploymentError, ScenarioError, unknown_nam
 from sim.sharing import mig, vgpu
 from sim.sharing.mig import PlacementError
 from sim.sharing.placement import SHARED_MODES, PhysicalGpu, Tenant, pack, tenant_rules
+from sim.sharing.slicing import sm_share
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +68,8 @@ def _replica_gpu(pool: PoolConfig, gpu: GpuSpec, source: str, base: str) -> GpuS
                                      "or equal_share, or mixed_sizes: false")
         else:
             fraction = sharing.memory_fraction or 1 / sharing.replicas_per_gpu
-            if fraction * sharing.replicas_per_gpu > 1 + 1e-9:
+            # Alone, a pool must fit replicas_per_gpu of its replicas on a GPU; in a group, pack() checks the mix.
+            if sharing.group is None and fraction * sharing.replicas_per_gpu > 1 + 1e-9:
                 field = "memory_fraction"
                 raise PlacementError(f"{sharing.replicas_per_gpu} replicas per GPU x memory_fraction {fraction:g} add "
                                      f"up to more than 1 ({'SH-1' if sharing.mode == 'timeslice' else 'SH-2'}: "
@@ -76,7 +78,7 @@ def _replica_gpu(pool: PoolConfig, gpu: GpuSpec, source: str, base: str) -> GpuS
             update = {"name": f"{gpu.name} ({sharing.mode} client)", "memory_gib": gpu.memory_gib * fraction,
                       "mig_memory_slices": 0, "mig_profiles": {}, "vgpu_profiles": {}}
             if sharing.mode == "mps":
-                sm = (sharing.active_thread_percentage or 100 / sharing.replicas_per_gpu) / 100
+                sm = sm_share(sharing)
                 update |= {k: getattr(gpu, k) * sm for k in ("bf16_tflops", "fp8_tflops", "int8_tops")
                            if getattr(gpu, k) is not None}
                 update["memory_bandwidth_gb_s"] = gpu.memory_bandwidth_gb_s * sm
@@ -104,6 +106,10 @@ def _place(scenario: Scenario, catalog: Catalog, source: str) -> tuple[PhysicalG
     gpus: list[PhysicalGpu] = []
     for group, names in groups.items():
         first = scenario.pools[names[0]]
+        owner = scenario.pools.get(group)
+        if owner is not None and getattr(owner.sharing, "group", None) != group and len(names) > 1:
+            raise ScenarioError(source, f"pools.{names[-1]}.sharing.group", f"'{group}' is also the name of a pool "
+                                "outside this group; pick a group name that is not a pool name")
         for other in names[1:]:
             pool, base = scenario.pools[other], f"pools.{other}"
             if pool.gpu != first.gpu:
@@ -121,6 +127,15 @@ def _place(scenario: Scenario, catalog: Catalog, source: str) -> tuple[PhysicalG
             rule, weight, prof = tenant_rules(pool.sharing.mode, gpu, pool.sharing)
             check = check or rule
             tenants += [Tenant(name, i, prof, weight) for i in range(pool.replicas)]
+            sizes = {t.weight for t in tenants}
+            if first.sharing.mode == "vgpu" and len(sizes) > 1 and not first.sharing.mixed_sizes:
+                raise ScenarioError(source, f"pools.{name}.sharing.profile", f"{pool.sharing.profile} differs in "
+                                    f"frame-buffer size from the other profiles of sharing group '{group}'; in "
+                                    "equal-size mode every vGPU on a GPU has the same size (VG-9; set mixed_sizes: "
+                                    "true, or use separate groups)")
+        # First-fit decreasing: the largest shares first, so that small ones fill the gaps (a MIG 1g.10gb placed
+        # before a 4g.40gb would take the slot the 4g needs).
+        tenants.sort(key=lambda t: -t.weight)
         try:
             gpus += pack(group, gpu, first.sharing.mode, tenants, check)
         except PlacementError as err:

@@ -104,7 +104,7 @@ def build_perf_model(pool: PoolConfig, gpu: GpuSpec, model: ModelSpec, sizing: R
     """The step-time model of one pool's replicas (with a passed-through GPU's hypervisor overhead, if any)."""
     perf = PERF_MODELS[pool.perf.model](pool, gpu, model, sizing)
     sharing = pool.sharing
-    if sharing is not None and sharing.mode == "passthrough" and sharing.hypervisor_overhead:
+    if sharing is not None and getattr(sharing, "hypervisor_overhead", 0.0):
         perf = SlowedPerf(perf, 1.0 + sharing.hypervisor_overhead)
     return perf
 

@@ -198,24 +198,33 @@ class QuantumGpu:
         return work, self.switch_s
 
     def _loop(self):
-        env, cycle = self.env, self.cycle
+        env, cycle, q = self.env, self.cycle, self.slice_s
         slot, last = -1, None
         while True:
+            slot_left = q
             if all(e is None for e in self.waiting):
+                idle_from = env.now
                 self._wake = env.event()
                 yield self._wake
                 self._wake = None
+                if not self.work_conserving:
+                    # A strict round robin keeps turning while the GPU is idle: resume in the slot the clock is in,
+                    # with what is left of it.
+                    elapsed = env.now - idle_from
+                    turned = int(elapsed // q)
+                    slot = (slot + turned) % len(cycle)
+                    slot_left = q - (elapsed - turned * q)
             slot = (slot + 1) % len(cycle)
             owner = cycle[slot]
             if owner is None or self.waiting[owner] is None:
                 if not self.work_conserving:
-                    yield env.timeout(self.slice_s)  # an idle slot; its owner waits for its next turn
+                    yield env.timeout(slot_left)  # an idle slot; its owner waits for its next turn
                 continue
             if last is not None and owner != last and self.switch_cost_s:
                 yield env.timeout(self.switch_cost_s)
                 self.switch_s += self.switch_cost_s
             last = owner
-            left = self.slice_s
+            left = slot_left
             while left > _EPS_S and self.waiting[owner] is not None:
                 take = min(left, self.left_s[owner])
                 self._in_slice = (owner, env.now)
@@ -232,6 +241,10 @@ class QuantumGpu:
             if left > _EPS_S and not self.work_conserving:
                 yield env.timeout(left)  # the rest of a strict slot stays idle
 
+def sm_share(sharing) -> float:
+    """An MPS client's share of the SMs (``active_thread_percentage``, default an equal split)."""
+    return (sharing.active_thread_percentage or 100 / sharing.replicas_per_gpu) / 100
+
 
 def slice_settings(gpu, sharing) -> tuple[float, float]:
     """``(slice_s, switch_s)`` of a time-sliced physical GPU (VG-4 defaults for vGPU; 2 ms for Kubernetes
@@ -247,12 +260,14 @@ def slice_settings(gpu, sharing) -> tuple[float, float]:
     return slice_s, sharing.switch_cost_us / 1e6
 
 
-def build_share(env: simpy.Environment, gpu, sharing) -> FluidGpu | QuantumGpu | None:
+def build_share(env: simpy.Environment, gpu, sharing_of) -> FluidGpu | QuantumGpu | None:
     """The runtime of one physical GPU (a :class:`~sim.sharing.placement.PhysicalGpu`) whose tenants share it in
-    time, or None where they do not interact (MIG instances are isolated)."""
+    time, or None where they do not interact (MIG instances are isolated). ``sharing_of(pool)``: a tenant pool's
+    sharing settings (those of the GPU itself are the same for every pool of a group)."""
     k = len(gpu.tenants)
+    sharing = sharing_of(gpu.tenants[0].pool)
     if sharing.mode == "mps":
-        share = [(sharing.active_thread_percentage or 100 / sharing.replicas_per_gpu) / 100] * k
+        share = [sm_share(sharing_of(t.pool)) for t in gpu.tenants]
         return FluidGpu(env, k, mps_fractions(share), gpu_weight=share)
     if sharing.mode not in ("vgpu", "timeslice"):
         return None
