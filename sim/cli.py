@@ -69,6 +69,12 @@ def summary_text(res: Results) -> str:
         f"${_fmt(cost['usd_per_million_output_tokens'], 1, 3)} per million output tokens; "
         f"energy {s['energy_kwh']:.4f} kWh",
     ]
+    hours = s["gpu_hours"]
+    if hours["cold_start"] or hours["draining"]:
+        billed = hours["billed"] or 1.0
+        out.append(f"GPU-hours: {hours['billed']:,.3f} billed; wasted in cold start {hours['cold_start']:,.3f} "
+                   f"({100 * hours['cold_start'] / billed:.1f}%), draining {hours['draining']:,.3f}, idle "
+                   f"{hours['idle']:,.3f}; {req['interrupted']} requests restarted after their replica went away")
     shared = s.get("shared_gpus")
     if shared:
         out.append(f"shared GPUs: {shared['physical_gpus']}, busy {_fmt(shared['busy_fraction_mean'], 100, 1)}% "
@@ -88,7 +94,7 @@ def write_results(res: Results, out: Path) -> list[Path]:
     """
     out.mkdir(parents=True, exist_ok=True)
     files = {"cost_by_hour.parquet": res.cost_by_hour, "replicas.parquet": res.replicas}
-    for name in ("gpus", "nodes", "lifecycle"):
+    for name in ("gpus", "nodes", "lifecycle", "scaling"):
         frame = getattr(res, name)
         if frame is not None and len(frame):
             files[f"{name}.parquet"] = frame

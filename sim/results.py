@@ -56,6 +56,7 @@ class Results:
     gpus: pd.DataFrame | None = None
     nodes: pd.DataFrame | None = None
     lifecycle: pd.DataFrame | None = None
+    scaling: pd.DataFrame | None = None
 
     @property
     def requests(self) -> pd.DataFrame:

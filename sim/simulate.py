@@ -6,7 +6,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
+from sim.autoscale.runner import SCALING_COLUMNS
 from sim.catalog import load_catalog
 from sim.cluster.build import build
 from sim.cluster.deploy import plan_pools
@@ -114,4 +116,4 @@ def simulate(
     timeseries = None if monitor.store.spilled else monitor.frame()
     return Results(scenario, seed_info, None if fleet.records.spilled else kept, timeseries, replicas, hourly,
                    summary, fleet.events, tuple(fleet.records.parts), tuple(monitor.store.parts), gpus, nodes,
-                   lifecycle_frame(fleet.pools))
+                   lifecycle_frame(fleet.pools), pd.DataFrame(fleet.scaling, columns=SCALING_COLUMNS))

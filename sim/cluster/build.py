@@ -9,6 +9,7 @@ from pathlib import Path
 
 import simpy
 
+from sim.autoscale.runner import AUTOSCALERS
 from sim.cluster.deploy import Deployment, PoolPlan
 from sim.cluster.pool import PoolHooks, PoolRuntime
 from sim.cluster.router import ROUTERS
@@ -75,6 +76,8 @@ class Fleet:
     longest_len: int = 0  # the largest max_model_len of any pool: longer requests are rejected
     can_scale: bool = False  # some pool has an autoscaler (a request may wait for a replica to start)
     arrival_times: deque[float] = field(default_factory=deque)  # recent arrivals, for rate metrics
+    rate_window_s: float = 0.0  # the longest window over which an autoscaler reads the arrival rate
+    scaling: list[tuple] = field(default_factory=list)  # autoscaler decisions (sim/autoscale/runner.py)
     finished_by_pool: dict[str, deque] = field(default_factory=dict)  # recent completions, for latency metrics
     done: simpy.Event | None = None
 
@@ -131,13 +134,19 @@ class Fleet:
             pool = self.pools[name] = PoolRuntime(self.env, plan, make, hooks, streams.get(f"lifecycle.{name}"))
             pool.start_ready(plan.config.replicas)
             self.longest_len = max(self.longest_len, plan.sizing.max_model_len)
-            self.can_scale |= plan.config.autoscale is not None
             self.finished_by_pool[name] = deque()
+        for name, plan in self.plans.items():
+            scale = plan.config.autoscale
+            if scale is not None:
+                self.can_scale = True
+                self.rate_window_s = max([self.rate_window_s, *(m.window_s for m in scale.metrics)])
+                self.env.process(AUTOSCALERS[scale.policy](self.env, self, self.pools[name], scale, self.scaling))
 
     def _ready(self, replica: Replica) -> None:
         """A replica became ready: it takes requests, first those waiting at the gateway."""
         self.routable.append(replica)
         self.shortest_len = min(r.max_model_len for r in self.routable)
+        self.monitor.capacity(self.env.now, replica.pool, replica.state.total_blocks)
         waiting, self.pending = self.pending, deque()
         for req in waiting:
             self._route(req)
@@ -145,6 +154,7 @@ class Fleet:
     def _unroute(self, replica: Replica) -> None:
         self.routable.remove(replica)
         self.shortest_len = min((r.max_model_len for r in self.routable), default=0)
+        self.monitor.capacity(self.env.now, replica.pool, -replica.state.total_blocks)
 
     def _give_back(self, requests: list[Request], reason: str) -> None:
         """Requests whose replica went away: routed again (they restart), or rejected with ``reason``."""
@@ -223,7 +233,7 @@ def build(scenario: Scenario, deployment: Deployment, streams: Streams, spill_di
         env=env,
         deployment=deployment,
         router=ROUTERS[scenario.router.policy](streams.get("routing")),
-        monitor=PoolMonitor({n: p.sizing.kv_blocks * p.config.replicas for n, p in plans.items()},
+        monitor=PoolMonitor(list(plans),
                             RowStore(spill, spill_dir / "timeseries" if spill_dir else None)),
         events=[] if scenario.run.trace_events else None,
         records=RowStore(spill, spill_dir / "requests" if spill_dir else None, keep=SUMMARY_COLUMNS),

@@ -11,14 +11,14 @@ from sim.engine.request import Request
 
 RECORD_COLUMNS = [
     "request_id", "arrival_s", "first_token_s", "finish_s", "prompt_tokens", "output_tokens", "pool",
-    "gpu_type", "replica_id", "status", "reject_reason", "preemptions", "queue_s", "ttft_s", "tpot_s", "max_itl_s",
-    "e2e_s",
+    "gpu_type", "replica_id", "status", "reject_reason", "preemptions", "interruptions", "queue_s", "ttft_s",
+    "tpot_s", "max_itl_s", "e2e_s",
 ]
 
 
 #: The record columns the run's summary reads (kept in memory when records spill to disk).
-SUMMARY_COLUMNS = ["pool", "status", "preemptions", "prompt_tokens", "output_tokens", "queue_s", "ttft_s",
-                   "tpot_s", "max_itl_s", "e2e_s"]
+SUMMARY_COLUMNS = ["pool", "status", "preemptions", "interruptions", "prompt_tokens", "output_tokens", "queue_s",
+                   "ttft_s", "tpot_s", "max_itl_s", "e2e_s"]
 
 
 def empty_frame(gpu_of_pool: dict[str, str]) -> pd.DataFrame:
@@ -35,8 +35,9 @@ def requests_frame(requests: Sequence[Request], gpu_of_pool: dict[str, str]) -> 
 
     ``queue_s`` is arrival to first scheduling; ``ttft_s`` arrival to first token; ``tpot_s`` the mean time
     per output token after the first, ``(finish - first_token) / (output_tokens - 1)`` (NaN for one-token
-    outputs); ``max_itl_s`` the longest gap between two consecutive output tokens (finished requests with two
-    tokens or more, else NaN); ``e2e_s`` arrival to finish.
+    outputs); ``interruptions`` how often the request's replica went away under it and it restarted elsewhere
+    (drain timeout, spot reclaim, failure); ``max_itl_s`` the longest gap between two consecutive output tokens
+    (finished requests with two tokens or more, else NaN); ``e2e_s`` arrival to finish.
     """
     arrival = np.array([r.arrival_s for r in requests], dtype=float)
     first = _opt(r.first_token_s for r in requests)
@@ -60,6 +61,7 @@ def requests_frame(requests: Sequence[Request], gpu_of_pool: dict[str, str]) -> 
         "status": pd.Categorical([r.status for r in requests], categories=["finished", "rejected", "in_flight"]),
         "reject_reason": pd.Series([r.reject_reason for r in requests], dtype="object"),
         "preemptions": np.array([r.preemptions for r in requests], dtype=np.int64),
+        "interruptions": np.array([r.interruptions for r in requests], dtype=np.int64),
         "queue_s": scheduled - arrival,
         "ttft_s": first - arrival,
         "tpot_s": tpot,

@@ -42,6 +42,7 @@ def _block(requests: pd.DataFrame, slo: SloConfig, duration_s: float) -> dict:
             "rejected": int((status == "rejected").sum()),
             "in_flight": int((status == "in_flight").sum()),
             "preemptions": int(requests["preemptions"].sum()),
+            "interrupted": int((requests["interruptions"] > 0).sum()),
         },
     }
     for metric in LATENCY_METRICS:
@@ -62,6 +63,15 @@ def _block(requests: pd.DataFrame, slo: SloConfig, duration_s: float) -> dict:
     return out
 
 
+def _gpu_hours(hourly: pd.DataFrame) -> dict[str, float]:
+    """Billed GPU-hours and their split by what the GPUs were doing (see :mod:`sim.metrics.lifecycle`)."""
+    keys = ("ready", "cold_start", "draining", "idle")
+    if not len(hourly):
+        return {"billed": 0.0, **dict.fromkeys(keys, 0.0)}
+    return {"billed": float(hourly["gpu_hours"].sum()),
+            **{k: float(hourly[f"{k}_gpu_hours"].sum()) for k in keys}}
+
+
 def summarize(requests: pd.DataFrame, hourly_cost: pd.DataFrame, pool_prices: dict[str, str], slo: SloConfig,
               duration_s: float, energy_kwh: float) -> dict:
     """The run's summary: counts, latency statistics, throughput, SLO attainment, cost, energy.
@@ -80,12 +90,14 @@ def summarize(requests: pd.DataFrame, hourly_cost: pd.DataFrame, pool_prices: di
         "usd_per_million_output_tokens": usd_total / out_tokens * 1e6 if out_tokens else None,
     }
     summary["energy_kwh"] = energy_kwh
+    summary["gpu_hours"] = _gpu_hours(hourly_cost)
     summary["duration_s"] = duration_s
     pools = {}
     for pool, price in pool_prices.items():
         block = _block(requests[(requests["pool"] == pool).to_numpy()], slo, duration_s)
         usd = float(hourly_cost.loc[hourly_cost["pool"] == pool, "usd"].sum()) if len(hourly_cost) else 0.0
         block["cost"] = {"usd_total": usd, "usd_per_hour": usd / hours if hours > 0 else None, "price": price}
+        block["gpu_hours"] = _gpu_hours(hourly_cost[hourly_cost["pool"] == pool] if len(hourly_cost) else hourly_cost)
         pools[pool] = block
     summary["pools"] = pools
     return summary

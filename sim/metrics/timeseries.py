@@ -1,9 +1,9 @@
 """Time-varying pool state as a change-point log, summarised with time weighting.
 
-A row ``(time_s, pool, running, waiting, kv_used_blocks, busy_replicas, kv_utilization)`` is written whenever
-a pool's running
-or waiting count or its number of busy replicas changes; KV usage is sampled at those instants (admissions,
-completions, arrivals), not at every step. Each value holds until the next row of the same pool.
+A row ``(time_s, pool, running, waiting, kv_used_blocks, busy_replicas, kv_total_blocks, kv_utilization)`` is
+written whenever a pool's running or waiting count, its number of busy replicas or its KV capacity (the ready
+replicas' blocks) changes; KV usage is sampled at those instants (admissions, completions, arrivals), not at
+every step. Each value holds until the next row of the same pool.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pandas as pd
 
 from sim.metrics.store import RowStore
 
-COLUMNS = ["time_s", "pool", "running", "waiting", "kv_used_blocks", "busy_replicas"]
+COLUMNS = ["time_s", "pool", "running", "waiting", "kv_used_blocks", "busy_replicas", "kv_total_blocks"]
 
 
 #: Change points are turned into a table this many at a time (see :class:`sim.metrics.store.RowStore`).
@@ -27,8 +27,8 @@ class PoolMonitor:
     can no longer be coalesced) become a table chunk in ``store`` (which spills to disk past its threshold).
     """
 
-    def __init__(self, kv_blocks_by_pool: dict[str, int] | None = None, store: RowStore | None = None) -> None:
-        self.kv_blocks_by_pool = kv_blocks_by_pool or {}
+    def __init__(self, pools: list[str] | None = None, store: RowStore | None = None) -> None:
+        self.pools = list(pools or [])
         self._replica: dict[int, tuple[int, int, int, bool]] = {}
         self._pool: dict[str, list[int]] = {}
         self.rows: list[tuple] = []
@@ -42,14 +42,23 @@ class PoolMonitor:
         if old == new:
             return
         self._replica[replica_id] = new
-        agg = self._pool.setdefault(pool, [0, 0, 0, 0])
+        agg = self._pool.setdefault(pool, [0, 0, 0, 0, 0])
         agg[0] += running - old[0]
         agg[1] += waiting - old[1]
         agg[2] += kv_used - old[2]
         agg[3] += int(busy) - int(old[3])
         if (running, waiting, busy) == (old[0], old[1], old[3]):
             return  # only KV usage moved: sampled at the next structural change
-        row = (now_s, pool, agg[0], agg[1], agg[2], agg[3])
+        self._row(now_s, pool, agg)
+
+    def capacity(self, now_s: float, pool: str, delta_blocks: int) -> None:
+        """A replica of ``pool`` became ready (``delta_blocks`` > 0) or stopped taking requests (< 0)."""
+        agg = self._pool.setdefault(pool, [0, 0, 0, 0, 0])
+        agg[4] += delta_blocks
+        self._row(now_s, pool, agg)
+
+    def _row(self, now_s: float, pool: str, agg: list[int]) -> None:
+        row = (now_s, pool, *agg)
         last = self._last_row_index.get(pool)
         if last is not None and self.rows[last][0] == now_s:
             self.rows[last] = row  # coalesce changes at one instant
@@ -63,9 +72,9 @@ class PoolMonitor:
 
     def _table(self, rows: list[tuple]) -> pd.DataFrame:
         frame = pd.DataFrame(rows, columns=COLUMNS)
-        total = frame["pool"].map(self.kv_blocks_by_pool).astype(float)
-        frame["kv_utilization"] = frame["kv_used_blocks"] / total
-        frame["pool"] = pd.Categorical(frame["pool"], categories=list(self.kv_blocks_by_pool) or None)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            frame["kv_utilization"] = frame["kv_used_blocks"] / frame["kv_total_blocks"].replace(0, np.nan)
+        frame["pool"] = pd.Categorical(frame["pool"], categories=self.pools or None)
         return frame
 
     def finish(self) -> None:
@@ -75,7 +84,7 @@ class PoolMonitor:
         self._last_row_index = {}
 
     def frame(self) -> pd.DataFrame:
-        """The change points, with ``kv_utilization`` = used / total KV blocks of the pool's replicas."""
+        """The change points, with ``kv_utilization`` = used / total KV blocks of the pool's ready replicas."""
         return self.store.frame(self._table([])) if not self.rows else pd.concat(
             [self.store.frame(self._table([])), self._table(self.rows)], ignore_index=True)
 
