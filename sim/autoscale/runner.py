@@ -34,6 +34,7 @@ def hpa_process(env, fleet, pool, cfg: HpaConfig, log: list):
               _direction(cfg.behavior.scale_down))
     while True:
         yield env.timeout(cfg.sync_period_s)
+        yield env.timeout(0)  # after everything else due now: a scrape at this instant is visible to this sync
         snap = scraper.visible()
         active = pool.active()
         current = len(active)

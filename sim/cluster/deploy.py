@@ -202,6 +202,8 @@ def plan_pools(scenario: Scenario, catalog: Catalog, source: str) -> Deployment:
         except SizingError as err:
             raise DeploymentError(source, f"{base}.{err.field}", str(err)) from None
         plans[name] = PoolPlan(name, pool, gpu, model, sizing, usd, label)
-    if sum(p.replicas for p in scenario.pools.values()) == 0:
-        raise ScenarioError(source, "pools", "every pool has 0 replicas; at least one replica is needed")
+    if sum(p.replicas for p in scenario.pools.values()) == 0 and all(
+            p.autoscale is None for p in scenario.pools.values()):
+        raise ScenarioError(source, "pools", "every pool has 0 replicas and none autoscales; at least one replica is "
+                            "needed")
     return Deployment(plans, _place(scenario, catalog, source))

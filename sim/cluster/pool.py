@@ -119,7 +119,9 @@ class PoolRuntime:
         active = self.active()
         if n > len(active):
             for _ in range(n - len(active)):
-                member = self._add(self._node_with_room(provision=True), "node")
+                node = self._node_with_room(provision=True)
+                first = "node" if not node.ready.triggered else "load" if node.image_cached else "pull"
+                member = self._add(node, first)
                 member.process = self.env.process(self._start_up(member))
         elif n < len(active):
             # As a ReplicaSet picks pods to delete: not-yet-ready before ready, and the newest first.
@@ -129,7 +131,8 @@ class PoolRuntime:
 
     # ---------------------------------------------------------------------------------------------- internals
     def _set(self, member: Member, state: str) -> None:
-        member.log.append((self.env.now, state))
+        if member.state != state:
+            member.log.append((self.env.now, state))
 
     def _add(self, node: Node, state: str) -> Member:
         node.free -= self.tp

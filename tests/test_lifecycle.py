@@ -1,0 +1,240 @@
+"""Replica lifecycle, nodes and billing (sim/cluster/pool.py, sim/metrics/lifecycle.py): exact event traces of a
+scale-up and of a drain, billing arithmetic per granularity, and an HPA-scaled run's timing and conservation."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+import simpy
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sim import simulate
+from sim.catalog import load_catalog
+from sim.cluster.pool import PoolHooks, PoolRuntime
+from sim.engine.sizing import weight_bytes
+from sim.metrics.cost import cost_by_hour
+from sim.metrics.lifecycle import billed_s, state_counts
+from sim.scaling_config import LifecycleConfig, NodesConfig
+from tests.conftest import scenario
+
+MODEL = load_catalog().models["llama-3.2-1b"]
+LOAD_S = weight_bytes(MODEL, "bf16") / 1e9 / 2.0  # weights at 2 GB/s
+
+FIXED = {"node_provision_s": {"dist": "fixed", "s": 100}, "image_gb": 10, "image_pull_gb_s": 0.5,
+         "weight_load_gb_s": 2.0, "warmup_s": {"dist": "fixed", "s": 30}, "readiness_s": {"dist": "fixed", "s": 5},
+         "drain_timeout_s": 20}
+
+
+class FakeReplica:
+    """What a pool needs of a replica: work that ends when the test says so."""
+
+    def __init__(self, env, replica_id):
+        self.env, self.replica_id, self.stopped, self.requests = env, replica_id, False, []
+        self._idle = []
+
+    @property
+    def has_work(self):
+        return bool(self.requests)
+
+    def when_idle(self):
+        event = self.env.event()
+        self._idle.append(event)
+        return event
+
+    def finish_all(self):
+        self.requests = []
+        for event in self._idle:
+            event.succeed()
+
+    def stop(self, evict=True):
+        self.stopped = True
+        out, self.requests = self.requests, []
+        return out
+
+
+def fake_pool(env, gpus_per_node=None, **lifecycle):
+    plan = SimpleNamespace(name="p", model=MODEL, config=SimpleNamespace(
+        lifecycle=LifecycleConfig.model_validate({**FIXED, **lifecycle}),
+        nodes=NodesConfig(gpus_per_node=gpus_per_node), tensor_parallel=1, precision="bf16"))
+    made, events = [], []
+    hooks = PoolHooks(ready=lambda r: events.append((env.now, "ready", r.replica_id)),
+                      unroute=lambda r: events.append((env.now, "unroute", r.replica_id)),
+                      give_back=lambda reqs, reason: events.append((env.now, "give_back", tuple(reqs), reason)))
+
+    def make(i):
+        made.append(FakeReplica(env, len(made)))
+        return made[-1]
+
+    return PoolRuntime(env, plan, make, hooks, rng=None), made, events
+
+
+def trace(pool):
+    return [(m.replica.replica_id, t, s) for m in pool.members for t, s in m.log]
+
+
+def assert_trace(got, expected):
+    assert [(r, s) for r, _, s in got] == [(r, s) for r, _, s in expected]
+    assert [t for _, t, _ in got] == pytest.approx([t for _, t, _ in expected], abs=1e-9)
+
+
+def test_scale_up_goes_through_every_phase_at_its_time():
+    env = simpy.Environment()
+    pool, _, events = fake_pool(env, gpus_per_node=2)
+    pool.start_ready(1)  # replica 0 on node 0 (ready, image cached), one GPU free there
+
+    def scaler():
+        yield env.timeout(15)
+        pool.scale_to(3)
+
+    env.process(scaler())
+    env.run(until=1000)
+    assert_trace(trace(pool), [
+        (0, 0.0, "ready"),
+        # Replica 1 takes node 0's free GPU: the image is cached there, so it loads at once.
+        (1, 15.0, "load"), (1, 15 + LOAD_S, "warmup"), (1, 45 + LOAD_S, "probe"), (1, 50 + LOAD_S, "ready"),
+        # Replica 2 needs a new node: provisioning, then the image pull on the fresh node.
+        (2, 15.0, "node"), (2, 115.0, "pull"), (2, 135.0, "load"), (2, 135 + LOAD_S, "warmup"),
+        (2, 165 + LOAD_S, "probe"), (2, 170 + LOAD_S, "ready"),
+    ])
+    ready = [e for e in events if e[1] == "ready"]
+    assert [e[2] for e in ready] == [0, 1, 2]
+    assert [e[0] for e in ready] == pytest.approx([0.0, 50 + LOAD_S, 170 + LOAD_S])
+    assert [(n.node_id, n.start_s, n.end_s) for n in pool.nodes] == [(0, 0.0, None), (1, 15.0, None)]
+
+
+def test_drain_waits_for_the_work_then_releases_and_requeues_at_the_timeout():
+    env = simpy.Environment()
+    pool, made, events = fake_pool(env)
+    pool.start_ready(3)
+    made[1].requests = ["a"]
+    made[2].requests = ["b", "c"]
+
+    def scaler():
+        yield env.timeout(10)
+        pool.scale_to(1)  # the newest two go: replicas 2 and 1
+        yield env.timeout(5)
+        made[1].finish_all()  # replica 1 empties within the drain timeout
+
+    env.process(scaler())
+    env.run(until=100)
+    assert_trace(trace(pool), [
+        (0, 0.0, "ready"),
+        (1, 0.0, "ready"), (1, 10.0, "draining"), (1, 15.0, "released"),
+        (2, 0.0, "ready"), (2, 10.0, "draining"), (2, 30.0, "released"),
+    ])
+    # Replica 2 still had two requests at the 20 s timeout: handed back to be re-queued (no reason).
+    assert (30.0, "give_back", ("b", "c"), "") in events
+    assert [(n.node_id, n.end_s) for n in pool.nodes] == [(0, None), (1, 15.0), (2, 30.0)]
+
+
+def test_a_replica_asked_to_go_while_starting_is_released_at_once():
+    env = simpy.Environment()
+    pool, _, events = fake_pool(env)
+    pool.start_ready(1)
+
+    def scaler():
+        yield env.timeout(10)
+        pool.scale_to(2)
+        yield env.timeout(50)
+        pool.scale_to(1)  # replica 1 is still provisioning its node
+
+    env.process(scaler())
+    env.run(until=500)
+    assert trace(pool)[1:] == [(1, 10.0, "node"), (1, 60.0, "released")]
+    assert not [e for e in events if e[1] == "ready" and e[2] == 1]
+    assert pool.nodes[1].start_s == 10.0 and pool.nodes[1].end_s == 60.0  # billed while provisioning
+
+
+@pytest.mark.parametrize(("alive", "granularity", "minimum", "billed"), [
+    (0.4, 0, 0, 0.4), (0.4, 1, 10, 10.0), (10.2, 1, 10, 11.0), (61.0, 60, 0, 120.0), (59.0, 1, 60, 60.0),
+    (3599.5, 3600, 0, 3600.0), (3600.0, 3600, 0, 3600.0), (1.0, 1, 0, 1.0),
+])
+def test_billing_rounds_up_to_the_granularity_and_a_minimum(alive, granularity, minimum, billed):
+    assert billed_s(alive, granularity, minimum) == pytest.approx(billed)
+
+
+def test_billed_node_time_is_split_by_clock_hour():
+    # A node from 3,000 s billed 1,200 s (to 4,200 s) at $2/GPU-h with 4 GPUs: 600 s in hour 0, 600 s in hour 1.
+    nodes = pd.DataFrame({"pool": ["p"], "gpu_type": ["l4"], "gpus": [4], "start_s": [3000.0], "end_s": [4200.0],
+                          "usd_per_gpu_hour": [2.0]})
+    got = cost_by_hour(nodes).set_index("hour")
+    assert got.loc[0, "gpu_hours"] == pytest.approx(4 * 600 / 3600)
+    assert got["usd"].sum() == pytest.approx(4 * 1200 / 3600 * 2.0)
+
+
+# ------------------------------------------------------------------------------------------- whole runs
+
+def hpa_pool(**over):
+    return {"gpu": "l4", "model": "llama-3.2-1b", "perf": {"model": "kernel"}, "engine": {"max_model_len": 2048},
+            "price": {"usd_per_gpu_hour": 1.0}, "lifecycle": FIXED,
+            "autoscale": {"policy": "hpa", "max_replicas": 5, "metrics": [{"name": "request_rate", "target": 2.0}]},
+            **over}
+
+
+def step_workload(t_step, low, high, end, out_tokens=(10, 100)):
+    return {"type": "open_loop", "duration_s": end, "num_requests": None,
+            "arrival": {"process": "piecewise", "times_s": [0, t_step], "rates_per_s": [low, high]},
+            "prompt_tokens": {"dist": "uniform", "low": 50, "high": 400},
+            "output_tokens": {"dist": "uniform", "low": out_tokens[0], "high": out_tokens[1]}}
+
+
+def test_a_step_in_load_adds_replicas_after_a_sync_and_a_cold_start_never_before():
+    res = simulate(scenario({"workload": step_workload(300, 0.5, 8.0, 900), "pools": {"p": hpa_pool()}}))
+    life = res.lifecycle
+    starts = life[(life["state"] == "node") & (life["replica_id"] > 0)]
+    first_decision = starts["time_s"].min()
+    # The rate metric (60 s window) first exceeds 2 req/replica x 1.1 at a sync after the step; syncs are every
+    # 15 s, on multiples of 15.
+    assert 300 < first_decision <= 300 + 15 + 15 and first_decision % 15 == 0
+    cold = 100 + 20 + LOAD_S + 30 + 5  # node, pull, load, warmup, probe (all fixed)
+    ready = life[(life["state"] == "ready") & (life["replica_id"] > 0)]
+    assert ready["time_s"].min() == pytest.approx(first_decision + cold)
+    counts = state_counts(life)
+    assert counts[counts["time_s"] < first_decision + cold]["ready"].max() == 1
+    # Billing: the new nodes are paid from their provisioning start; cold start is reported as such.
+    hours = res.summary["gpu_hours"]
+    assert hours["cold_start"] == pytest.approx(len(starts) * cold / 3600, rel=1e-6)
+    assert hours["billed"] == pytest.approx(sum(hours[k] for k in ("ready", "cold_start", "draining", "idle")))
+
+
+def test_scale_from_zero_holds_requests_at_the_gateway_until_a_replica_is_ready():
+    pool = hpa_pool(replicas=0, autoscale={"policy": "hpa", "min_replicas": 0, "max_replicas": 2,
+                                           "metrics": [{"name": "request_rate", "target": 5.0}]})
+    res = simulate(scenario({"workload": step_workload(60, 1.0, 1.0, 120), "pools": {"p": pool}}))
+    req = res.requests
+    assert (req["status"] == "finished").all()
+    cold = 100 + 20 + LOAD_S + 30 + 5
+    assert req["first_token_s"].min() > 15 + cold  # the first sync at 15 s, then a whole cold start
+    assert req.loc[0, "ttft_s"] > cold
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(high=st.floats(2.0, 12.0), drain=st.floats(0.0, 3.0), fail=st.booleans(),
+       limit=st.one_of(st.none(), st.floats(200.0, 700.0)), seed=st.integers(0, 2**16))
+def test_every_request_is_accounted_for_under_autoscaling(high, drain, fail, limit, seed):
+    lifecycle = {**FIXED, "drain_timeout_s": drain, "on_drain_timeout": "fail" if fail else "requeue",
+                 "warmup_s": {"dist": "lognormal", "median_s": 30, "sigma": 0.5}}
+    pool = hpa_pool(lifecycle=lifecycle, autoscale={
+        "policy": "hpa", "max_replicas": 4, "metrics": [{"name": "concurrency", "target": 4}],
+        "behavior": {"scale_down": {"stabilization_window_s": 30,
+                                    "policies": [{"type": "percent", "value": 100, "period_s": 15}]}}})
+    # High load long enough for new replicas to become ready (cold start ~160 s), then low: they drain with
+    # long requests on them, and a short drain timeout cuts some.
+    res = simulate(scenario({"workload": step_workload(400, high, 1.0, 700, out_tokens=(100, 800)),
+                             "pools": {"p": pool}, "run": {"max_duration_s": limit}}), seed=seed)
+    req = res.requests
+    s = res.summary["requests"]
+    assert s["arrived"] == len(req) == req["request_id"].nunique() == s["finished"] + s["rejected"] + s["in_flight"]
+    assert set(req.loc[req["status"] == "rejected", "reject_reason"]) <= {"drain_timeout"}
+    if not fail:
+        assert s["rejected"] == 0
+    if limit is None:
+        assert s["in_flight"] == 0
+    fin = req[req["status"] == "finished"]
+    assert (fin["e2e_s"] >= fin["ttft_s"]).all() and (fin["ttft_s"] > 0).all()
+    assert res.summary["gpu_hours"]["billed"] >= res.summary["gpu_hours"]["ready"]
+    assert not math.isnan(res.summary["cost"]["usd_total"])
