@@ -10,7 +10,14 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from sim.scaling_config import Autoscale, BillingConfig, LifecycleConfig, NodesConfig
+from sim.scaling_config import (
+    Autoscale,
+    BillingConfig,
+    FailureConfig,
+    LifecycleConfig,
+    NodesConfig,
+    SpotConfig,
+)
 from sim.workload.arrivals import ArrivalProcess
 from sim.workload.lengths import LengthDist
 
@@ -212,6 +219,8 @@ class PoolConfig(BaseModel):
     lifecycle: LifecycleConfig = LifecycleConfig()
     nodes: NodesConfig = NodesConfig()
     billing: BillingConfig = BillingConfig()
+    spot: SpotConfig | None = Field(default=None, description="spot capacity: reclaimed with notice")
+    failures: FailureConfig | None = Field(default=None, description="GPU/node failures")
 
     @model_validator(mode="after")
     def _scalable(self) -> PoolConfig:
@@ -219,9 +228,11 @@ class PoolConfig(BaseModel):
         if per_node is not None and per_node < self.tensor_parallel:
             raise ValueError(f"nodes.gpus_per_node ({per_node}) is less than tensor_parallel ({self.tensor_parallel}):"
                              " a replica's GPUs are on one node")
-        if self.autoscale is not None and self.sharing is not None and self.sharing.mode != "passthrough":
-            raise ValueError(f"autoscaling a pool with sharing mode {self.sharing.mode!r} is not supported: replicas "
-                             "on shared GPUs are placed once, at the start; scale whole-GPU or passthrough pools")
+        dynamic = self.autoscale is not None or self.spot is not None or self.failures is not None
+        if dynamic and self.sharing is not None and self.sharing.mode != "passthrough":
+            raise ValueError(f"autoscaling, spot or failures on a pool with sharing mode {self.sharing.mode!r} are not "
+                             "supported: replicas on shared GPUs are placed once, at the start; use whole-GPU or "
+                             "passthrough pools")
         return self
 
 

@@ -85,6 +85,33 @@ class NodesConfig(BaseModel):
                                       "(tensor_parallel)")
     release_after_idle_s: float = Field(default=0.0, ge=0, description="how long an empty node is kept (and "
                                         "billed) before release; the Cluster Autoscaler waits 600 s (NODE-1)")
+    stockout_probability: float = Field(default=0.0, ge=0, le=1, description="chance that a provisioning attempt "
+                                        "finds no capacity (GPU stock-outs, common for H100; NODE-5)")
+    provision_timeout_s: float = Field(default=900.0, gt=0, description="a failed attempt is given up after this "
+                                       "(Cluster Autoscaler max-node-provision-time, 15 min)")
+    retry_backoff_s: float = Field(default=300.0, ge=0, description="wait before the next attempt")
+
+
+class SpotConfig(BaseModel):
+    """The pool runs on spot capacity: each node is reclaimed as a Poisson process of ``reclaims_per_gpu_hour`` per
+    GPU, after ``notice_s`` of warning (AWS 120 s, GCP and Azure 30 s; reference SPOT-1). On notice its replicas stop
+    taking requests; at the deadline what is still on them is re-queued or failed. The pool replaces them (a
+    ReplicaSet keeps its count), on new nodes."""
+
+    model_config = _FROZEN
+    reclaims_per_gpu_hour: float = Field(gt=0, description="e.g. AWS Advisor bucket 10-20%/month ~ 0.15 per "
+                                         "instance-month = 2e-4 per hour")
+    notice_s: float = Field(default=120.0, ge=0)
+    on_reclaim: Literal["requeue", "fail"] = "requeue"
+
+
+class FailureConfig(BaseModel):
+    """GPU or node failures: each node fails as a Poisson process with ``mtbf_gpu_hours`` per GPU, without notice;
+    what was on it is re-queued or failed, and the pool replaces the lost replicas."""
+
+    model_config = _FROZEN
+    mtbf_gpu_hours: float = Field(gt=0)
+    on_failure: Literal["requeue", "fail"] = "requeue"
 
 
 class BillingConfig(BaseModel):
@@ -187,4 +214,128 @@ class HpaConfig(BaseModel):
         return self
 
 
-Autoscale = HpaConfig
+class KedaTrigger(BaseModel):
+    """A KEDA trigger: ``queue_length`` or ``concurrency`` (summed over the ready pods), ``request_rate``, or a
+    latency percentile; ``target`` per replica (``AverageValue``, KEDA's default metric type) except for
+    latencies (``Value``); active when the value is above ``activation`` (KEDA-3)."""
+
+    model_config = _FROZEN
+    name: str
+    target: float = Field(gt=0)
+    activation: float = Field(default=0.0, ge=0)
+    window_s: float = Field(default=60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _known(self) -> KedaTrigger:
+        if self.name not in ("queue_length", "concurrency", "request_rate") and metric_kind(self.name) != "latency":
+            raise ValueError(f"unknown trigger {self.name!r}; allowed: queue_length, concurrency, request_rate, or a "
+                             "latency percentile such as ttft_p90_s")
+        return self
+
+
+class KedaConfig(BaseModel):
+    """KEDA on top of an HPA (reference section 1.2): every ``polling_interval_s`` KEDA activates the pool from 0 to
+    1 replica when a trigger is active, and scales it to 0 after ``cooldown_s`` without an active trigger (when
+    ``min_replicas`` is 0); between 1 and ``max_replicas`` the HPA it creates decides on its own sync period."""
+
+    model_config = _FROZEN
+    policy: Literal["keda"] = "keda"
+    min_replicas: int = Field(default=0, ge=0)
+    max_replicas: int = Field(default=100, gt=0, le=10_000)
+    triggers: tuple[KedaTrigger, ...] = Field(min_length=1)
+    polling_interval_s: float = Field(default=30.0, gt=0)
+    cooldown_s: float = Field(default=300.0, ge=0)
+    sync_period_s: float = Field(default=15.0, gt=0)
+    tolerance: float = Field(default=0.1, ge=0, lt=1)
+    behavior: BehaviorConfig = BehaviorConfig()
+
+    @model_validator(mode="after")
+    def _bounds(self) -> KedaConfig:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) must not exceed max_replicas ({self.max_replicas})")
+        return self
+
+
+class KpaConfig(BaseModel):
+    """Knative Pod Autoscaler (reference section 1.3, Table 1.3 defaults): every ``tick_s`` it compares the stable
+    (60 s) and panic (6 s) averages of the pods' total concurrency (or requests/s) with ``target x
+    target_utilization`` per pod. Only ready pods count as capacity."""
+
+    model_config = _FROZEN
+    policy: Literal["kpa"] = "kpa"
+    metric: Literal["concurrency", "rps"] = "concurrency"
+    target: float = Field(default=100.0, gt=0, description="container-concurrency-target-default (rps: 200)")
+    target_utilization: float = Field(default=0.7, gt=0, le=1)
+    stable_window_s: float = Field(default=60.0, ge=6, le=3600)
+    panic_window_percentage: float = Field(default=10.0, ge=1, le=100)
+    panic_threshold_percentage: float = Field(default=200.0, ge=110, le=1000)
+    max_scale_up_rate: float = Field(default=1000.0, gt=1)
+    max_scale_down_rate: float = Field(default=2.0, gt=1)
+    scale_down_delay_s: float = Field(default=0.0, ge=0, le=3600)
+    scale_to_zero_grace_s: float = Field(default=30.0, ge=0)
+    min_replicas: int = Field(default=0, ge=0, description="min-scale")
+    max_replicas: int = Field(gt=0, le=10_000, description="max-scale")
+    activation_scale: int = Field(default=1, ge=1)
+    tick_s: float = Field(default=2.0, gt=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> KpaConfig:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) must not exceed max_replicas ({self.max_replicas})")
+        return self
+
+
+class ScheduleEntry(BaseModel):
+    model_config = _FROZEN
+    at_s: float = Field(ge=0, description="seconds into the period (e.g. 8 h = 28800 into a day)")
+    replicas: int = Field(ge=0)
+
+
+class ScheduledConfig(BaseModel):
+    """A time-of-day table: from each entry's ``at_s`` (within every ``period_s``) the pool runs ``replicas``."""
+
+    model_config = _FROZEN
+    policy: Literal["scheduled"] = "scheduled"
+    schedule: tuple[ScheduleEntry, ...] = Field(min_length=1)
+    period_s: float = Field(default=86_400.0, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ScheduledConfig:
+        times = [e.at_s for e in self.schedule]
+        if times != sorted(set(times)) or times[-1] >= self.period_s:
+            raise ValueError(f"schedule times must increase strictly and stay below period_s ({self.period_s:g}); "
+                             f"got {times}")
+        return self
+
+
+class PredictiveConfig(BaseModel):
+    """Forecast the arrival rate ``lead_s`` ahead (default: the pool's typical cold start) from the last
+    ``history_s`` (Holt's linear trend over ``bucket_s`` buckets), and run enough replicas for it at
+    ``capacity_rps`` each with ``headroom``; scale-down follows the max of the last ``scale_down_delay_s``."""
+
+    model_config = _FROZEN
+    policy: Literal["predictive"] = "predictive"
+    capacity_rps: float = Field(gt=0, description="requests/s one replica serves within its SLO (measure it)")
+    headroom: float = Field(default=0.2, ge=0, le=10)
+    min_replicas: int = Field(default=1, ge=0)
+    max_replicas: int = Field(gt=0, le=10_000)
+    period_s: float = Field(default=30.0, gt=0)
+    bucket_s: float = Field(default=60.0, gt=0)
+    history_s: float = Field(default=900.0, gt=0)
+    lead_s: float | None = Field(default=None, ge=0, description="default: the sum of the start-up phases' "
+                                 "typical durations")
+    alpha: float = Field(default=0.5, gt=0, le=1, description="level smoothing")
+    beta: float = Field(default=0.3, ge=0, le=1, description="trend smoothing")
+    scale_down_delay_s: float = Field(default=300.0, ge=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> PredictiveConfig:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) must not exceed max_replicas ({self.max_replicas})")
+        if self.history_s < 2 * self.bucket_s:
+            raise ValueError(f"history_s ({self.history_s:g}) must hold at least two buckets of {self.bucket_s:g} s")
+        return self
+
+
+Autoscale = Annotated[HpaConfig | KedaConfig | KpaConfig | ScheduledConfig | PredictiveConfig,
+                      Field(discriminator="policy")]

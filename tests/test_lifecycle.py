@@ -18,6 +18,7 @@ from sim.cluster.pool import PoolHooks, PoolRuntime
 from sim.engine.sizing import weight_bytes
 from sim.metrics.cost import cost_by_hour
 from sim.metrics.lifecycle import billed_s, state_counts
+from sim.rng import Streams
 from sim.scaling_config import LifecycleConfig, NodesConfig
 from tests.conftest import scenario
 
@@ -69,7 +70,7 @@ def fake_pool(env, gpus_per_node=None, **lifecycle):
         made.append(FakeReplica(env, len(made)))
         return made[-1]
 
-    return PoolRuntime(env, plan, make, hooks, rng=None), made, events
+    return PoolRuntime(env, plan, make, hooks, Streams(0)), made, events
 
 
 def trace(pool):
@@ -238,3 +239,66 @@ def test_every_request_is_accounted_for_under_autoscaling(high, drain, fail, lim
     assert (fin["e2e_s"] >= fin["ttft_s"]).all() and (fin["ttft_s"] > 0).all()
     assert res.summary["gpu_hours"]["billed"] >= res.summary["gpu_hours"]["ready"]
     assert not math.isnan(res.summary["cost"]["usd_total"])
+
+
+def test_spot_reclaim_gives_notice_then_takes_the_node_and_the_pool_replaces_it():
+    env = simpy.Environment()
+    pool, made, events = fake_pool(env)
+    pool.spot = SimpleNamespace(reclaims_per_gpu_hour=1.0, notice_s=120.0, on_reclaim="requeue")
+    pool.start_ready(2)
+    made[0].requests = ["a", "b"]
+    # The reclaim clocks are drawn from the pool's own spot stream, node 0 first.
+    draws = Streams(0).get("spot.p")
+    t0, t1 = draws.exponential(3600.0), draws.exponential(3600.0)
+    first = min(t0, t1)
+    lost = 0 if t0 < t1 else 1
+    env.run(until=first + 120 + 1)
+    log = dict(((r, s), t) for r, t, s in trace(pool))
+    assert log[(lost, "draining")] == pytest.approx(first)  # the notice: no new requests
+    assert log[(lost, "reclaimed")] == pytest.approx(first + 120)
+    assert pool.nodes[lost].end_s == pytest.approx(first + 120) and pool.nodes[lost].ended_by == "reclaimed"
+    back = [e for e in events if e[1] == "give_back"]
+    if lost == 0:  # what was still running at the deadline is handed back to be re-queued (no reason)
+        assert [(e[2], e[3]) for e in back] == [(("a", "b"), "")] and back[0][0] == pytest.approx(first + 120)
+    # A replacement replica starts at once, on a new node.
+    assert log[(2, "node")] == pytest.approx(first + 120)
+    assert pool.members[2].node.node_id == 2
+
+
+def test_a_provisioning_attempt_can_find_no_capacity_and_back_off():
+    env = simpy.Environment()
+    pool, _, _ = fake_pool(env)
+    pool.nodes_cfg = NodesConfig(stockout_probability=0.5, provision_timeout_s=900, retry_backoff_s=300)
+    pool.start_ready(1)
+    pool.scale_to(8)
+    env.run(until=20_000)
+    failed = [n.failed_attempts for n in pool.nodes[1:]]
+    assert any(failed) and not all(failed)  # p = 0.5 over seven nodes
+    for node in pool.nodes[1:]:
+        assert node.start_s == pytest.approx(node.requested_s + node.failed_attempts * 1200)
+        member = next(m for m in pool.members if m.node is node)
+        assert dict((s, t) for t, s in member.log)["pull"] == pytest.approx(node.start_s + 100)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(reclaims=st.floats(5.0, 60.0), mtbf=st.floats(0.02, 0.5), fail=st.booleans(), stockout=st.floats(0, 0.6),
+       limit=st.one_of(st.none(), st.floats(300.0, 900.0)), seed=st.integers(0, 2**16))
+def test_every_request_is_accounted_for_under_spot_reclaims_and_failures(reclaims, mtbf, fail, stockout, limit,
+                                                                          seed):
+    on = "fail" if fail else "requeue"
+    pool = hpa_pool(replicas=2, spot={"reclaims_per_gpu_hour": reclaims, "notice_s": 30, "on_reclaim": on},
+                    failures={"mtbf_gpu_hours": mtbf, "on_failure": on},
+                    nodes={"stockout_probability": stockout, "provision_timeout_s": 60, "retry_backoff_s": 30},
+                    autoscale={"policy": "hpa", "max_replicas": 4, "metrics": [{"name": "concurrency", "target": 4}]})
+    res = simulate(scenario({"workload": step_workload(300, 3.0, 1.0, 600, out_tokens=(50, 400)),
+                             "pools": {"p": pool}, "run": {"max_duration_s": limit}}), seed=seed)
+    req = res.requests
+    s = res.summary["requests"]
+    assert s["arrived"] == len(req) == req["request_id"].nunique() == s["finished"] + s["rejected"] + s["in_flight"]
+    assert set(req.loc[req["status"] == "rejected", "reject_reason"]) <= (
+        {"spot_reclaimed", "gpu_failure", "drain_timeout"} if fail else {"drain_timeout"})
+    if limit is None:
+        assert s["in_flight"] == 0
+    nodes = res.nodes
+    assert (nodes["billed_s"] >= 0).all() and (nodes["end_s"] >= nodes["start_s"]).all()
+    assert set(nodes["ended_by"]) <= {"", "released", "reclaimed", "failed"}

@@ -7,11 +7,23 @@ the replicas counted, and the decision.
 
 from __future__ import annotations
 
+from collections import deque
+
 import numpy as np
 
 from sim.autoscale.hpa import Direction, Hpa, PodSample, RatePolicy, external_proposal, pods_proposal
+from sim.autoscale.kpa import Kpa
 from sim.autoscale.metrics import Scraper
-from sim.scaling_config import HpaConfig, metric_kind
+from sim.autoscale.predictive import bucket_rates, holt_forecast, replicas_for
+from sim.scaling_config import (
+    HpaConfig,
+    KedaConfig,
+    KpaConfig,
+    MetricTarget,
+    PredictiveConfig,
+    ScheduledConfig,
+    metric_kind,
+)
 
 SCALING_COLUMNS = ["time_s", "pool", "policy", "replicas", "ready", "desired", "metric", "value", "target",
                    "proposal"]
@@ -61,5 +73,153 @@ def hpa_process(env, fleet, pool, cfg: HpaConfig, log: list):
             pool.scale_to(desired)
 
 
+def _total(pool, name: str) -> float:
+    """A pod gauge summed over the ready replicas (what a KEDA Prometheus trigger would query)."""
+    out = 0
+    for m in pool.members:
+        if m.state == "ready":
+            st = m.replica.state
+            out += len(st.waiting) + (len(st.running) if name == "concurrency" else 0)
+    return float(out)
+
+
+def keda_process(env, fleet, pool, cfg: KedaConfig, log: list):
+    """KEDA (KEDA-1 to KEDA-3): a polling loop for 0 <-> 1 and the HPA it creates for 1 <-> N."""
+    latency = [t for t in cfg.triggers if metric_kind(t.name) == "latency"]
+    rates = [t for t in cfg.triggers if t.name == "request_rate"]
+    scraper = Scraper(env, fleet, pool, [MetricTarget(name=t.name, target=t.target, window_s=t.window_s)
+                                         for t in (*latency, *rates)], cfg.polling_interval_s, 0.0)
+    hpa = Hpa(max(1, cfg.min_replicas), cfg.max_replicas, _direction(cfg.behavior.scale_up),
+              _direction(cfg.behavior.scale_down))
+    state = {"last_active": env.now}
+
+    def values() -> dict[str, float | None]:
+        series = scraper.take().series
+        return {t.name: series.get(t.name) if t.name in series else _total(pool, t.name) for t in cfg.triggers}
+
+    def poll():
+        while True:
+            yield env.timeout(cfg.polling_interval_s)
+            yield env.timeout(0)
+            current = len(pool.active())
+            now_values = values()
+            active = any(v is not None and v > t.activation for t, v in zip(cfg.triggers, now_values.values(),
+                                                                           strict=True))
+            if active:
+                state["last_active"] = env.now
+            desired = current
+            if active and current == 0:
+                desired = max(1, cfg.min_replicas)
+            elif (not active and current > 0 and cfg.min_replicas == 0
+                  and env.now - state["last_active"] >= cfg.cooldown_s):
+                desired = 0
+            for t in cfg.triggers:
+                log.append((env.now, pool.name, "keda", current, pool.count("ready"), desired, t.name + ":active",
+                            now_values[t.name], t.activation, desired))
+            if desired != current:
+                pool.scale_to(desired)
+
+    env.process(poll())
+    while True:
+        yield env.timeout(cfg.sync_period_s)
+        yield env.timeout(0)
+        current = len(pool.active())
+        if current == 0:
+            continue  # KEDA's activation loop owns 0 <-> 1; the HPA stands aside at zero
+        ready = pool.count("ready")
+        now_values = values()
+        proposals, rows = [], []
+        for t in cfg.triggers:
+            value = now_values[t.name]
+            proposal = external_proposal(value, current, ready, t.target, cfg.tolerance,
+                                         average=metric_kind(t.name) != "latency")
+            proposals.append(proposal)
+            rows.append([env.now, pool.name, "keda", current, ready, 0, t.name, value, t.target, proposal])
+        desired = hpa.decide(env.now, current, proposals)
+        for row in rows:
+            row[5] = desired
+            log.append(tuple(row))
+        if desired != current:
+            pool.scale_to(desired)
+
+
+def kpa_process(env, fleet, pool, cfg: KpaConfig, log: list):
+    """Knative KPA (KPA-1 to KPA-5): a sample of the pool's total concurrency (or arrivals) every second, a decision
+    every ``tick_s``. Requests waiting at the gateway count as concurrency (Knative's activator holds them)."""
+    target = cfg.target * cfg.target_utilization
+    kpa = Kpa(target, cfg.stable_window_s, cfg.stable_window_s * cfg.panic_window_percentage / 100,
+              cfg.panic_threshold_percentage / 100, cfg.max_scale_up_rate, cfg.max_scale_down_rate,
+              cfg.scale_down_delay_s, cfg.min_replicas, cfg.max_replicas, cfg.activation_scale,
+              cfg.scale_to_zero_grace_s)
+    next_tick = cfg.tick_s
+    while True:
+        yield env.timeout(1.0)
+        yield env.timeout(0)
+        if cfg.metric == "concurrency":
+            value = _total(pool, "concurrency") + len(fleet.pending)
+        else:
+            value = float(sum(t > env.now - 1.0 for t in fleet.arrival_times))
+        kpa.observe(env.now, value)
+        if env.now + 1e-9 < next_tick:
+            continue
+        next_tick += cfg.tick_s
+        current, ready = len(pool.active()), pool.count("ready")
+        desired = kpa.decide(env.now, ready, current)
+        log.append((env.now, pool.name, "kpa", current, ready, desired, cfg.metric + (":panic" if kpa.in_panic else
+                                                                                      ":stable"),
+                    value, target, desired))
+        if desired != current:
+            pool.scale_to(desired)
+
+
+def scheduled_process(env, fleet, pool, cfg: ScheduledConfig, log: list):
+    """A time-of-day table, repeated every ``period_s``."""
+    cycle = 0
+    while True:
+        for entry in cfg.schedule:
+            at = cycle * cfg.period_s + entry.at_s
+            if at > env.now:
+                yield env.timeout(at - env.now)
+            current = len(pool.active())
+            log.append((env.now, pool.name, "scheduled", current, pool.count("ready"), entry.replicas, "schedule",
+                        None, None, entry.replicas))
+            if entry.replicas != current:
+                pool.scale_to(entry.replicas)
+        cycle += 1
+
+
+def predictive_process(env, fleet, pool, cfg: PredictiveConfig, log: list):
+    """Forecast the rate a cold start ahead (sim/autoscale/predictive.py) every ``period_s``."""
+    lead = cfg.lead_s if cfg.lead_s is not None else pool.typical_cold_start_s()
+    recent: deque[tuple[float, int]] = deque()
+    while True:
+        yield env.timeout(cfg.period_s)
+        yield env.timeout(0)
+        rates = bucket_rates(fleet.arrival_times, env.now, cfg.bucket_s, cfg.history_s)
+        forecast = holt_forecast(rates, cfg.alpha, cfg.beta, lead / cfg.bucket_s + 0.5)
+        want = replicas_for(forecast, cfg.capacity_rps, cfg.headroom)
+        recent.append((env.now, want))
+        while recent[0][0] <= env.now - cfg.scale_down_delay_s and len(recent) > 1:
+            recent.popleft()
+        desired = min(max(max(w for _, w in recent), cfg.min_replicas), cfg.max_replicas)
+        current = len(pool.active())
+        log.append((env.now, pool.name, "predictive", current, pool.count("ready"), desired, "forecast_rps",
+                    forecast, cfg.capacity_rps, want))
+        if desired != current:
+            pool.scale_to(desired)
+
+
+def rate_window_s(cfg) -> float:
+    """How far back an autoscaler reads the fleet's arrivals."""
+    if cfg.policy == "hpa":
+        return max((m.window_s for m in cfg.metrics), default=0.0)
+    if cfg.policy == "keda":
+        return max((t.window_s for t in cfg.triggers), default=0.0)
+    if cfg.policy == "predictive":
+        return cfg.history_s
+    return 1.0 if cfg.policy == "kpa" else 0.0
+
+
 #: Autoscaling policies by ``autoscale.policy``: each a process function ``(env, fleet, pool, cfg, log)``.
-AUTOSCALERS = {"hpa": hpa_process}
+AUTOSCALERS = {"hpa": hpa_process, "keda": keda_process, "kpa": kpa_process, "scheduled": scheduled_process,
+               "predictive": predictive_process}

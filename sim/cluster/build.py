@@ -9,7 +9,7 @@ from pathlib import Path
 
 import simpy
 
-from sim.autoscale.runner import AUTOSCALERS
+from sim.autoscale.runner import AUTOSCALERS, rate_window_s
 from sim.cluster.deploy import Deployment, PoolPlan
 from sim.cluster.pool import PoolHooks, PoolRuntime
 from sim.cluster.router import ROUTERS
@@ -131,15 +131,17 @@ class Fleet:
                 self.replicas.append(replica)
                 return replica
 
-            pool = self.pools[name] = PoolRuntime(self.env, plan, make, hooks, streams.get(f"lifecycle.{name}"))
+            pool = self.pools[name] = PoolRuntime(self.env, plan, make, hooks, streams)
             pool.start_ready(plan.config.replicas)
             self.longest_len = max(self.longest_len, plan.sizing.max_model_len)
             self.finished_by_pool[name] = deque()
         for name, plan in self.plans.items():
             scale = plan.config.autoscale
+            if plan.config.spot is not None or plan.config.failures is not None:
+                self.can_scale = True  # replicas come and go: a request may wait for a replacement
             if scale is not None:
                 self.can_scale = True
-                self.rate_window_s = max([self.rate_window_s, *(m.window_s for m in scale.metrics)])
+                self.rate_window_s = max(self.rate_window_s, rate_window_s(scale))
                 self.env.process(AUTOSCALERS[scale.policy](self.env, self, self.pools[name], scale, self.scaling))
 
     def _ready(self, replica: Replica) -> None:

@@ -14,6 +14,7 @@ and per node: the exact event trace that outputs and tests read.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -26,6 +27,19 @@ from sim.engine.sizing import weight_bytes
 from sim.scaling_config import Duration
 
 STARTING = ("node", "pull", "load", "warmup", "probe")
+#: Where a replica's life ends: scaled in, or lost with its node (spot reclaim, failure).
+TERMINAL = ("released", "reclaimed", "failed")
+
+
+def typical_s(dist: Duration) -> float:
+    """A phase's typical duration: its median (the midpoint for uniform)."""
+    if dist.dist == "fixed":
+        return dist.s
+    if dist.dist == "uniform":
+        return (dist.low_s + dist.high_s) / 2
+    if dist.dist == "lognormal":
+        return dist.median_s
+    return dist.mean_s * math.log(2)
 
 
 def sample_s(dist: Duration, rng: np.random.Generator) -> float:
@@ -41,15 +55,19 @@ def sample_s(dist: Duration, rng: np.random.Generator) -> float:
 
 @dataclass
 class Node:
-    """One machine of a pool; ``ready`` is pending while it is being provisioned."""
+    """One machine of a pool; ``ready`` is pending while it is being provisioned. Billing runs from ``start_s``
+    (the start of the provisioning attempt that succeeded) to ``end_s``."""
 
     node_id: int
     gpus: int
     start_s: float
     free: int
     ready: simpy.Event
+    requested_s: float = 0.0
+    failed_attempts: int = 0  # provisioning attempts that found no capacity
     image_cached: bool = False
     end_s: float | None = None
+    ended_by: str = ""  # "", "released", "reclaimed", "failed"
     idle_since: float | None = None
 
 
@@ -61,6 +79,7 @@ class Member:
     node: Node
     log: list[tuple[float, str]] = field(default_factory=list)
     process: simpy.Process | None = None
+    lost_as: str = ""  # set when its node is reclaimed or fails: the terminal state to log
 
     @property
     def state(self) -> str:
@@ -80,7 +99,7 @@ class PoolRuntime:
     """The replicas and nodes of one pool, and the lifecycle processes that move them."""
 
     def __init__(self, env: simpy.Environment, plan, make_replica: Callable[[int], Replica], hooks: PoolHooks,
-                 rng: np.random.Generator) -> None:
+                 streams) -> None:
         self.env = env
         self.name = plan.name
         self.plan = plan
@@ -90,11 +109,24 @@ class PoolRuntime:
         self.tp = plan.config.tensor_parallel
         self.make_replica = make_replica
         self.hooks = hooks
-        self.rng = rng
+        self.rng = streams.get(f"lifecycle.{plan.name}")
+        self.nodes_cfg = plan.config.nodes
+        self.spot = getattr(plan.config, "spot", None)
+        self.failures = getattr(plan.config, "failures", None)
+        # Separate streams, so that turning spot or failures on leaves every other draw as it was.
+        self.rng_nodes = streams.get(f"nodes.{plan.name}")
+        self.rng_spot = streams.get(f"spot.{plan.name}")
+        self.rng_fail = streams.get(f"failures.{plan.name}")
         self.members: list[Member] = []
         self.nodes: list[Node] = []
         self.desired = 0
         self.load_s = weight_bytes(plan.model, plan.config.precision) / 1e9 / self.cfg.weight_load_gb_s
+
+    def typical_cold_start_s(self) -> float:
+        """A new replica's typical start-up time on a new node (each phase at its typical duration)."""
+        cfg = self.cfg
+        return (typical_s(cfg.node_provision_s) + cfg.image_gb / cfg.image_pull_gb_s + self.load_s
+                + typical_s(cfg.warmup_s) + typical_s(cfg.readiness_s))
 
     # ---------------------------------------------------------------------------------------------- queries
     def active(self) -> list[Member]:
@@ -148,18 +180,69 @@ class PoolRuntime:
         for node in self.nodes:
             if node.end_s is None and node.free >= self.tp:
                 return node
-        node = Node(len(self.nodes), self.gpus_per_node, self.env.now, self.gpus_per_node, self.env.event())
+        now = self.env.now
+        # A node to provision is billed from the start of the attempt that finds capacity (set then).
+        node = Node(len(self.nodes), self.gpus_per_node, math.inf if provision else now, self.gpus_per_node,
+                    self.env.event(), requested_s=now)
         self.nodes.append(node)
         if provision:
             self.env.process(self._provision(node))
         else:
             node.ready.succeed()
             node.image_cached = True
+            self._watch(node)
         return node
 
     def _provision(self, node: Node):
+        cfg = self.nodes_cfg
+        while cfg.stockout_probability and self.rng_nodes.random() < cfg.stockout_probability:
+            # No capacity: the attempt is given up at the provisioning timeout, then retried after a backoff.
+            yield self.env.timeout(cfg.provision_timeout_s + cfg.retry_backoff_s)
+            node.failed_attempts += 1
+            if node.end_s is not None:
+                return  # nobody waits for it any more
+        node.start_s = self.env.now
         yield self.env.timeout(sample_s(self.cfg.node_provision_s, self.rng))
-        node.ready.succeed()
+        if node.end_s is None:
+            node.ready.succeed()
+            self._watch(node)
+
+    def _watch(self, node: Node) -> None:
+        """Start the node's spot-reclaim and failure clocks (exponential, per GPU)."""
+        if self.spot is not None:
+            rate = self.spot.reclaims_per_gpu_hour * node.gpus / 3600
+            self.env.process(self._hazard(node, self.rng_spot.exponential(1 / rate), "reclaimed"))
+        if self.failures is not None:
+            rate = node.gpus / (self.failures.mtbf_gpu_hours * 3600)
+            self.env.process(self._hazard(node, self.rng_fail.exponential(1 / rate), "failed"))
+
+    def _hazard(self, node: Node, after_s: float, how: str):
+        yield self.env.timeout(after_s)
+        if node.end_s is not None:
+            return  # released (or lost) before its time came
+        on = [m for m in self.members if m.node is node and m.state not in TERMINAL]
+        if how == "reclaimed":
+            for m in on:  # the notice: no new requests from now on
+                if m.state == "ready":
+                    self._set(m, "draining")
+                    self.hooks.unroute(m.replica)
+            yield self.env.timeout(self.spot.notice_s)
+            if node.end_s is not None:
+                return
+            on = [m for m in self.members if m.node is node and m.state not in TERMINAL]
+        reason = {"reclaimed": ("spot_reclaimed" if self.spot and self.spot.on_reclaim == "fail" else ""),
+                  "failed": ("gpu_failure" if self.failures and self.failures.on_failure == "fail" else "")}[how]
+        node.end_s, node.ended_by = self.env.now, how
+        for m in on:
+            m.lost_as = how
+            if m.state in STARTING:
+                m.process.interrupt()
+                continue
+            if m.state == "ready":
+                self.hooks.unroute(m.replica)
+            self.hooks.give_back(m.replica.stop(), reason)
+            self._release(m)
+        self.scale_to(self.desired)  # the ReplicaSet replaces what was lost
 
     def _start_up(self, member: Member):
         env, cfg, node = self.env, self.cfg, member.node
@@ -196,18 +279,22 @@ class PoolRuntime:
         if replica.has_work:
             idle = replica.when_idle()
             yield idle | self.env.timeout(self.cfg.drain_timeout_s)
+            if member.state in TERMINAL:
+                return  # lost with its node meanwhile
             if not idle.triggered:
                 reason = "drain_timeout" if self.cfg.on_drain_timeout == "fail" else ""
                 self.hooks.give_back(replica.stop(), reason)
         self._release(member)
 
     def _release(self, member: Member) -> None:
+        if member.state in TERMINAL:
+            return
         if not member.replica.stopped:
             member.replica.stop(evict=False)
-        self._set(member, "released")
+        self._set(member, member.lost_as or "released")
         node = member.node
         node.free += self.tp
-        if node.free == node.gpus:
+        if node.free == node.gpus and node.end_s is None:
             node.idle_since = self.env.now
             self.env.process(self._release_node(node, self.env.now))
 
@@ -216,4 +303,4 @@ class PoolRuntime:
         # instant moves into the node instead of provisioning another.
         yield self.env.timeout(self.release_after_idle_s)
         if node.idle_since == idle_since and node.end_s is None:  # nobody moved in meanwhile
-            node.end_s = self.env.now
+            node.end_s, node.ended_by = self.env.now, "released"

@@ -13,11 +13,12 @@ import math
 
 import pandas as pd
 
-from sim.cluster.pool import STARTING
+from sim.cluster.pool import STARTING, TERMINAL
 from sim.metrics.cost import cost_by_hour
 
 LIFECYCLE_COLUMNS = ["time_s", "pool", "replica_id", "node_id", "state"]
-NODE_COLUMNS = ["pool", "node_id", "gpu_type", "gpus", "start_s", "end_s", "billed_s", "usd_per_gpu_hour"]
+NODE_COLUMNS = ["pool", "node_id", "gpu_type", "gpus", "requested_s", "start_s", "end_s", "ended_by",
+                "failed_attempts", "billed_s", "usd_per_gpu_hour"]
 STATE_CLASSES = ("ready", "cold_start", "draining")
 
 
@@ -54,8 +55,8 @@ def state_counts(lifecycle: pd.DataFrame) -> pd.DataFrame:
     changes = pd.concat([plus, minus]).pivot_table(index=["time_s", "pool"], columns="state", values="delta",
                                                   aggfunc="sum", fill_value=0)
     counts = changes.groupby(level="pool").cumsum().reset_index()
-    return counts.drop(columns=[c for c in ("released",) if c in counts]).sort_values("time_s", kind="stable",
-                                                                                      ignore_index=True)
+    return counts.drop(columns=[c for c in TERMINAL if c in counts]).sort_values("time_s", kind="stable",
+                                                                                 ignore_index=True)
 
 
 def nodes_frame(fleet, end_s: float) -> pd.DataFrame:
@@ -68,9 +69,10 @@ def nodes_frame(fleet, end_s: float) -> pd.DataFrame:
         billing = plan.config.billing
         for node in pool.nodes:
             end = node.end_s if node.end_s is not None else end_s
-            rows.append((name, node.node_id, plan.gpu.key, node.gpus, node.start_s, end,
-                         billed_s(end - node.start_s, billing.granularity_s, billing.minimum_s),
-                         plan.usd_per_gpu_hour))
+            start = min(node.start_s, end)  # a node still failing to provision at the end was never started
+            rows.append((name, node.node_id, plan.gpu.key, node.gpus, node.requested_s, start, end, node.ended_by,
+                         node.failed_attempts, billed_s(end - start, billing.granularity_s, billing.minimum_s)
+                         if end > start else 0.0, plan.usd_per_gpu_hour))
     return pd.DataFrame(rows, columns=NODE_COLUMNS)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from sim.cluster.pool import TERMINAL
 from sim.metrics.cost import INTERVAL_COLUMNS
 
 GPU_COLUMNS = ["gpu_id", "gpu_type", "mode", "scheduler", "tenants", "pools", "busy_s", "switch_s",
@@ -36,7 +37,7 @@ def usage_frames(fleet, end_s: float) -> tuple[pd.DataFrame, pd.DataFrame]:
         for i, member in enumerate(pool.members):
             r = member.replica
             start = member.log[0][0]
-            end = member.log[-1][0] if member.state == "released" else end_s
+            end = member.log[-1][0] if member.state in TERMINAL else end_s
             busy = r.busy_until(end)
             gpu, position = placement.get((name, i), (None, 0))
             if gpu is None:

@@ -1,0 +1,128 @@
+"""Knative KPA, KEDA, scheduled and predictive autoscaling: the pure deciders exactly, and each policy in a run."""
+
+from __future__ import annotations
+
+import pytest
+
+from sim import simulate
+from sim.autoscale.kpa import Kpa
+from sim.autoscale.predictive import bucket_rates, holt_forecast, replicas_for
+from tests.conftest import scenario
+from tests.test_lifecycle import FIXED, step_workload
+
+
+def feed(kpa: Kpa, start: int, end: int, value: float) -> None:
+    for t in range(start, end):
+        kpa.observe(float(t), value)
+
+
+def test_kpa_stable_mode_sizes_by_the_stable_average():
+    kpa = Kpa(target=10.0)
+    feed(kpa, 1, 61, 35.0)
+    assert kpa.decide(60.0, ready=4, current=4) == 4  # ceil(35 / 10)
+    assert not kpa.in_panic
+
+
+def test_kpa_panics_on_a_burst_never_scales_down_in_panic_and_leaves_after_a_stable_window():
+    kpa = Kpa(target=10.0)
+    feed(kpa, 1, 61, 20.0)  # 2 pods' worth for a minute
+    assert kpa.decide(60.0, ready=2, current=2) == 2
+    feed(kpa, 61, 67, 60.0)  # a 6 s burst to 60: the panic window asks for 6 pods = 3 x ready >= 2
+    assert kpa.decide(66.0, ready=2, current=2) == 6 and kpa.in_panic
+    # Burst over: the panic window falls back to 2 pods, but panic never scales down.
+    feed(kpa, 67, 80, 20.0)
+    assert kpa.decide(79.0, ready=6, current=6) == 6 and kpa.in_panic
+    # The last tick over the threshold was at 66 s; panic ends once a whole stable window (60 s) has passed.
+    feed(kpa, 80, 127, 20.0)
+    assert kpa.decide(126.0, ready=6, current=6) == 6 and kpa.in_panic
+    feed(kpa, 127, 128, 20.0)
+    assert kpa.decide(127.0, ready=6, current=6) == 3 and not kpa.in_panic  # floor(6 / max_scale_down_rate 2)
+
+
+def test_kpa_rate_limits_and_scale_to_zero_after_the_grace_period():
+    kpa = Kpa(target=10.0, max_scale_up_rate=2.0, panic_threshold=100.0)
+    feed(kpa, 1, 61, 500.0)
+    assert kpa.decide(60.0, ready=3, current=3) == 6  # ceil(2 x 3 ready)
+    kpa = Kpa(target=10.0, scale_to_zero_grace_s=30.0)
+    feed(kpa, 1, 61, 0.0)
+    assert kpa.decide(60.0, ready=1, current=1) == 1  # desired 0, the grace period starts
+    feed(kpa, 61, 90, 0.0)
+    assert kpa.decide(89.0, ready=1, current=1) == 1
+    feed(kpa, 90, 91, 0.0)
+    assert kpa.decide(90.0, ready=1, current=1) == 0
+    assert Kpa(target=10.0, activation_scale=2).decide(0.0, 0, 0) == 0  # no data: hold
+
+
+def test_holt_forecast_follows_a_linear_trend_exactly():
+    rates = [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert holt_forecast(rates, alpha=0.5, beta=0.3, buckets_ahead=2.0) == pytest.approx(7.0)
+    assert holt_forecast([3.0] * 5, 0.5, 0.3, 10.0) == pytest.approx(3.0)
+    assert holt_forecast([5.0, 1.0], 1.0, 1.0, 10.0) == 0.0  # never negative
+    assert bucket_rates([0.5, 30.0, 61.0, 119.0, 120.0], now_s=120.0, bucket_s=60.0, history_s=600.0) == [
+        2 / 60, 2 / 60]
+    assert replicas_for(9.0, capacity_rps=2.0, headroom=0.0) == 5 and replicas_for(8.0, 2.0, 0.0) == 4
+
+
+def pool(autoscale, **over):
+    return {"gpu": "l4", "model": "llama-3.2-1b", "perf": {"model": "kernel"}, "engine": {"max_model_len": 2048},
+            "price": {"usd_per_gpu_hour": 1.0}, "lifecycle": FIXED, "autoscale": autoscale, **over}
+
+
+def lifecycle_of(res, state):
+    life = res.lifecycle
+    return life[life["state"] == state]
+
+
+def test_scheduled_policy_follows_its_table():
+    res = simulate(scenario({"workload": step_workload(100, 1.0, 1.0, 600), "pools": {"p": pool({
+        "policy": "scheduled", "schedule": [{"at_s": 0, "replicas": 1}, {"at_s": 120, "replicas": 3},
+                                             {"at_s": 450, "replicas": 2}]})}}))
+    starts = lifecycle_of(res, "load")  # the image is on no new node: node, pull, then load
+    assert list(lifecycle_of(res, "node")["time_s"]) == [120.0, 120.0]
+    assert len(starts) == 2
+    assert list(lifecycle_of(res, "draining")["time_s"]) == [450.0]
+
+
+def test_keda_activates_from_zero_on_its_poll_and_returns_to_zero_after_the_cooldown():
+    keda = {"policy": "keda", "max_replicas": 3, "polling_interval_s": 30, "cooldown_s": 120,
+            "triggers": [{"name": "request_rate", "target": 5.0, "window_s": 30}]}
+    # Traffic between 100 s and 200 s, quiet until 700 s, then a trickle.
+    wl = {"type": "open_loop", "duration_s": 800, "num_requests": None,
+          "arrival": {"process": "piecewise", "times_s": [0, 100, 200, 700], "rates_per_s": [0.0, 1.0, 0.0, 0.2]},
+          "prompt_tokens": {"dist": "fixed", "tokens": 100}, "output_tokens": {"dist": "fixed", "tokens": 20}}
+    res = simulate(scenario({"workload": wl, "pools": {"p": pool(keda, replicas=0)}}))
+    arrivals = res.requests["arrival_s"]
+    first, last = arrivals.min(), arrivals[arrivals < 700].max()
+    node = lifecycle_of(res, "node")["time_s"]
+    # Activation happens on the first poll (every 30 s) after the first arrival.
+    assert node.min() == 30 * (first // 30 + 1)
+    # The trigger is active at the first poll after the last burst arrival (its 30 s window holds it); scale to 0
+    # comes on the poll 120 s (the cooldown) after that.
+    gone = lifecycle_of(res, "draining")["time_s"]
+    assert gone.iloc[0] == 30 * (last // 30 + 1) + 120
+    # The trickle from 700 s activates the pool again.
+    assert (node > 700).any()
+    assert (res.requests["status"] == "finished").all()
+
+
+def test_kpa_policy_scales_a_pool_up_and_back_down():
+    res = simulate(scenario({"workload": step_workload(100, 8.0, 0.2, 700), "pools": {"p": pool(
+        {"policy": "kpa", "target": 4, "target_utilization": 1.0, "max_replicas": 4})}}))
+    assert len(lifecycle_of(res, "ready")) > 1
+    assert len(lifecycle_of(res, "draining")) >= 1
+    assert set(res.scaling["policy"]) == {"kpa"}
+    assert (res.requests["status"] == "finished").all()
+
+
+def test_predictive_policy_provisions_ahead_of_a_ramp():
+    wl = {"type": "open_loop", "duration_s": 1500, "num_requests": None,
+          "arrival": {"process": "piecewise", "times_s": [0, 300, 600, 900, 1200],
+                      "rates_per_s": [1.0, 2.0, 3.0, 4.0, 5.0]},
+          "prompt_tokens": {"dist": "fixed", "tokens": 100}, "output_tokens": {"dist": "fixed", "tokens": 20}}
+    res = simulate(scenario({"workload": wl, "pools": {"p": pool(
+        {"policy": "predictive", "capacity_rps": 1.0, "headroom": 0.0, "max_replicas": 10})}}))
+    rows = res.scaling
+    assert set(rows["metric"]) == {"forecast_rps"}
+    # By the last step (5 req/s from 1,200 s) the pool has been provisioned for it.
+    late = rows[rows["time_s"] >= 1200]
+    assert late["desired"].max() >= 5
