@@ -14,6 +14,7 @@ from sim.scaling_config import (
     Autoscale,
     BillingConfig,
     FailureConfig,
+    FleetAutoscaleConfig,
     LifecycleConfig,
     NodesConfig,
     SpotConfig,
@@ -331,3 +332,4 @@ class Scenario(BaseModel):
     router: RouterConfig = RouterConfig()
     slo: SloConfig = SloConfig()
     run: RunConfig = RunConfig()
+    fleet_autoscale: FleetAutoscaleConfig | None = Field(default=None, description="one autoscaler across pools")

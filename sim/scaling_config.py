@@ -339,3 +339,47 @@ class PredictiveConfig(BaseModel):
 
 Autoscale = Annotated[HpaConfig | KedaConfig | KpaConfig | ScheduledConfig | PredictiveConfig,
                       Field(discriminator="policy")]
+
+
+class FleetAutoscaleConfig(BaseModel):
+    """One autoscaler across pools (heterogeneous scaling): every ``period_s`` it sizes the fleet for the arrival
+    rate (observed over ``window_s``, or forecast one cold start ahead) with ``headroom``, and fills the pools in
+    ``strategy`` order, each replica worth its pool's ``capacity_rps``:
+
+    - ``priority``: ``pools`` in the order given (e.g. an L4 baseline, then burst to H100); shrinks in reverse.
+    - ``cheapest``: the lowest cost per request first (USD per hour / capacity: the cost per token at the mix the
+      capacities were measured for).
+    - ``spot_first``: spot pools first, then on-demand ones, each group cheapest first; replicas of a pool that wait
+      for capacity (stock-outs) do not count, so the next pool covers them until they arrive.
+
+    Scale-down of a pool follows the max of its targets over ``scale_down_delay_s``.
+    """
+
+    model_config = _FROZEN
+    pools: tuple[str, ...] = Field(min_length=1)
+    strategy: Literal["priority", "cheapest", "spot_first"] = "priority"
+    capacity_rps: dict[str, float] = Field(description="requests/s one replica of each pool serves (measure it)")
+    min_replicas: dict[str, int] = Field(default_factory=dict)
+    max_replicas: dict[str, int] = Field(default_factory=dict)
+    demand: Literal["observed", "forecast"] = "observed"
+    window_s: float = Field(default=60.0, gt=0)
+    headroom: float = Field(default=0.2, ge=0, le=10)
+    period_s: float = Field(default=15.0, gt=0)
+    scale_down_delay_s: float = Field(default=300.0, ge=0)
+
+    @model_validator(mode="after")
+    def _complete(self) -> FleetAutoscaleConfig:
+        for table in ("capacity_rps", "min_replicas", "max_replicas"):
+            extra = set(getattr(self, table)) - set(self.pools)
+            if extra:
+                raise ValueError(f"{table} names {sorted(extra)}, which are not in pools {list(self.pools)}")
+        missing = [p for p in self.pools if p not in self.capacity_rps]
+        if missing:
+            raise ValueError(f"capacity_rps is missing for {missing}")
+        if any(v <= 0 for v in self.capacity_rps.values()):
+            raise ValueError("capacity_rps must be positive")
+        for p in self.pools:
+            lo, hi = self.min_replicas.get(p, 0), self.max_replicas.get(p, 1000)
+            if not 0 <= lo <= hi:
+                raise ValueError(f"pool {p}: need 0 <= min_replicas ({lo}) <= max_replicas ({hi})")
+        return self

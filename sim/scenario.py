@@ -196,6 +196,18 @@ def validate_scenario(data: dict, source: str) -> Scenario:
         raise ScenarioError(source, field, msg + more) from None
     if scenario.router.policy not in ROUTERS:
         raise ScenarioError(source, "router.policy", unknown_name("router", scenario.router.policy, ROUTERS))
+    fleet = scenario.fleet_autoscale
+    if fleet is not None:
+        for i, name in enumerate(fleet.pools):
+            if name not in scenario.pools:
+                raise ScenarioError(source, f"fleet_autoscale.pools.{i}", unknown_name("pool", name, scenario.pools))
+            if scenario.pools[name].autoscale is not None:
+                raise ScenarioError(source, f"pools.{name}.autoscale", "this pool is sized by fleet_autoscale; "
+                                    "remove its own autoscale (one autoscaler per pool)")
+            sharing = scenario.pools[name].sharing
+            if sharing is not None and sharing.mode != "passthrough":
+                raise ScenarioError(source, f"pools.{name}.sharing", f"fleet_autoscale cannot size a pool with "
+                                    f"sharing mode {sharing.mode!r} (replicas on shared GPUs are placed once)")
     try:
         catalog = load_catalog(tuple(Path(p) for p in scenario.catalog_files))
     except CatalogError as err:

@@ -86,9 +86,6 @@ class Scraper:
 
     def _series(self, now: float) -> dict[str, float | None]:
         fleet = self.fleet
-        arrivals = fleet.arrival_times
-        while arrivals and arrivals[0] <= now - fleet.rate_window_s:  # the longest window any pool reads
-            arrivals.popleft()
         finished = fleet.finished_by_pool[self.pool.name]
         while finished and finished[0].finish_s <= now - self.window_s:
             finished.popleft()
@@ -96,7 +93,7 @@ class Scraper:
         for m in self.metrics:
             kind = metric_kind(m.name)
             if kind == "rate":
-                out[m.name] = sum(t > now - m.window_s for t in arrivals) / m.window_s
+                out[m.name] = fleet.arrivals_within(m.window_s) / m.window_s
             elif kind == "latency":
                 column, q = latency_metric(m.name)
                 values = [v for req in finished if req.finish_s > now - m.window_s

@@ -8,14 +8,17 @@ the replicas counted, and the decision.
 from __future__ import annotations
 
 from collections import deque
+from types import SimpleNamespace
 
 import numpy as np
 
+from sim.autoscale.fleet import PoolOffer, allocate
 from sim.autoscale.hpa import Direction, Hpa, PodSample, RatePolicy, external_proposal, pods_proposal
 from sim.autoscale.kpa import Kpa
 from sim.autoscale.metrics import Scraper
 from sim.autoscale.predictive import bucket_rates, holt_forecast, replicas_for
 from sim.scaling_config import (
+    FleetAutoscaleConfig,
     HpaConfig,
     KedaConfig,
     KpaConfig,
@@ -158,7 +161,7 @@ def kpa_process(env, fleet, pool, cfg: KpaConfig, log: list):
         if cfg.metric == "concurrency":
             value = _total(pool, "concurrency") + len(fleet.pending)
         else:
-            value = float(sum(t > env.now - 1.0 for t in fleet.arrival_times))
+            value = float(fleet.arrivals_within(1.0))
         kpa.observe(env.now, value)
         if env.now + 1e-9 < next_tick:
             continue
@@ -195,7 +198,7 @@ def predictive_process(env, fleet, pool, cfg: PredictiveConfig, log: list):
     while True:
         yield env.timeout(cfg.period_s)
         yield env.timeout(0)
-        rates = bucket_rates(fleet.arrival_times, env.now, cfg.bucket_s, cfg.history_s)
+        rates = bucket_rates(fleet.recent_arrivals(), env.now, cfg.bucket_s, cfg.history_s)
         forecast = holt_forecast(rates, cfg.alpha, cfg.beta, lead / cfg.bucket_s + 0.5)
         want = replicas_for(forecast, cfg.capacity_rps, cfg.headroom)
         recent.append((env.now, want))
@@ -209,14 +212,58 @@ def predictive_process(env, fleet, pool, cfg: PredictiveConfig, log: list):
             pool.scale_to(desired)
 
 
+#: Buckets of ``window_s`` that a fleet autoscaler's forecast looks back over.
+FORECAST_BUCKETS = 10
+
+
+def fleet_process(env, fleet, cfg: FleetAutoscaleConfig, log: list):
+    """One autoscaler across pools (sim/autoscale/fleet.py): demand in requests/s, shared out by strategy."""
+    pools = [fleet.pools[n] for n in cfg.pools]
+    lead = max(p.typical_cold_start_s() for p in pools)
+    recent: dict[str, deque] = {n: deque() for n in cfg.pools}
+    while True:
+        yield env.timeout(cfg.period_s)
+        yield env.timeout(0)
+        if cfg.demand == "observed":
+            demand = fleet.arrivals_within(cfg.window_s) / cfg.window_s
+        else:
+            rates = bucket_rates(fleet.recent_arrivals(), env.now, cfg.window_s, FORECAST_BUCKETS * cfg.window_s)
+            demand = holt_forecast(rates, 0.5, 0.3, lead / cfg.window_s + 0.5)
+        offers = []
+        for pool in pools:
+            plan = pool.plan
+            offers.append(PoolOffer(
+                pool.name, cfg.capacity_rps[pool.name], cfg.min_replicas.get(pool.name, 0),
+                cfg.max_replicas.get(pool.name, 1000), plan.usd_per_gpu_hour * plan.config.tensor_parallel,
+                spot=plan.config.spot is not None or plan.config.price.tier == "spot",
+                stuck=sum(m.state == "node" and m.node.failed_attempts > 0 for m in pool.members),
+                current=len(pool.active())))
+        want = allocate(demand * (1 + cfg.headroom), offers, cfg.strategy)
+        for pool in pools:
+            history = recent[pool.name]
+            history.append((env.now, want[pool.name]))
+            while len(history) > 1 and history[0][0] <= env.now - cfg.scale_down_delay_s:
+                history.popleft()
+            desired = max(w for _, w in history)
+            current = len(pool.active())
+            log.append((env.now, pool.name, f"fleet:{cfg.strategy}", current, pool.count("ready"), desired,
+                        "demand_rps", demand, cfg.capacity_rps[pool.name], want[pool.name]))
+            if desired != current:
+                pool.scale_to(desired)
+
+
 def rate_window_s(cfg) -> float:
     """How far back an autoscaler reads the fleet's arrivals."""
+    if not hasattr(cfg, "policy"):
+        cfg = SimpleNamespace(policy="fleet", window_s=cfg.window_s, demand=cfg.demand)
     if cfg.policy == "hpa":
         return max((m.window_s for m in cfg.metrics), default=0.0)
     if cfg.policy == "keda":
         return max((t.window_s for t in cfg.triggers), default=0.0)
     if cfg.policy == "predictive":
         return cfg.history_s
+    if cfg.policy == "fleet":
+        return cfg.window_s * (FORECAST_BUCKETS if cfg.demand == "forecast" else 1)
     return 1.0 if cfg.policy == "kpa" else 0.0
 
 

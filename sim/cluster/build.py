@@ -9,7 +9,7 @@ from pathlib import Path
 
 import simpy
 
-from sim.autoscale.runner import AUTOSCALERS, rate_window_s
+from sim.autoscale.runner import AUTOSCALERS, fleet_process, rate_window_s
 from sim.cluster.deploy import Deployment, PoolPlan
 from sim.cluster.pool import PoolHooks, PoolRuntime
 from sim.cluster.router import ROUTERS
@@ -22,6 +22,7 @@ from sim.metrics.store import RowStore
 from sim.metrics.timeseries import PoolMonitor
 from sim.perf import build_perf_model
 from sim.rng import Streams
+from sim.scaling_config import metric_kind
 from sim.sharing.slicing import build_share
 from sim.workload.source import ClosedLoop, open_loop_arrays, replay, trace_arrays
 
@@ -79,6 +80,7 @@ class Fleet:
     rate_window_s: float = 0.0  # the longest window over which an autoscaler reads the arrival rate
     scaling: list[tuple] = field(default_factory=list)  # autoscaler decisions (sim/autoscale/runner.py)
     finished_by_pool: dict[str, deque] = field(default_factory=dict)  # recent completions, for latency metrics
+    latency_pools: set[str] = field(default_factory=set)  # pools whose autoscaler reads latency percentiles
     done: simpy.Event | None = None
 
     @property
@@ -142,7 +144,32 @@ class Fleet:
             if scale is not None:
                 self.can_scale = True
                 self.rate_window_s = max(self.rate_window_s, rate_window_s(scale))
+                metrics = getattr(scale, "metrics", None) or getattr(scale, "triggers", None) or ()
+                if any(metric_kind(m.name) == "latency" for m in metrics):
+                    self.latency_pools.add(name)
                 self.env.process(AUTOSCALERS[scale.policy](self.env, self, self.pools[name], scale, self.scaling))
+
+    def add_fleet_autoscaler(self, cfg) -> None:
+        """One autoscaler across pools (``fleet_autoscale``)."""
+        self.can_scale = True
+        self.rate_window_s = max(self.rate_window_s, rate_window_s(cfg))
+        self.env.process(fleet_process(self.env, self, cfg, self.scaling))
+
+    def recent_arrivals(self) -> deque[float]:
+        """Arrival times within the longest window any autoscaler reads (older ones are dropped here)."""
+        arrivals, horizon = self.arrival_times, self.env.now - self.rate_window_s
+        while arrivals and arrivals[0] <= horizon:
+            arrivals.popleft()
+        return arrivals
+
+    def arrivals_within(self, window_s: float) -> int:
+        """Arrivals in ``(now - window_s, now]``."""
+        threshold, n = self.env.now - window_s, 0
+        for t in reversed(self.recent_arrivals()):
+            if t <= threshold:
+                break
+            n += 1
+        return n
 
     def _ready(self, replica: Replica) -> None:
         """A replica became ready: it takes requests, first those waiting at the gateway."""
@@ -204,7 +231,7 @@ class Fleet:
     def _finished(self, req: Request) -> None:
         self.unfinished -= 1
         self._complete(req)
-        if self.can_scale:
+        if req.pool in self.latency_pools:
             self.finished_by_pool[req.pool].append(req)
         if req.done is not None:
             req.done.succeed()
@@ -242,6 +269,8 @@ def build(scenario: Scenario, deployment: Deployment, streams: Streams, spill_di
     )
     fleet.done = env.event()
     fleet.add_replicas(streams)
+    if scenario.fleet_autoscale is not None:
+        fleet.add_fleet_autoscaler(scenario.fleet_autoscale)
     wl = scenario.workload
     if isinstance(wl, ClosedLoopWorkload):
         ClosedLoop(env, wl, streams, fleet.dispatch, fleet.end_arrivals)

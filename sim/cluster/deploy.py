@@ -202,7 +202,7 @@ def plan_pools(scenario: Scenario, catalog: Catalog, source: str) -> Deployment:
         except SizingError as err:
             raise DeploymentError(source, f"{base}.{err.field}", str(err)) from None
         plans[name] = PoolPlan(name, pool, gpu, model, sizing, usd, label)
-    if sum(p.replicas for p in scenario.pools.values()) == 0 and all(
+    if sum(p.replicas for p in scenario.pools.values()) == 0 and scenario.fleet_autoscale is None and all(
             p.autoscale is None for p in scenario.pools.values()):
         raise ScenarioError(source, "pools", "every pool has 0 replicas and none autoscales; at least one replica is "
                             "needed")
