@@ -126,3 +126,58 @@ def test_predictive_policy_provisions_ahead_of_a_ramp():
     # By the last step (5 req/s from 1,200 s) the pool has been provisioned for it.
     late = rows[rows["time_s"] >= 1200]
     assert late["desired"].max() >= 5
+
+
+def test_fleet_allocation_by_strategy():
+    from sim.autoscale.fleet import PoolOffer, allocate
+
+    l4 = PoolOffer("l4", capacity_rps=2.0, min_replicas=1, max_replicas=4, usd_per_hour=0.8)
+    h100 = PoolOffer("h100", capacity_rps=20.0, min_replicas=0, max_replicas=4, usd_per_hour=6.88)
+    # Priority: the L4 baseline grows first (to 4 x 2 = 8 req/s), then H100 bursts.
+    assert allocate(5.0, [l4, h100], "priority") == {"l4": 3, "h100": 0}
+    assert allocate(30.0, [l4, h100], "priority") == {"l4": 4, "h100": 2}
+    # Cheapest per request: $0.40 per (req/s) on L4, $0.344 on H100: H100 first, beyond the L4 minimum.
+    assert allocate(30.0, [l4, h100], "cheapest") == {"l4": 1, "h100": 2}
+    # Spot first; a spot pool with stuck replicas keeps them but does not grow: on-demand covers the rest.
+    spot = PoolOffer("spot", 8.0, 1, 8, 0.79, spot=True)
+    od = PoolOffer("od", 8.0, 0, 8, 1.86)
+    assert allocate(30.0, [od, spot], "spot_first") == {"od": 0, "spot": 4}
+    stuck = PoolOffer("spot", 8.0, 1, 8, 0.79, spot=True, stuck=1, current=3)
+    assert allocate(30.0, [od, stuck], "spot_first") == {"od": 2, "spot": 3}  # 2 serving spot + 2 od cover 30
+
+
+def test_fleet_autoscaler_bursts_to_the_second_pool_only_when_the_first_is_full():
+    from tests.conftest import scenario as make
+
+    base = pool(None)
+    del base["autoscale"]
+    wl = {"type": "open_loop", "duration_s": 1200, "num_requests": None,
+          "arrival": {"process": "piecewise", "times_s": [0, 300], "rates_per_s": [1.0, 12.0]},
+          "prompt_tokens": {"dist": "fixed", "tokens": 200}, "output_tokens": {"dist": "fixed", "tokens": 50}}
+    res = simulate(make({"workload": wl, "pools": {"p": base, "h100": {**base, "gpu": "h100_sxm", "replicas": 0}},
+                         "fleet_autoscale": {"pools": ["p", "h100"], "capacity_rps": {"p": 2.0, "h100": 20.0},
+                                             "max_replicas": {"p": 3, "h100": 2}, "period_s": 15}}))
+    life = res.lifecycle
+    starts = life[life["state"] == "node"].merge(life[["replica_id", "pool"]].drop_duplicates(), on=["replica_id",
+                                                                                                       "pool"])
+    first = starts.groupby("pool")["time_s"].min()
+    assert first["p"] <= first["h100"]  # the L4 pool grows first
+    peak = res.scaling.groupby("pool", observed=True)["desired"].max()
+    assert peak["p"] == 3 and 1 <= peak["h100"] <= 2  # 12 req/s x 1.2 needs all three L4s (6) and the H100
+    assert (res.requests["status"] == "finished").all()
+
+
+@pytest.mark.parametrize("config", ["azure_code_hpa_l4.yaml", "diurnal_burst_to_h100.yaml", "spot_first_l40s.yaml"])
+def test_autoscaling_configs_run_short(config):
+    import sim
+    from tests.conftest import ROOT
+
+    overrides = {"azure_code_hpa_l4.yaml": ["workload.duration_s=900"],
+                 "diurnal_burst_to_h100.yaml": ["workload.duration_s=1800", "workload.arrival.peak_s=900",
+                                                "workload.arrival.period_s=1800"],
+                 "spot_first_l40s.yaml": ["workload.duration_s=1800", "workload.arrival.peak_s=900",
+                                          "workload.arrival.period_s=1800"]}[config]
+    res = sim.simulate(sim.load_scenario(ROOT / "configs" / config, overrides))
+    s = res.summary["requests"]
+    assert s["arrived"] == s["finished"] + s["rejected"] + s["in_flight"] and s["arrived"] > 100
+    assert len(res.scaling) > 0 and res.summary["gpu_hours"]["billed"] > 0
