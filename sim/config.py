@@ -256,6 +256,8 @@ class OpenLoopWorkload(_BoundedWorkload):
     arrival: ArrivalProcess
     prompt_tokens: LengthDist
     output_tokens: LengthDist
+    model: str | None = Field(default=None, description="the model these requests need (a pool's model); default: "
+                              "any pool")
 
 
 class ClosedLoopWorkload(_BoundedWorkload):
@@ -271,6 +273,8 @@ class ClosedLoopWorkload(_BoundedWorkload):
     ramp_up_s: float = Field(default=0.0, ge=0)
     prompt_tokens: LengthDist
     output_tokens: LengthDist
+    model: str | None = Field(default=None, description="the model these requests need (a pool's model); default: "
+                              "any pool")
 
 
 class TraceWorkload(BaseModel):
@@ -288,6 +292,8 @@ class TraceWorkload(BaseModel):
     start_s: float = Field(default=0.0, ge=0)
     duration_s: float | None = Field(default=None, gt=0)
     num_requests: int | None = Field(default=None, gt=0)
+    model: str | None = Field(default=None, description="the model these requests need (a pool's model); default: "
+                              "any pool")
 
 
 Workload = Annotated[OpenLoopWorkload | ClosedLoopWorkload | TraceWorkload, Field(discriminator="type")]
@@ -305,6 +311,16 @@ class SloConfig(BaseModel):
     ttft_s: float | None = Field(default=None, gt=0)
     tpot_s: float | None = Field(default=None, gt=0)
     e2e_s: float | None = Field(default=None, gt=0)
+
+
+class TrafficClass(BaseModel):
+    """A further class of traffic beside ``workload`` (which is the class ``default``): its own arrivals and
+    lengths, the model it needs (``workload.model``) and its own SLO (default: the scenario's)."""
+
+    model_config = _FROZEN
+    name: str = Field(min_length=1)
+    workload: Workload
+    slo: SloConfig | None = None
 
 
 class RunConfig(BaseModel):
@@ -333,3 +349,15 @@ class Scenario(BaseModel):
     slo: SloConfig = SloConfig()
     run: RunConfig = RunConfig()
     fleet_autoscale: FleetAutoscaleConfig | None = Field(default=None, description="one autoscaler across pools")
+    classes: tuple[TrafficClass, ...] = Field(default=(), description="more traffic classes beside workload")
+
+    @model_validator(mode="after")
+    def _class_names(self) -> Scenario:
+        names = [c.name for c in self.classes]
+        if "default" in names or len(set(names)) != len(names):
+            raise ValueError(f"class names must be unique and not 'default' (the workload's class); got {names}")
+        return self
+
+    def traffic(self) -> list[tuple[str, Workload, SloConfig]]:
+        """Every class of traffic: ``(name, workload, slo)``, the ``default`` class (``workload``) first."""
+        return [("default", self.workload, self.slo), *((c.name, c.workload, c.slo or self.slo) for c in self.classes)]

@@ -51,3 +51,13 @@ class Streams:
             child = np.random.SeedSequence(self.root.entropy, spawn_key=key)
             self._made[name] = np.random.default_rng(child)
         return self._made[name]
+
+
+class PrefixedStreams:
+    """The streams of ``base`` under names prefixed with ``prefix`` (a traffic class's own arrivals and lengths)."""
+
+    def __init__(self, base: Streams, prefix: str) -> None:
+        self.base, self.prefix = base, prefix
+
+    def get(self, name: str) -> np.random.Generator:
+        return self.base.get(self.prefix + name)

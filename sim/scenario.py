@@ -95,8 +95,12 @@ def _resolve_paths(data: dict, base: Path) -> None:
 
     if isinstance(data.get("catalog_files"), list):
         data["catalog_files"] = [fix(p) for p in data["catalog_files"]]
-    workload = data.get("workload")
-    if isinstance(workload, dict):
+    workloads = [data.get("workload")]
+    if isinstance(data.get("classes"), list):
+        workloads += [c.get("workload") for c in data["classes"] if isinstance(c, dict)]
+    for workload in workloads:
+        if not isinstance(workload, dict):
+            continue
         if "path" in workload:
             workload["path"] = fix(workload["path"])
         for key in ("prompt_tokens", "output_tokens"):
@@ -137,9 +141,12 @@ def _fields_at(model: type[BaseModel], loc: tuple) -> list[str] | None:
             return None
         current = match[0]
     if isinstance(current, type) and issubclass(current, BaseModel):
-        names = [f.alias or n for n, f in current.model_fields.items()]
-        tags = [n for n in names if n in ("type", "process", "dist", "model")]
-        return tags + [n for n in names if n not in tags]  # the kind of block first, then its fields
+        fields = current.model_fields
+        names = [f.alias or n for n, f in fields.items()]
+        # The kind of block first (a Literal tag such as type, process, dist or a perf model), then its fields.
+        tags = [f.alias or n for n, f in fields.items() if typing.get_origin(f.annotation) is typing.Literal
+                and n in ("type", "process", "dist", "model", "policy", "mode")]
+        return tags + [n for n in names if n not in tags]
     return None
 
 
@@ -212,19 +219,23 @@ def validate_scenario(data: dict, source: str) -> Scenario:
         catalog = load_catalog(tuple(Path(p) for p in scenario.catalog_files))
     except CatalogError as err:
         raise ScenarioError(source, "catalog_files", str(err)) from None
-    wl = scenario.workload
-    if isinstance(wl, TraceWorkload):
-        if not Path(wl.path).is_file():
-            raise ScenarioError(source, "workload.path", f"trace file not found: {wl.path}")
-        if len(trace_arrays(wl)) == 0:  # reads (and checks) every row; the reader caches the arrays
-            raise ScenarioError(source, "workload.start_s", f"the window from start_s={wl.start_s:g} s "
-                                f"(duration_s={wl.duration_s}) holds no request of the trace")
-    for key in ("prompt_tokens", "output_tokens"):
-        dist = getattr(wl, key, None)
-        if getattr(dist, "path", None):
-            if not Path(dist.path).is_file():
-                raise ScenarioError(source, f"workload.{key}.path", f"length file not found: {dist.path}")
-            dist.values  # noqa: B018 - reads and checks every row now, not mid-run
+    served = {p.model for p in scenario.pools.values()}
+    for i, (_, wl, _) in enumerate(scenario.traffic()):
+        at = "workload" if i == 0 else f"classes.{i - 1}.workload"
+        if isinstance(wl, TraceWorkload):
+            if not Path(wl.path).is_file():
+                raise ScenarioError(source, f"{at}.path", f"trace file not found: {wl.path}")
+            if len(trace_arrays(wl)) == 0:  # reads (and checks) every row; the reader caches the arrays
+                raise ScenarioError(source, f"{at}.start_s", f"the window from start_s={wl.start_s:g} s "
+                                    f"(duration_s={wl.duration_s}) holds no request of the trace")
+        for key in ("prompt_tokens", "output_tokens"):
+            dist = getattr(wl, key, None)
+            if getattr(dist, "path", None):
+                if not Path(dist.path).is_file():
+                    raise ScenarioError(source, f"{at}.{key}.path", f"length file not found: {dist.path}")
+                dist.values  # noqa: B018 - reads and checks every row now, not mid-run
+        if wl.model is not None and wl.model not in served:
+            raise ScenarioError(source, f"{at}.model", unknown_name("model served by a pool", wl.model, served))
     plan_pools(scenario, catalog, source)
     return scenario
 

@@ -29,12 +29,15 @@ Progress = Callable[[float, int, int | None], None]
 
 def _expected_requests(scenario: Scenario) -> int | None:
     """How many requests the workload will send, where that is known in advance (for the progress bar)."""
-    wl = scenario.workload
-    if isinstance(wl, TraceWorkload):
-        return len(trace_arrays(wl))
-    if wl.duration_s is None:
-        return wl.num_requests
-    return None
+    total = 0
+    for _, wl, _ in scenario.traffic():
+        if isinstance(wl, TraceWorkload):
+            total += len(trace_arrays(wl))
+        elif wl.duration_s is None:
+            total += wl.num_requests
+        else:
+            return None
+    return total
 
 
 def simulate(
@@ -88,7 +91,7 @@ def simulate(
 
     gpu_of_pool = fleet.gpu_of_pool
     fleet.flush_records(fleet.in_flight())
-    empty = empty_frame(gpu_of_pool)
+    empty = empty_frame(gpu_of_pool, fleet.class_names)
     kept = fleet.records.kept(empty)
     if not fleet.records.spilled:  # records arrive in completion order; the table is in arrival order
         kept = kept.sort_values("request_id", kind="stable", ignore_index=True)
@@ -96,7 +99,9 @@ def simulate(
     nodes = nodes_frame(fleet, end_s)
     hourly = hourly_cost(replicas, nodes, state_gpu_hours(fleet, end_s, dict(zip(
         replicas["replica_id"], replicas["gpus"], strict=True))))
-    summary = summarize(kept, hourly, {n: p.price_label for n, p in plans.items()}, scenario.slo, end_s,
+    summary = summarize(kept, hourly, {n: p.price_label for n, p in plans.items()},
+                        scenario.slo if not scenario.classes else {name: slo for name, _, slo in scenario.traffic()},
+                        end_s,
                         energy_kwh(replicas) + idle_node_kwh(replicas, nodes))
     seed_info = seed if not isinstance(seed, np.random.SeedSequence) else {
         "entropy": seed.entropy, "spawn_key": list(seed.spawn_key)}

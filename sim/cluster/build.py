@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import simpy
@@ -21,7 +22,7 @@ from sim.metrics.records import SUMMARY_COLUMNS, requests_frame
 from sim.metrics.store import RowStore
 from sim.metrics.timeseries import PoolMonitor
 from sim.perf import build_perf_model
-from sim.rng import Streams
+from sim.rng import PrefixedStreams, Streams
 from sim.scaling_config import metric_kind
 from sim.sharing.slicing import build_share
 from sim.workload.source import ClosedLoop, open_loop_arrays, replay, trace_arrays
@@ -81,6 +82,11 @@ class Fleet:
     scaling: list[tuple] = field(default_factory=list)  # autoscaler decisions (sim/autoscale/runner.py)
     finished_by_pool: dict[str, deque] = field(default_factory=dict)  # recent completions, for latency metrics
     latency_pools: set[str] = field(default_factory=set)  # pools whose autoscaler reads latency percentiles
+    class_names: list[str] = field(default_factory=lambda: ["default"])
+    class_models: list[str | None] = field(default_factory=lambda: [None])  # the model each class needs
+    routable_by_model: dict[str, list[Replica]] = field(default_factory=dict)
+    longest_by_model: dict[str, int] = field(default_factory=dict)
+    sources: int = 1  # arrival sources (one per class) still sending
     done: simpy.Event | None = None
 
     @property
@@ -100,7 +106,7 @@ class Fleet:
         """Turn the buffered completed requests (and ``extra``) into record rows."""
         batch = self.completed + (extra or [])
         if batch:
-            self.records.add(requests_frame(batch, self.gpu_of_pool))
+            self.records.add(requests_frame(batch, self.gpu_of_pool, self.class_names))
         self.completed = []
 
     def in_flight(self) -> list[Request]:
@@ -136,6 +142,8 @@ class Fleet:
             pool = self.pools[name] = PoolRuntime(self.env, plan, make, hooks, streams)
             pool.start_ready(plan.config.replicas)
             self.longest_len = max(self.longest_len, plan.sizing.max_model_len)
+            model = plan.config.model
+            self.longest_by_model[model] = max(self.longest_by_model.get(model, 0), plan.sizing.max_model_len)
             self.finished_by_pool[name] = deque()
         for name, plan in self.plans.items():
             scale = plan.config.autoscale
@@ -174,6 +182,7 @@ class Fleet:
     def _ready(self, replica: Replica) -> None:
         """A replica became ready: it takes requests, first those waiting at the gateway."""
         self.routable.append(replica)
+        self.routable_by_model.setdefault(self.plans[replica.pool].config.model, []).append(replica)
         self.shortest_len = min(r.max_model_len for r in self.routable)
         self.monitor.capacity(self.env.now, replica.pool, replica.state.total_blocks)
         waiting, self.pending = self.pending, deque()
@@ -182,6 +191,7 @@ class Fleet:
 
     def _unroute(self, replica: Replica) -> None:
         self.routable.remove(replica)
+        self.routable_by_model[self.plans[replica.pool].config.model].remove(replica)
         self.shortest_len = min((r.max_model_len for r in self.routable), default=0)
         self.monitor.capacity(self.env.now, replica.pool, -replica.state.total_blocks)
 
@@ -199,18 +209,21 @@ class Fleet:
         if reason:
             self._check_done()
 
-    def dispatch(self, prompt_tokens: int, output_tokens: int, before_step_ends: bool = False) -> Request:
-        """A request arrives now: route it, hold it at the gateway until a replica is ready, or reject it with a
-        reason (``before_step_ends``: see :meth:`~sim.engine.replica.Replica.submit`)."""
+    def dispatch(self, prompt_tokens: int, output_tokens: int, before_step_ends: bool = False, cls: int = 0) -> Request:
+        """A request of class ``cls`` arrives now: route it, hold it at the gateway until a replica is ready, or
+        reject it with a reason (``before_step_ends``: see :meth:`~sim.engine.replica.Replica.submit`)."""
         req = Request(self.arrived, self.env.now, prompt_tokens, output_tokens)
+        req.cls = cls
         self.arrived += 1
         if self.can_scale:
             self.arrival_times.append(self.env.now)
         if self.events is not None:
             self.events.append((self.env.now, req.request_id, "arrive", prompt_tokens))
         total = prompt_tokens + output_tokens
-        if total > self.longest_len or not (self.routable or self.can_scale):
-            req.reject_reason = "exceeds_max_model_len" if total > self.longest_len else "no_replicas"
+        model = self.class_models[cls]
+        longest = self.longest_len if model is None else self.longest_by_model[model]
+        if total > longest or not (self.routable or self.can_scale):
+            req.reject_reason = "exceeds_max_model_len" if total > longest else "no_replicas"
             if self.events is not None:
                 self.events.append((self.env.now, req.request_id, "reject", 0))
             self._complete(req)
@@ -221,8 +234,13 @@ class Fleet:
 
     def _route(self, req: Request, before_step_ends: bool = False) -> None:
         total = req.prompt_tokens + req.output_tokens
-        eligible = self.routable if total <= self.shortest_len else [
-            r for r in self.routable if r.max_model_len >= total]
+        model = self.class_models[req.cls]
+        if model is not None:  # model-aware: only the pools serving the request's model
+            eligible = [r for r in self.routable_by_model.get(model, ()) if r.max_model_len >= total]
+        elif total <= self.shortest_len:
+            eligible = self.routable
+        else:
+            eligible = [r for r in self.routable if r.max_model_len >= total]
         if not eligible:
             self.pending.append(req)  # no ready replica can take it: it waits for one to become ready
             return
@@ -238,7 +256,10 @@ class Fleet:
         self._check_done()
 
     def end_arrivals(self) -> None:
-        self.arrivals_over = True
+        """One arrival source is done; arrivals are over when every class's is."""
+        self.sources -= 1
+        if self.sources == 0:
+            self.arrivals_over = True
         self._check_done()
 
     def _check_done(self) -> None:
@@ -271,10 +292,17 @@ def build(scenario: Scenario, deployment: Deployment, streams: Streams, spill_di
     fleet.add_replicas(streams)
     if scenario.fleet_autoscale is not None:
         fleet.add_fleet_autoscaler(scenario.fleet_autoscale)
-    wl = scenario.workload
-    if isinstance(wl, ClosedLoopWorkload):
-        ClosedLoop(env, wl, streams, fleet.dispatch, fleet.end_arrivals)
-    else:
-        arrays = open_loop_arrays(wl, streams) if isinstance(wl, OpenLoopWorkload) else trace_arrays(wl)
-        env.process(replay(env, arrays, fleet.dispatch, fleet.end_arrivals))
+    traffic = scenario.traffic()
+    fleet.class_names = [name for name, _, _ in traffic]
+    fleet.class_models = [wl.model for _, wl, _ in traffic]
+    fleet.sources = len(traffic)
+    for cls, (name, wl, _) in enumerate(traffic):
+        # The default class draws from the streams by their plain names; a further class from its own.
+        own = streams if cls == 0 else PrefixedStreams(streams, f"class.{name}.")
+        dispatch = fleet.dispatch if cls == 0 else partial(fleet.dispatch, cls=cls)
+        if isinstance(wl, ClosedLoopWorkload):
+            ClosedLoop(env, wl, own, dispatch, fleet.end_arrivals)
+        else:
+            arrays = open_loop_arrays(wl, own) if isinstance(wl, OpenLoopWorkload) else trace_arrays(wl)
+            env.process(replay(env, arrays, dispatch, fleet.end_arrivals))
     return fleet

@@ -22,6 +22,7 @@ class Request:
     output_tokens: int
     pool: str | None = None
     replica_id: int = -1
+    cls: int = 0  # traffic class (index into the scenario's classes; 0 is the default workload)
     computed_tokens: int = 0
     generated_tokens: int = 0
     kv_blocks: int = 0

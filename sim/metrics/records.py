@@ -10,30 +10,32 @@ import pandas as pd
 from sim.engine.request import Request
 
 RECORD_COLUMNS = [
-    "request_id", "arrival_s", "first_token_s", "finish_s", "prompt_tokens", "output_tokens", "pool",
+    "request_id", "class", "arrival_s", "first_token_s", "finish_s", "prompt_tokens", "output_tokens", "pool",
     "gpu_type", "replica_id", "status", "reject_reason", "preemptions", "interruptions", "queue_s", "ttft_s",
     "tpot_s", "max_itl_s", "e2e_s",
 ]
 
 
 #: The record columns the run's summary reads (kept in memory when records spill to disk).
-SUMMARY_COLUMNS = ["pool", "status", "preemptions", "interruptions", "prompt_tokens", "output_tokens", "queue_s",
-                   "ttft_s", "tpot_s", "max_itl_s", "e2e_s"]
+SUMMARY_COLUMNS = ["class", "pool", "status", "preemptions", "interruptions", "prompt_tokens", "output_tokens",
+                   "queue_s", "ttft_s", "tpot_s", "max_itl_s", "e2e_s"]
 
 
-def empty_frame(gpu_of_pool: dict[str, str]) -> pd.DataFrame:
+def empty_frame(gpu_of_pool: dict[str, str], classes: Sequence[str] = ("default",)) -> pd.DataFrame:
     """A requests frame with no rows and the usual dtypes."""
-    return requests_frame([], gpu_of_pool)
+    return requests_frame([], gpu_of_pool, classes)
 
 
 def _opt(values) -> np.ndarray:
     return np.array([np.nan if v is None else v for v in values], dtype=float)
 
 
-def requests_frame(requests: Sequence[Request], gpu_of_pool: dict[str, str]) -> pd.DataFrame:
+def requests_frame(requests: Sequence[Request], gpu_of_pool: dict[str, str],
+                   classes: Sequence[str] = ("default",)) -> pd.DataFrame:
     """The requests as a DataFrame with derived latency columns (NaN where not reached).
 
-    ``queue_s`` is arrival to first scheduling; ``ttft_s`` arrival to first token; ``tpot_s`` the mean time
+    ``class`` is the request's traffic class (``default`` for the scenario's ``workload``); ``queue_s`` is arrival
+    to first scheduling; ``ttft_s`` arrival to first token; ``tpot_s`` the mean time
     per output token after the first, ``(finish - first_token) / (output_tokens - 1)`` (NaN for one-token
     outputs); ``interruptions`` how often the request's replica went away under it and it restarted elsewhere
     (drain timeout, spot reclaim, failure); ``max_itl_s`` the longest gap between two consecutive output tokens
@@ -49,6 +51,8 @@ def requests_frame(requests: Sequence[Request], gpu_of_pool: dict[str, str]) -> 
         tpot = np.where(output > 1, (finish - first) / (output - 1), np.nan)
     frame = pd.DataFrame({
         "request_id": np.array([r.request_id for r in requests], dtype=np.int64),
+        "class": pd.Categorical.from_codes(np.array([r.cls for r in requests], dtype=np.int64),
+                                           categories=list(classes)),
         "arrival_s": arrival,
         "first_token_s": first,
         "finish_s": finish,

@@ -19,17 +19,29 @@ def _stats(values: pd.Series) -> dict[str, float | None]:
     return {"mean": float(v.mean()), **{k: float(x) for k, x in zip(QUANTILES, q, strict=True)}}
 
 
-def slo_met(requests: pd.DataFrame, slo: SloConfig) -> pd.Series:
-    """True for finished requests that meet every SLO given (a one-token output has no TPOT to miss)."""
+def slo_met(requests: pd.DataFrame, slo: SloConfig | dict[str, SloConfig]) -> pd.Series:
+    """True for finished requests that meet every SLO given (a one-token output has no TPOT to miss); ``slo`` is one
+    SLO for all, or one per traffic class (by the ``class`` column)."""
     met = requests["status"] == "finished"
-    for column in ("ttft_s", "tpot_s", "e2e_s"):
-        target = getattr(slo, column)
-        if target is not None:
-            met &= ~(requests[column] > target)
+    per_class = slo.items() if isinstance(slo, dict) else [(None, slo)]
+    for cls, targets in per_class:
+        rows = None if cls is None else (requests["class"] == cls).to_numpy()
+        for column in ("ttft_s", "tpot_s", "e2e_s"):
+            target = getattr(targets, column)
+            if target is not None:
+                miss = (requests[column] > target).to_numpy()
+                met &= ~(miss if rows is None else miss & rows)
     return met
 
 
-def _block(requests: pd.DataFrame, slo: SloConfig, duration_s: float) -> dict:
+def _targets(slo: SloConfig | dict[str, SloConfig]) -> dict:
+    if isinstance(slo, dict):
+        targets = {cls: {k: v for k, v in s.model_dump().items() if v is not None} for cls, s in slo.items()}
+        return targets if any(targets.values()) else {}
+    return {k: v for k, v in slo.model_dump().items() if v is not None}
+
+
+def _block(requests: pd.DataFrame, slo: SloConfig | dict[str, SloConfig], duration_s: float) -> dict:
     # Column by column under a mask, not a filtered copy of the table: a long run's records are large.
     status = requests["status"]
     finished = (status == "finished").to_numpy()
@@ -54,7 +66,7 @@ def _block(requests: pd.DataFrame, slo: SloConfig, duration_s: float) -> dict:
         "output_tokens_per_s": out_tokens / duration_s if duration_s > 0 else None,
         "input_tokens_per_s": in_tokens / duration_s if duration_s > 0 else None,
     }
-    targets = {k: v for k, v in slo.model_dump().items() if v is not None}
+    targets = _targets(slo)
     out["slo"] = {
         "targets": targets,
         # Rejected requests count as misses; requests still in flight are not judged.
@@ -72,7 +84,8 @@ def _gpu_hours(hourly: pd.DataFrame) -> dict[str, float]:
             **{k: float(hourly[f"{k}_gpu_hours"].sum()) for k in keys}}
 
 
-def summarize(requests: pd.DataFrame, hourly_cost: pd.DataFrame, pool_prices: dict[str, str], slo: SloConfig,
+def summarize(requests: pd.DataFrame, hourly_cost: pd.DataFrame, pool_prices: dict[str, str],
+              slo: SloConfig | dict[str, SloConfig],
               duration_s: float, energy_kwh: float) -> dict:
     """The run's summary: counts, latency statistics, throughput, SLO attainment, cost, energy.
 
@@ -100,6 +113,9 @@ def summarize(requests: pd.DataFrame, hourly_cost: pd.DataFrame, pool_prices: di
         block["gpu_hours"] = _gpu_hours(hourly_cost[hourly_cost["pool"] == pool] if len(hourly_cost) else hourly_cost)
         pools[pool] = block
     summary["pools"] = pools
+    if isinstance(slo, dict) and len(slo) > 1:
+        summary["classes"] = {cls: _block(requests[(requests["class"] == cls).to_numpy()], cls_slo, duration_s)
+                              for cls, cls_slo in slo.items()}
     return summary
 
 
