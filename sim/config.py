@@ -277,23 +277,51 @@ class ClosedLoopWorkload(_BoundedWorkload):
                               "any pool")
 
 
+class TraceColumns(BaseModel):
+    """Which columns of a generic CSV or Parquet trace hold what."""
+
+    model_config = _FROZEN
+    arrival: str
+    prompt_tokens: str
+    output_tokens: str
+
+
 class TraceWorkload(BaseModel):
-    """Replay a request trace file.
+    """Replay a request trace file (``format``: azure 2023 and 2024, mooncake JSONL, burstgpt CSV, or a generic
+    csv / parquet with ``columns`` and ``time_unit``).
 
     ``time_scale`` multiplies inter-arrival times (0.5 replays twice as fast); ``start_s`` and
     ``duration_s`` take a window of the trace (in trace time); ``num_requests`` keeps the first N.
+    ``spread_s`` moves each arrival uniformly within ``[t, t + spread_s)`` (Mooncake's 3-s buckets);
+    ``rate_scale`` multiplies the traffic (thinning below 1, superposed shifted copies above).
     """
 
     model_config = _FROZEN
     type: Literal["trace"] = "trace"
     path: str
-    format: Literal["azure"] = "azure"
+    format: Literal["azure", "mooncake", "burstgpt", "csv", "parquet"] = "azure"
+    columns: TraceColumns | None = Field(default=None, description="csv and parquet: the column names")
+    time_unit: Literal["s", "ms", "us", "ns"] = Field(default="s", description="csv and parquet: of the arrivals")
+    spread_s: float = Field(default=0.0, ge=0)
+    rate_scale: float = Field(default=1.0, gt=0, le=1000)
     time_scale: float = Field(default=1.0, gt=0)
     start_s: float = Field(default=0.0, ge=0)
     duration_s: float | None = Field(default=None, gt=0)
     num_requests: int | None = Field(default=None, gt=0)
     model: str | None = Field(default=None, description="the model these requests need (a pool's model); default: "
                               "any pool")
+
+    @model_validator(mode="after")
+    def _columns(self) -> TraceWorkload:
+        if self.format in ("csv", "parquet") and self.columns is None:
+            raise ValueError(f"format {self.format} needs columns: {{arrival, prompt_tokens, output_tokens}} (the "
+                             "file's column names)")
+        return self
+
+    def reader_options(self) -> dict:
+        if self.format in ("csv", "parquet"):
+            return {"columns": self.columns.model_dump(), "time_unit": self.time_unit}
+        return {}
 
 
 Workload = Annotated[OpenLoopWorkload | ClosedLoopWorkload | TraceWorkload, Field(discriminator="type")]

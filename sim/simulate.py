@@ -32,6 +32,8 @@ def _expected_requests(scenario: Scenario) -> int | None:
     total = 0
     for _, wl, _ in scenario.traffic():
         if isinstance(wl, TraceWorkload):
+            if wl.rate_scale != 1:
+                return None  # known only once drawn
             total += len(trace_arrays(wl))
         elif wl.duration_s is None:
             total += wl.num_requests

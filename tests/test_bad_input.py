@@ -289,6 +289,8 @@ SCENARIO_CASES = [
                   "pools.l4.sharing": {"mode": "timeslice", "replicas_per_gpu": 2, "memory_fraction": 0.6}},
                  "pools.l4.sharing.memory_fraction", ("add up to more than 1", "SH-1", "at most 0.5"),
                  id="timeslice-memory-oversubscribed"),
+    pytest.param({"workload": {"type": "trace", "format": "csv", "path": "t.csv"}}, "workload",
+                 ("format csv needs columns",), id="csv-trace-without-columns"),
     # autoscaling, lifecycle, nodes (reference sections 1 and 2)
     pytest.param({"pools.l4.autoscale": {"policy": "hpa", "max_replicas": 4, "metrics": [{"name": "qps",
                                                                                           "target": 1}]}},

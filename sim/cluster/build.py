@@ -303,6 +303,6 @@ def build(scenario: Scenario, deployment: Deployment, streams: Streams, spill_di
         if isinstance(wl, ClosedLoopWorkload):
             ClosedLoop(env, wl, own, dispatch, fleet.end_arrivals)
         else:
-            arrays = open_loop_arrays(wl, own) if isinstance(wl, OpenLoopWorkload) else trace_arrays(wl)
+            arrays = open_loop_arrays(wl, own) if isinstance(wl, OpenLoopWorkload) else trace_arrays(wl, own)
             env.process(replay(env, arrays, dispatch, fleet.end_arrivals))
     return fleet

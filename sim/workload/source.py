@@ -12,6 +12,7 @@ from sim.engine.request import Request
 from sim.rng import Streams
 from sim.workload.lengths import LengthDist
 from sim.workload.traces import TraceArrays, read_trace
+from sim.workload.transforms import scale_rate, spread
 
 Dispatch = Callable[..., Request]
 #: Arrivals converted from arrays to Python numbers at a time (see :func:`replay`).
@@ -29,15 +30,24 @@ def open_loop_arrays(wl: OpenLoopWorkload, streams: Streams) -> TraceArrays:
     )
 
 
-def trace_arrays(wl: TraceWorkload) -> TraceArrays:
-    """A trace file, windowed to ``[start_s, start_s + duration_s)``, re-based to 0, time-scaled and cut."""
-    full = read_trace(wl.format, wl.path)
+def trace_arrays(wl: TraceWorkload, streams: Streams | None = None) -> TraceArrays:
+    """A trace file, windowed to ``[start_s, start_s + duration_s)``, re-based to 0, time-scaled and cut; with
+    ``streams``, also spread (``spread_s``) and rate-scaled (``rate_scale``) by their own streams.
+
+    Without ``streams`` (load-time checks) the transforms that draw are left out; they never empty a window.
+    """
+    full = read_trace(wl.format, wl.path, **wl.reader_options())
     keep = full.arrival_s >= wl.start_s
     if wl.duration_s is not None:
         keep &= full.arrival_s < wl.start_s + wl.duration_s
     idx = np.flatnonzero(keep)[: wl.num_requests]
-    arrival = (full.arrival_s[idx] - wl.start_s) * wl.time_scale
-    return TraceArrays(arrival, full.prompt_tokens[idx], full.output_tokens[idx])
+    picked = full.take(idx)
+    arrays = TraceArrays((picked.arrival_s - wl.start_s) * wl.time_scale, picked.prompt_tokens,
+                         picked.output_tokens, picked.prefix_blocks)
+    if streams is not None:
+        arrays = spread(arrays, wl.spread_s * wl.time_scale, streams.get("trace_spread"))
+        arrays = scale_rate(arrays, wl.rate_scale, streams.get("trace_rate"))
+    return arrays
 
 
 class ArrivalTimeout(simpy.events.Event):

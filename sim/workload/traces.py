@@ -19,14 +19,21 @@ from sim.errors import TraceError
 
 @dataclass(frozen=True, slots=True)
 class TraceArrays:
-    """A trace as columns; ``arrival_s`` is sorted and starts at 0."""
+    """A trace as columns; ``arrival_s`` is sorted and starts at 0; ``prefix_blocks``, where the format has them
+    (Mooncake ``hash_ids``), the ids of each request's prefix blocks."""
 
     arrival_s: np.ndarray
     prompt_tokens: np.ndarray
     output_tokens: np.ndarray
+    prefix_blocks: tuple[tuple[int, ...], ...] | None = None
 
     def __len__(self) -> int:
         return len(self.arrival_s)
+
+    def take(self, idx: np.ndarray) -> TraceArrays:
+        """The requests at ``idx`` (in that order)."""
+        blocks = None if self.prefix_blocks is None else tuple(self.prefix_blocks[i] for i in idx)
+        return TraceArrays(self.arrival_s[idx], self.prompt_tokens[idx], self.output_tokens[idx], blocks)
 
 
 def first_undecodable_line(path: str) -> int:
@@ -71,7 +78,7 @@ def read_azure_csv(path: str | Path) -> TraceArrays:
             header = [h.strip().lstrip("\ufeff") for h in header]
             if tuple(header[:3]) != AZURE_COLUMNS:
                 raise TraceError(path, 1, f"expected header {','.join(AZURE_COLUMNS)}, got {','.join(header)}")
-            previous = None
+            previous = origin = None
             for line, row in enumerate(reader, start=2):
                 if not row:
                     continue
@@ -81,8 +88,11 @@ def read_azure_csv(path: str | Path) -> TraceArrays:
                     when = datetime.fromisoformat(row[0].strip())
                 except ValueError:
                     raise TraceError(path, line, f"TIMESTAMP is not a date-time: {row[0]!r}") from None
-                # Naive stamps are read as UTC: the local time zone (and its DST) must not move arrivals.
-                stamp = (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+                # Naive stamps are read as UTC: the local time zone (and its DST) must not move arrivals. Seconds
+                # are counted from the first stamp exactly (a float of the Unix time would lose microseconds).
+                when = when if when.tzinfo else when.replace(tzinfo=UTC)
+                origin = origin or when
+                stamp = (when - origin).total_seconds()
                 if previous is not None and stamp < previous:
                     raise TraceError(path, line, "TIMESTAMP goes backwards; the trace must be sorted by time")
                 previous = stamp
@@ -105,22 +115,31 @@ def read_azure_csv(path: str | Path) -> TraceArrays:
     )
 
 
-READERS = {"azure": read_azure_csv}
+def _readers() -> dict:
+    from sim.workload.readers import read_burstgpt, read_mooncake, read_table
+
+    return {"azure": read_azure_csv, "mooncake": read_mooncake, "burstgpt": read_burstgpt, "csv": read_table,
+            "parquet": read_table}
 
 
 @lru_cache(maxsize=8)
-def _read_cached(fmt: str, path: str, mtime_ns: int, size: int) -> TraceArrays:
-    arrays = READERS[fmt](path)
+def _read_cached(fmt: str, path: str, mtime_ns: int, size: int, options: tuple) -> TraceArrays:
+    kwargs = dict(options)
+    if "columns" in kwargs:
+        kwargs["columns"] = dict(kwargs["columns"])
+    arrays = _readers()[fmt](path, **kwargs)
     for column in (arrays.arrival_s, arrays.prompt_tokens, arrays.output_tokens):
         column.flags.writeable = False  # shared between runs: nobody may change it
     return arrays
 
 
-def read_trace(fmt: str, path: str | Path) -> TraceArrays:
-    """Read a trace in format ``fmt`` once per file version (cached on path, modification time and size)."""
+def read_trace(fmt: str, path: str | Path, **options) -> TraceArrays:
+    """Read a trace in format ``fmt`` once per file version (cached on path, modification time, size and the
+    reader's ``options``: ``columns`` and ``time_unit`` for csv and parquet)."""
     path = str(path)
     try:
         stat = Path(path).stat()
     except FileNotFoundError:
         raise TraceError(path, 0, "file not found") from None
-    return _read_cached(fmt, path, stat.st_mtime_ns, stat.st_size)
+    key = tuple(sorted((k, tuple(sorted(v.items())) if isinstance(v, dict) else v) for k, v in options.items()))
+    return _read_cached(fmt, path, stat.st_mtime_ns, stat.st_size, key)
