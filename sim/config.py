@@ -46,6 +46,8 @@ class EngineConfig(BaseModel):
     activation_reserve_gib: float | None = Field(
         default=None, ge=0, description="memory kept for activations per GPU; default: estimated from the model"
     )
+    enable_prefix_caching: bool = Field(default=True, description="as vLLM v1 (on by default): requests with "
+                                        "prefix ids skip the prefill of their cached prefix")
     stepping: Literal["fast", "iteration"] = Field(
         default="fast", description="fast: runs of whole-batch decode steps at once (same results); iteration: "
         "one event per step (the reference)")
@@ -237,6 +239,17 @@ class PoolConfig(BaseModel):
         return self
 
 
+class SharedPrefix(BaseModel):
+    """Synthetic shared prompt prefixes (system prompts, few-shot templates): each request's prompt starts with one
+    of ``groups`` prefixes of ``tokens`` tokens, chosen uniformly (a prompt shorter than the prefix holds only its
+    start). Drives prefix caching for synthetic traffic."""
+
+    model_config = _FROZEN
+    tokens: int = Field(gt=0)
+    groups: int = Field(default=1, gt=0)
+    block_tokens: int = Field(default=16, gt=0, description="prefix-cache granularity (vLLM's block size)")
+
+
 class _BoundedWorkload(BaseModel):
     model_config = _FROZEN
     num_requests: int | None = Field(default=None, gt=0)
@@ -258,6 +271,7 @@ class OpenLoopWorkload(_BoundedWorkload):
     output_tokens: LengthDist
     model: str | None = Field(default=None, description="the model these requests need (a pool's model); default: "
                               "any pool")
+    shared_prefix: SharedPrefix | None = None
 
 
 class ClosedLoopWorkload(_BoundedWorkload):
@@ -275,6 +289,7 @@ class ClosedLoopWorkload(_BoundedWorkload):
     output_tokens: LengthDist
     model: str | None = Field(default=None, description="the model these requests need (a pool's model); default: "
                               "any pool")
+    shared_prefix: SharedPrefix | None = None
 
 
 class TraceColumns(BaseModel):
@@ -304,6 +319,7 @@ class TraceWorkload(BaseModel):
     time_unit: Literal["s", "ms", "us", "ns"] = Field(default="s", description="csv and parquet: of the arrivals")
     spread_s: float = Field(default=0.0, ge=0)
     rate_scale: float = Field(default=1.0, gt=0, le=1000)
+    prefix_block_tokens: int = Field(default=512, gt=0, description="tokens per prefix id (Mooncake: 512)")
     time_scale: float = Field(default=1.0, gt=0)
     start_s: float = Field(default=0.0, ge=0)
     duration_s: float | None = Field(default=None, gt=0)

@@ -14,7 +14,7 @@ from sim.autoscale.runner import AUTOSCALERS, fleet_process, rate_window_s
 from sim.cluster.deploy import Deployment, PoolPlan
 from sim.cluster.pool import PoolHooks, PoolRuntime
 from sim.cluster.router import ROUTERS
-from sim.config import ClosedLoopWorkload, OpenLoopWorkload, Scenario
+from sim.config import ClosedLoopWorkload, OpenLoopWorkload, Scenario, TraceWorkload
 from sim.engine.replica import Replica
 from sim.engine.request import Request
 from sim.engine.scheduler import SCHEDULERS, EngineLimits
@@ -44,6 +44,11 @@ class ReplicaViews(Sequence):
         if isinstance(i, slice):
             return [r.view() for r in self._replicas[i]]
         return self._replicas[i].view()
+
+    def cached_prefix(self, i: int, ids) -> int:
+        """How many leading prefix ids of a request replica ``i`` has cached (0 without prefix caching)."""
+        cache = self._replicas[i].prefix_cache
+        return cache.match(ids) if cache is not None and ids else 0
 
 
 #: Completed requests are turned into records this many at a time (then the Request objects are dropped).
@@ -87,6 +92,7 @@ class Fleet:
     routable_by_model: dict[str, list[Replica]] = field(default_factory=dict)
     longest_by_model: dict[str, int] = field(default_factory=dict)
     sources: int = 1  # arrival sources (one per class) still sending
+    prefixes: list = field(default_factory=lambda: [None])  # per class: (prompt, trace ids) -> (ids, tokens per id)
     done: simpy.Event | None = None
 
     @property
@@ -135,6 +141,7 @@ class Fleet:
                     self.env, len(self.replicas), name, SCHEDULERS[eng.scheduler](limits), perf,
                     plan.sizing.kv_blocks, plan.sizing.block_size, plan.sizing.max_model_len,
                     self._finished, self.monitor, self.events, fast=eng.stepping == "fast", share=share,
+                    prefix_caching=eng.enable_prefix_caching,
                 )
                 self.replicas.append(replica)
                 return replica
@@ -209,11 +216,16 @@ class Fleet:
         if reason:
             self._check_done()
 
-    def dispatch(self, prompt_tokens: int, output_tokens: int, before_step_ends: bool = False, cls: int = 0) -> Request:
+    def dispatch(self, prompt_tokens: int, output_tokens: int, before_step_ends: bool = False, cls: int = 0,
+                 prefix: tuple[int, ...] | None = None) -> Request:
         """A request of class ``cls`` arrives now: route it, hold it at the gateway until a replica is ready, or
-        reject it with a reason (``before_step_ends``: see :meth:`~sim.engine.replica.Replica.submit`)."""
+        reject it with a reason (``before_step_ends``: see :meth:`~sim.engine.replica.Replica.submit`;
+        ``prefix``: its prefix ids from a trace)."""
         req = Request(self.arrived, self.env.now, prompt_tokens, output_tokens)
         req.cls = cls
+        source = self.prefixes[cls]
+        if source is not None:
+            req.prefix, req.prefix_tokens_per_id = source(prompt_tokens, prefix)
         self.arrived += 1
         if self.can_scale:
             self.arrival_times.append(self.env.now)
@@ -267,6 +279,25 @@ class Fleet:
             self.done.succeed(self.env.now)
 
 
+def prefix_source(cls: int, wl, streams):
+    """How a class's requests get their prefix ids (prefix caching), or None: from the trace (Mooncake
+    ``hash_ids``), or one of ``shared_prefix.groups`` synthetic prefixes drawn per request."""
+    shared = getattr(wl, "shared_prefix", None)
+    if shared is not None:
+        rng = streams.get("shared_prefix")
+
+        def synthetic(prompt_tokens: int, _ids) -> tuple[tuple[int, ...], int]:
+            group = int(rng.integers(shared.groups))
+            full = min(shared.tokens, prompt_tokens) // shared.block_tokens  # only whole blocks are cached
+            # Negative ids, so they never meet a trace's.
+            return tuple(-(((cls * 100_003 + group) * 1_000_003) + j + 1) for j in range(full)), shared.block_tokens
+
+        return synthetic
+    if isinstance(wl, TraceWorkload):
+        return lambda _prompt, ids: (ids, wl.prefix_block_tokens)
+    return None
+
+
 def build(scenario: Scenario, deployment: Deployment, streams: Streams, spill_dir: Path | None = None) -> Fleet:
     """A ready-to-run fleet for ``scenario``: nothing is shared with any other run.
 
@@ -296,6 +327,8 @@ def build(scenario: Scenario, deployment: Deployment, streams: Streams, spill_di
     fleet.class_names = [name for name, _, _ in traffic]
     fleet.class_models = [wl.model for _, wl, _ in traffic]
     fleet.sources = len(traffic)
+    fleet.prefixes = [prefix_source(cls, wl, streams if cls == 0 else PrefixedStreams(streams, f"class.{name}."))
+                      for cls, (name, wl, _) in enumerate(traffic)]
     for cls, (name, wl, _) in enumerate(traffic):
         # The default class draws from the streams by their plain names; a further class from its own.
         own = streams if cls == 0 else PrefixedStreams(streams, f"class.{name}.")

@@ -87,10 +87,37 @@ class PowerOfTwoChoices:
         return a if replicas[a].outstanding_requests <= replicas[b].outstanding_requests else b
 
 
+class PrefixAffinity:
+    """Prefix-aware: the replica holding the longest cached prefix of the request (ties: fewest outstanding), unless
+    it has :attr:`MAX_IMBALANCE` more outstanding requests than the least loaded replica, which then gets it. A
+    request without prefix ids goes to the least loaded. The replicas' caches are read, never changed."""
+
+    #: How many more outstanding requests than the least loaded replica a cache hit is worth.
+    MAX_IMBALANCE = 4
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        pass
+
+    def route(self, request: Request, replicas: Sequence[ReplicaView]) -> int:
+        views = [replicas[i] for i in range(len(replicas))]
+        least = _argmin(v.outstanding_requests for v in views)
+        if not request.prefix or not hasattr(replicas, "cached_prefix"):
+            return least
+        hits = [replicas.cached_prefix(i, request.prefix) for i in range(len(views))]
+        best = max(hits)
+        if best == 0:
+            return least
+        choice = min((i for i, h in enumerate(hits) if h == best), key=lambda i: (views[i].outstanding_requests, i))
+        if views[choice].outstanding_requests > views[least].outstanding_requests + self.MAX_IMBALANCE:
+            return least
+        return choice
+
+
 ROUTERS: dict[str, type] = {
     "round_robin": RoundRobin,
     "random": RandomRouter,
     "least_outstanding": LeastOutstanding,
     "jsq_tokens": JoinShortestQueueTokens,
     "power_of_two": PowerOfTwoChoices,
+    "prefix_affinity": PrefixAffinity,
 }

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import simpy
 
 from sim.engine.group import DecodeGroup
+from sim.engine.prefix_cache import PrefixCache
 from sim.engine.request import Request
 from sim.engine.scheduler import Scheduler, is_decode
 from sim.engine.state import ReplicaState, apply_decode_run, apply_group_run, finish_step, start_step
@@ -78,6 +79,7 @@ class Replica:
         events: list | None = None,
         fast: bool = True,
         share: tuple[object, int] | None = None,
+        prefix_caching: bool = False,
     ) -> None:
         self.env = env
         self.replica_id = replica_id
@@ -98,6 +100,7 @@ class Replica:
         # sim/sharing/slicing.py) and steps one by one: the GPU decides when the work is done.
         self.share = share
         self.fast = fast and share is None
+        self.prefix_cache = PrefixCache(total_blocks * block_size) if prefix_caching else None
         # Fast stepping keeps the decoding requests' counters lazy (sim/engine/group.py); the event log needs
         # every request at every step, so a traced run steps them one by one.
         self.group = DecodeGroup(block_size) if self.fast and events is None else None
@@ -135,6 +138,10 @@ class Replica:
         """
         req.pool = self.pool
         req.replica_id = self.replica_id
+        if self.prefix_cache is not None and req.prefix:
+            # vLLM always computes at least the last prompt token (its logits give the first output token).
+            hits = self.prefix_cache.admit(req.prefix, req.prefix_tokens_per_id)
+            req.cached_tokens = req.computed_tokens = min(hits * req.prefix_tokens_per_id, req.prompt_tokens - 1)
         self.state.waiting.append(req)
         self.outstanding_tokens += req.prompt_tokens + req.output_tokens
         self._report()

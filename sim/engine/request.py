@@ -23,6 +23,9 @@ class Request:
     pool: str | None = None
     replica_id: int = -1
     cls: int = 0  # traffic class (index into the scenario's classes; 0 is the default workload)
+    prefix: tuple[int, ...] | None = None  # prefix ids (prefix caching), each ``prefix_tokens_per_id`` tokens
+    prefix_tokens_per_id: int = 0
+    cached_tokens: int = 0  # prompt tokens found in the replica's prefix cache at admission
     computed_tokens: int = 0
     generated_tokens: int = 0
     kv_blocks: int = 0
@@ -40,7 +43,7 @@ class Request:
     def reset(self) -> None:
         """Back to the arrival state after its replica went away (the restart is counted in ``interruptions``);
         the arrival time is kept, so its latencies include the lost time."""
-        self.computed_tokens = self.generated_tokens = self.kv_blocks = self.group_tick = 0
+        self.computed_tokens = self.generated_tokens = self.kv_blocks = self.group_tick = self.cached_tokens = 0
         self.scheduled_s = self.first_token_s = None
         self.last_token_s = self.max_itl_s = 0.0
         self.replica_id = -1

@@ -11,13 +11,15 @@ from sim.engine.request import Request
 
 RECORD_COLUMNS = [
     "request_id", "class", "arrival_s", "first_token_s", "finish_s", "prompt_tokens", "output_tokens", "pool",
-    "gpu_type", "replica_id", "status", "reject_reason", "preemptions", "interruptions", "queue_s", "ttft_s",
+    "gpu_type", "replica_id", "status", "reject_reason", "preemptions", "interruptions", "cached_tokens", "queue_s",
+    "ttft_s",
     "tpot_s", "max_itl_s", "e2e_s",
 ]
 
 
 #: The record columns the run's summary reads (kept in memory when records spill to disk).
-SUMMARY_COLUMNS = ["class", "pool", "status", "preemptions", "interruptions", "prompt_tokens", "output_tokens",
+SUMMARY_COLUMNS = ["class", "pool", "status", "preemptions", "interruptions", "cached_tokens", "prompt_tokens",
+                   "output_tokens",
                    "queue_s", "ttft_s", "tpot_s", "max_itl_s", "e2e_s"]
 
 
@@ -39,7 +41,8 @@ def requests_frame(requests: Sequence[Request], gpu_of_pool: dict[str, str],
     per output token after the first, ``(finish - first_token) / (output_tokens - 1)`` (NaN for one-token
     outputs); ``interruptions`` how often the request's replica went away under it and it restarted elsewhere
     (drain timeout, spot reclaim, failure); ``max_itl_s`` the longest gap between two consecutive output tokens
-    (finished requests with two tokens or more, else NaN); ``e2e_s`` arrival to finish.
+    (finished requests with two tokens or more, else NaN); ``cached_tokens`` the prompt tokens found in the
+    replica's prefix cache (their prefill skipped); ``e2e_s`` arrival to finish.
     """
     arrival = np.array([r.arrival_s for r in requests], dtype=float)
     first = _opt(r.first_token_s for r in requests)
@@ -66,6 +69,7 @@ def requests_frame(requests: Sequence[Request], gpu_of_pool: dict[str, str],
         "reject_reason": pd.Series([r.reject_reason for r in requests], dtype="object"),
         "preemptions": np.array([r.preemptions for r in requests], dtype=np.int64),
         "interruptions": np.array([r.interruptions for r in requests], dtype=np.int64),
+        "cached_tokens": np.array([r.cached_tokens for r in requests], dtype=np.int64),
         "queue_s": scheduled - arrival,
         "ttft_s": first - arrival,
         "tpot_s": tpot,

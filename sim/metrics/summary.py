@@ -56,6 +56,9 @@ def _block(requests: pd.DataFrame, slo: SloConfig | dict[str, SloConfig], durati
             "preemptions": int(requests["preemptions"].sum()),
             "interrupted": int((requests["interruptions"] > 0).sum()),
         },
+        # Prompt tokens whose prefill the prefix cache saved, over all prompt tokens of finished requests.
+        "prefix_cache_hit_rate": (float(requests["cached_tokens"][finished].sum()
+                                        / requests["prompt_tokens"][finished].sum()) if n_finished else None),
     }
     for metric in LATENCY_METRICS:
         out[metric] = _stats(requests[metric][finished])

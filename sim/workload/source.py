@@ -72,10 +72,16 @@ def replay(env: simpy.Environment, arrays: TraceArrays, dispatch: Dispatch, on_d
         times = arrays.arrival_s[block].tolist()
         prompts = arrays.prompt_tokens[block].tolist()
         outputs = arrays.output_tokens[block].tolist()
-        for t, p, o in zip(times, prompts, outputs, strict=True):
+        if arrays.prefix_blocks is None:
+            for t, p, o in zip(times, prompts, outputs, strict=True):
+                if t > env.now:
+                    yield ArrivalTimeout(env, t - env.now)
+                dispatch(p, o, True)
+            continue
+        for t, p, o, ids in zip(times, prompts, outputs, arrays.prefix_blocks[block], strict=True):
             if t > env.now:
                 yield ArrivalTimeout(env, t - env.now)
-            dispatch(p, o, True)
+            dispatch(p, o, True, prefix=ids)
     on_done()
 
 
