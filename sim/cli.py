@@ -69,6 +69,10 @@ def summary_text(res: Results) -> str:
         f"${_fmt(cost['usd_per_million_output_tokens'], 1, 3)} per million output tokens; "
         f"energy {s['energy_kwh']:.4f} kWh",
     ]
+    if s.get("stalled"):
+        st = s["stalled"]
+        out.append(f"WARNING: the run stalled at {st['at_s']:,.1f} s: {st['waiting']} requests left in flight "
+                   f"({st['reason']})")
     hours = s["gpu_hours"]
     if hours["cold_start"] or hours["draining"]:
         billed = hours["billed"] or 1.0

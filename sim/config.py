@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sim.scaling_config import (
+    POD_METRICS,
     Autoscale,
     BillingConfig,
     FailureConfig,
@@ -231,6 +232,16 @@ class PoolConfig(BaseModel):
         if per_node is not None and per_node < self.tensor_parallel:
             raise ValueError(f"nodes.gpus_per_node ({per_node}) is less than tensor_parallel ({self.tensor_parallel}):"
                              " a replica's GPUs are on one node")
+        scale = self.autoscale
+        if scale is not None and scale.policy == "hpa":
+            if scale.min_replicas == 0 and all(m.name in POD_METRICS for m in scale.metrics):
+                raise ValueError("autoscale.min_replicas 0 needs an external metric (request_rate or a latency "
+                                 "percentile): with only per-pod metrics an HPA at zero replicas has nothing to read "
+                                 "(HPA-13)")
+            if self.replicas == 0 and scale.min_replicas > 0:
+                raise ValueError(f"replicas 0 with autoscale.min_replicas {scale.min_replicas}: an HPA stands aside "
+                                 "when its workload is at zero replicas (HPA-13); start with replicas >= 1, or set "
+                                 "min_replicas: 0")
         dynamic = self.autoscale is not None or self.spot is not None or self.failures is not None
         if dynamic and self.sharing is not None and self.sharing.mode != "passthrough":
             raise ValueError(f"autoscaling, spot or failures on a pool with sharing mode {self.sharing.mode!r} are not "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -42,6 +43,13 @@ def _expected_requests(scenario: Scenario) -> int | None:
     return total
 
 
+def _stalled(fleet) -> None:
+    """Nothing is left to happen, yet requests wait (no pool can ever serve them): end the run, marked stalled."""
+    fleet.stalled = {"at_s": fleet.env.now, "waiting": len(fleet.pending),
+                     "reason": "nothing left to happen while requests wait"}
+    fleet.done.succeed(fleet.env.now)
+
+
 def simulate(
     scenario: Scenario | str | Path,
     seed: int | np.random.SeedSequence | None = None,
@@ -77,14 +85,21 @@ def simulate(
     limit = scenario.run.max_duration_s
     stop = fleet.done if limit is None else env.any_of([fleet.done, env.timeout(limit)])
     if progress is None:
-        env.run(until=stop)
+        try:
+            env.run(until=stop)
+        except RuntimeError as err:  # SimPy ran out of events before the stop
+            if "No scheduled events left" not in str(err):
+                raise
+            _stalled(fleet)
     else:
         expected = _expected_requests(scenario)
         while not stop.triggered:
             # Slices of simulated time; the clock of the results is taken from the stop event, not from here.
             env.run(until=env.any_of([stop, env.timeout(max(1.0, env.now * 0.05))]))
-            done = fleet.arrived - fleet.unfinished
-            progress(env.now, done, expected)
+            progress(env.now, fleet.arrived - fleet.unfinished, expected)
+            if not stop.triggered and env.peek() == math.inf:
+                _stalled(fleet)
+                env.run(until=stop)
     end_s = fleet.done.value if fleet.done.triggered else float(limit)
     if fleet.events is not None:
         for replica in fleet.replicas:
@@ -108,6 +123,8 @@ def simulate(
     seed_info = seed if not isinstance(seed, np.random.SeedSequence) else {
         "entropy": seed.entropy, "spawn_key": list(seed.spawn_key)}
     summary["seed"] = seed_info
+    if fleet.stalled is not None:
+        summary["stalled"] = fleet.stalled
     per_pool, shared = usage_summary(replicas, gpus, end_s)
     for pool, block in per_pool.items():
         summary["pools"][pool]["gpu"] = block

@@ -181,3 +181,40 @@ def test_autoscaling_configs_run_short(config):
     s = res.summary["requests"]
     assert s["arrived"] == s["finished"] + s["rejected"] + s["in_flight"] and s["arrived"] > 100
     assert len(res.scaling) > 0 and res.summary["gpu_hours"]["billed"] > 0
+
+
+def test_keda_activates_from_zero_on_the_queue_waiting_at_the_gateway():
+    keda = {"policy": "keda", "max_replicas": 2, "polling_interval_s": 30, "cooldown_s": 60,
+            "triggers": [{"name": "queue_length", "target": 5.0}]}
+    wl = {"type": "open_loop", "num_requests": 40, "arrival": {"process": "constant", "rate_per_s": 0.5},
+          "prompt_tokens": {"dist": "fixed", "tokens": 100}, "output_tokens": {"dist": "fixed", "tokens": 20}}
+    res = simulate(scenario({"workload": wl, "pools": {"p": pool(keda, replicas=0)}}))
+    assert (res.requests["status"] == "finished").all()
+    assert lifecycle_of(res, "node")["time_s"].min() == 30.0  # the first poll sees the queued request
+
+
+def test_a_class_whose_model_no_pool_can_ever_serve_is_rejected_with_a_reason():
+    from tests.test_classes import CHAT, SMALL
+
+    pools = {"p": {"gpu": "h100_sxm", "model": "llama-3.1-8b", "perf": {"model": "kernel"}, "replicas": 1,
+                   "autoscale": {"policy": "kpa", "max_replicas": 2, "min_replicas": 1}},
+             "small": {"gpu": "l4", "model": "llama-3.2-1b", "replicas": 0, "engine": {"max_model_len": 4096}}}
+    res = simulate(scenario({"workload": CHAT, "pools": pools, "classes": [{"name": "small", "workload": SMALL}]}))
+    req = res.requests
+    small = req[req["class"] == "small"]
+    assert (small["status"] == "rejected").all() and set(small["reject_reason"]) == {"no_replicas"}
+    assert (req.loc[req["class"] == "default", "status"] == "finished").all()
+    assert "stalled" not in res.summary
+
+
+@pytest.mark.parametrize(("autoscale", "replicas", "message"), [
+    ({"policy": "hpa", "min_replicas": 0, "max_replicas": 2, "metrics": [{"name": "queue_length", "target": 5}]},
+     1, "needs an external metric"),
+    ({"policy": "hpa", "min_replicas": 1, "max_replicas": 2, "metrics": [{"name": "queue_length", "target": 5}]},
+     0, "stands aside"),
+])
+def test_hpa_configurations_that_could_never_scale_are_errors(autoscale, replicas, message):
+    from sim.errors import ScenarioError
+
+    with pytest.raises(ScenarioError, match=message):
+        scenario({"pools": {"p": pool(autoscale, replicas=replicas)}})

@@ -79,6 +79,17 @@ def test_scale_up_limit_counts_replicas_added_within_the_period():
     assert scale_up_limit(5, [(0.0, 4)], 61.0, rules) == 9
 
 
+def test_rate_limits_count_changes_in_both_directions_within_the_period():
+    from sim.autoscale.hpa import scale_down_limit
+
+    up = Direction(0.0, (RatePolicy("percent", 100, 60.0),))
+    # 4 -> 2 within the period: the period started at 4, so doubling allows 8 (not 2 x 2 + ...).
+    assert scale_up_limit(2, [(10.0, -2)], 30.0, up) == 8
+    down = Direction(0.0, (RatePolicy("pods", 1, 15.0),))
+    # 2 -> 5 within the period: it started at 2, so one pod down from there is 1.
+    assert scale_down_limit(5, [(10.0, 3)], 20.0, down) == 1
+
+
 def test_scale_down_follows_the_max_recommendation_of_the_last_five_minutes():
     hpa = Hpa(min_replicas=1, max_replicas=100)
     assert hpa.decide(0.0, 10, [10]) == 10

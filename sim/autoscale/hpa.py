@@ -108,13 +108,18 @@ def _changed_within(events: Sequence[tuple[float, int]], now_s: float, period_s:
     return sum(abs(n) for t, n in events if t > now_s - period_s and (n > 0) == (sign > 0))
 
 
+def _period_start(current: int, events: Sequence[tuple[float, int]], now_s: float, period_s: float) -> int:
+    """The count at the start of the period: replicas added within it taken off, replicas removed put back."""
+    return current - _changed_within(events, now_s, period_s, +1) + _changed_within(events, now_s, period_s, -1)
+
+
 def scale_up_limit(current: int, events: Sequence[tuple[float, int]], now_s: float, rules: Direction) -> int:
     """The most replicas the scale-up policies allow now (HPA-11); ``events`` are ``(time, change)``."""
     if rules.select_policy == "disabled":
         return current
     limits = []
     for p in rules.policies:
-        start = current - _changed_within(events, now_s, p.period_s, +1)
+        start = _period_start(current, events, now_s, p.period_s)
         limits.append(start + p.value if p.type == "pods" else math.ceil(start * (1 + p.value / 100)))
     return max(limits) if rules.select_policy == "max" else min(limits)
 
@@ -125,7 +130,7 @@ def scale_down_limit(current: int, events: Sequence[tuple[float, int]], now_s: f
         return current
     limits = []
     for p in rules.policies:
-        start = current + _changed_within(events, now_s, p.period_s, -1)
+        start = _period_start(current, events, now_s, p.period_s)
         limits.append(start - p.value if p.type == "pods" else int(start * (1 - p.value / 100)))
     return min(limits) if rules.select_policy == "max" else max(limits)
 

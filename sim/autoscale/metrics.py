@@ -93,7 +93,7 @@ class Scraper:
         for m in self.metrics:
             kind = metric_kind(m.name)
             if kind == "rate":
-                out[m.name] = fleet.arrivals_within(m.window_s) / m.window_s
+                out[m.name] = fleet.arrivals_within(m.window_s, self.pool.name) / m.window_s
             elif kind == "latency":
                 column, q = latency_metric(m.name)
                 values = [v for req in finished if req.finish_s > now - m.window_s

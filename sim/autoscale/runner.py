@@ -68,7 +68,7 @@ def hpa_process(env, fleet, pool, cfg: HpaConfig, log: list):
                 proposal = external_proposal(value, current, ready, m.target, cfg.tolerance, average=kind == "rate")
             proposals.append(proposal)
             rows.append([env.now, pool.name, "hpa", current, ready, 0, m.name, value, m.target, proposal])
-        desired = hpa.decide(env.now, current, proposals)
+        desired = fleet.floor_for_pending(pool.name, hpa.decide(env.now, current, proposals))
         for row in rows:
             row[5] = desired
             log.append(tuple(row))
@@ -76,9 +76,10 @@ def hpa_process(env, fleet, pool, cfg: HpaConfig, log: list):
             pool.scale_to(desired)
 
 
-def _total(pool, name: str) -> float:
-    """A pod gauge summed over the ready replicas (what a KEDA Prometheus trigger would query)."""
-    out = 0
+def _total(fleet, pool, name: str) -> float:
+    """A pod gauge summed over the ready replicas, with the requests waiting at the gateway that this pool could
+    serve (what a KEDA trigger on the serving stack's queue sees)."""
+    out = fleet.pending_for(pool.name)
     for m in pool.members:
         if m.state == "ready":
             st = m.replica.state
@@ -98,7 +99,7 @@ def keda_process(env, fleet, pool, cfg: KedaConfig, log: list):
 
     def values() -> dict[str, float | None]:
         series = scraper.take().series
-        return {t.name: series.get(t.name) if t.name in series else _total(pool, t.name) for t in cfg.triggers}
+        return {t.name: series[t.name] if t.name in series else _total(fleet, pool, t.name) for t in cfg.triggers}
 
     def poll():
         while True:
@@ -111,7 +112,9 @@ def keda_process(env, fleet, pool, cfg: KedaConfig, log: list):
             if active:
                 state["last_active"] = env.now
             desired = current
-            if active and current == 0:
+            if current < cfg.min_replicas:
+                desired = cfg.min_replicas
+            elif active and current == 0:
                 desired = max(1, cfg.min_replicas)
             elif (not active and current > 0 and cfg.min_replicas == 0
                   and env.now - state["last_active"] >= cfg.cooldown_s):
@@ -138,7 +141,7 @@ def keda_process(env, fleet, pool, cfg: KedaConfig, log: list):
                                          average=metric_kind(t.name) != "latency")
             proposals.append(proposal)
             rows.append([env.now, pool.name, "keda", current, ready, 0, t.name, value, t.target, proposal])
-        desired = hpa.decide(env.now, current, proposals)
+        desired = fleet.floor_for_pending(pool.name, hpa.decide(env.now, current, proposals))
         for row in rows:
             row[5] = desired
             log.append(tuple(row))
@@ -159,15 +162,15 @@ def kpa_process(env, fleet, pool, cfg: KpaConfig, log: list):
         yield env.timeout(1.0)
         yield env.timeout(0)
         if cfg.metric == "concurrency":
-            value = _total(pool, "concurrency") + len(fleet.pending)
+            value = _total(fleet, pool, "concurrency")
         else:
-            value = float(fleet.arrivals_within(1.0))
+            value = float(fleet.arrivals_within(1.0, pool.name))
         kpa.observe(env.now, value)
         if env.now + 1e-9 < next_tick:
             continue
         next_tick += cfg.tick_s
         current, ready = len(pool.active()), pool.count("ready")
-        desired = kpa.decide(env.now, ready, current)
+        desired = fleet.floor_for_pending(pool.name, kpa.decide(env.now, ready, current))
         log.append((env.now, pool.name, "kpa", current, ready, desired, cfg.metric + (":panic" if kpa.in_panic else
                                                                                       ":stable"),
                     value, target, desired))
@@ -198,13 +201,14 @@ def predictive_process(env, fleet, pool, cfg: PredictiveConfig, log: list):
     while True:
         yield env.timeout(cfg.period_s)
         yield env.timeout(0)
-        rates = bucket_rates(fleet.recent_arrivals(), env.now, cfg.bucket_s, cfg.history_s)
+        rates = bucket_rates(fleet.recent_arrivals(pool.name), env.now, cfg.bucket_s, cfg.history_s)
         forecast = holt_forecast(rates, cfg.alpha, cfg.beta, lead / cfg.bucket_s + 0.5)
         want = replicas_for(forecast, cfg.capacity_rps, cfg.headroom)
         recent.append((env.now, want))
         while recent[0][0] <= env.now - cfg.scale_down_delay_s and len(recent) > 1:
             recent.popleft()
-        desired = min(max(max(w for _, w in recent), cfg.min_replicas), cfg.max_replicas)
+        desired = fleet.floor_for_pending(pool.name, min(max(max(w for _, w in recent), cfg.min_replicas),
+                                                          cfg.max_replicas))
         current = len(pool.active())
         log.append((env.now, pool.name, "predictive", current, pool.count("ready"), desired, "forecast_rps",
                     forecast, cfg.capacity_rps, want))
@@ -229,6 +233,8 @@ def fleet_process(env, fleet, cfg: FleetAutoscaleConfig, log: list):
         else:
             rates = bucket_rates(fleet.recent_arrivals(), env.now, cfg.window_s, FORECAST_BUCKETS * cfg.window_s)
             demand = holt_forecast(rates, 0.5, 0.3, lead / cfg.window_s + 0.5)
+        # Requests waiting at the gateway are demand too (they would otherwise wait for ever once arrivals stop).
+        demand += len(fleet.pending) / cfg.window_s
         offers = []
         for pool in pools:
             plan = pool.plan
@@ -257,14 +263,14 @@ def rate_window_s(cfg) -> float:
     if not hasattr(cfg, "policy"):
         cfg = SimpleNamespace(policy="fleet", window_s=cfg.window_s, demand=cfg.demand)
     if cfg.policy == "hpa":
-        return max((m.window_s for m in cfg.metrics), default=0.0)
+        return max((m.window_s for m in cfg.metrics if m.name == "request_rate"), default=0.0)
     if cfg.policy == "keda":
-        return max((t.window_s for t in cfg.triggers), default=0.0)
+        return max((t.window_s for t in cfg.triggers if t.name == "request_rate"), default=0.0)
     if cfg.policy == "predictive":
         return cfg.history_s
     if cfg.policy == "fleet":
         return cfg.window_s * (FORECAST_BUCKETS if cfg.demand == "forecast" else 1)
-    return 1.0 if cfg.policy == "kpa" else 0.0
+    return 1.0 if cfg.policy == "kpa" and cfg.metric == "rps" else 0.0
 
 
 #: Autoscaling policies by ``autoscale.policy``: each a process function ``(env, fleet, pool, cfg, log)``.

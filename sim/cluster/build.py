@@ -82,7 +82,8 @@ class Fleet:
     shortest_len: int = 0  # the smallest max_model_len of a ready replica: every one takes a request this long
     longest_len: int = 0  # the largest max_model_len of any pool: longer requests are rejected
     can_scale: bool = False  # some pool has an autoscaler (a request may wait for a replica to start)
-    arrival_times: deque[float] = field(default_factory=deque)  # recent arrivals, for rate metrics
+    scalable: set[str] = field(default_factory=set)  # pools whose replica count can change during the run
+    arrival_times: list[deque[float]] = field(default_factory=lambda: [deque()])  # per class, recent arrivals
     rate_window_s: float = 0.0  # the longest window over which an autoscaler reads the arrival rate
     scaling: list[tuple] = field(default_factory=list)  # autoscaler decisions (sim/autoscale/runner.py)
     finished_by_pool: dict[str, deque] = field(default_factory=dict)  # recent completions, for latency metrics
@@ -92,6 +93,8 @@ class Fleet:
     routable_by_model: dict[str, list[Replica]] = field(default_factory=dict)
     longest_by_model: dict[str, int] = field(default_factory=dict)
     sources: int = 1  # arrival sources (one per class) still sending
+    stalled: dict | None = None  # set when the run was ended because nothing could progress
+    last_progress_s: float = 0.0  # when a request last finished or a replica last became ready
     prefixes: list = field(default_factory=lambda: [None])  # per class: (prompt, trace ids) -> (ids, tokens per id)
     done: simpy.Event | None = None
 
@@ -158,6 +161,7 @@ class Fleet:
                 self.can_scale = True  # replicas come and go: a request may wait for a replacement
             if scale is not None:
                 self.can_scale = True
+                self.scalable.add(name)
                 self.rate_window_s = max(self.rate_window_s, rate_window_s(scale))
                 metrics = getattr(scale, "metrics", None) or getattr(scale, "triggers", None) or ()
                 if any(metric_kind(m.name) == "latency" for m in metrics):
@@ -167,27 +171,61 @@ class Fleet:
     def add_fleet_autoscaler(self, cfg) -> None:
         """One autoscaler across pools (``fleet_autoscale``)."""
         self.can_scale = True
+        self.scalable.update(cfg.pools)
         self.rate_window_s = max(self.rate_window_s, rate_window_s(cfg))
         self.env.process(fleet_process(self.env, self, cfg, self.scaling))
 
-    def recent_arrivals(self) -> deque[float]:
-        """Arrival times within the longest window any autoscaler reads (older ones are dropped here)."""
-        arrivals, horizon = self.arrival_times, self.env.now - self.rate_window_s
-        while arrivals and arrivals[0] <= horizon:
-            arrivals.popleft()
-        return arrivals
+    def _serves(self, pool: str | None, cls: int) -> bool:
+        """Whether requests of class ``cls`` may go to ``pool`` (None: any pool, i.e. the whole fleet)."""
+        model = self.class_models[cls]
+        return pool is None or model is None or self.plans[pool].config.model == model
 
-    def arrivals_within(self, window_s: float) -> int:
-        """Arrivals in ``(now - window_s, now]``."""
+    def recent_arrivals(self, pool: str | None = None) -> list[float]:
+        """Sorted arrival times within the longest window any autoscaler reads, of the classes ``pool`` serves
+        (None: all)."""
+        horizon = self.env.now - self.rate_window_s
+        out: list[float] = []
+        for cls, arrivals in enumerate(self.arrival_times):
+            while arrivals and arrivals[0] <= horizon:
+                arrivals.popleft()
+            if self._serves(pool, cls):
+                out.extend(arrivals)
+        return sorted(out) if len(self.arrival_times) > 1 else out
+
+    def arrivals_within(self, window_s: float, pool: str | None = None) -> int:
+        """Arrivals in ``(now - window_s, now]`` of the classes ``pool`` serves (None: all)."""
         threshold, n = self.env.now - window_s, 0
-        for t in reversed(self.recent_arrivals()):
-            if t <= threshold:
-                break
-            n += 1
+        for cls, arrivals in enumerate(self.arrival_times):
+            if not self._serves(pool, cls):
+                continue
+            for t in reversed(arrivals):
+                if t <= threshold:
+                    break
+                n += 1
         return n
+
+    def pending_for(self, pool: str) -> float:
+        """Requests waiting at the gateway that ``pool`` could serve, each shared equally among the pools that
+        could (so that two autoscaled pools do not both count the same request)."""
+        share = 0.0
+        for req in self.pending:
+            if self._serves(pool, req.cls):
+                share += 1.0 / sum(self._serves(p, req.cls) for p in self.plans)
+        return share
+
+    def floor_for_pending(self, pool: str, desired: int) -> int:
+        """A pool is not scaled to zero while requests that it could serve wait at the gateway (a gateway or
+        activator in front of a scaled-to-zero service holds them and counts as demand)."""
+        return 1 if desired == 0 and self.pending and self.pending_for(pool) > 0 else desired
+
+    def can_serve(self, cls: int) -> bool:
+        """Whether some pool that serves class ``cls`` can ever have a replica (now, or by scaling)."""
+        return any(self._serves(name, cls) and (pool.active() or name in self.scalable) for name, pool in
+                   self.pools.items())
 
     def _ready(self, replica: Replica) -> None:
         """A replica became ready: it takes requests, first those waiting at the gateway."""
+        self.last_progress_s = self.env.now
         self.routable.append(replica)
         self.routable_by_model.setdefault(self.plans[replica.pool].config.model, []).append(replica)
         self.shortest_len = min(r.max_model_len for r in self.routable)
@@ -211,6 +249,8 @@ class Fleet:
                 if self.events is not None:
                     self.events.append((self.env.now, req.request_id, "reject", 0))
                 self._complete(req)
+                if req.done is not None:
+                    req.done.succeed()  # a closed-loop client waiting on it sends its next request
             else:
                 self._route(req)
         if reason:
@@ -227,8 +267,11 @@ class Fleet:
         if source is not None:
             req.prefix, req.prefix_tokens_per_id = source(prompt_tokens, prefix)
         self.arrived += 1
-        if self.can_scale:
-            self.arrival_times.append(self.env.now)
+        if self.rate_window_s:
+            arrivals = self.arrival_times[cls]
+            arrivals.append(self.env.now)
+            if arrivals[0] <= self.env.now - self.rate_window_s:
+                arrivals.popleft()  # keep about one window of them
         if self.events is not None:
             self.events.append((self.env.now, req.request_id, "arrive", prompt_tokens))
         total = prompt_tokens + output_tokens
@@ -254,11 +297,15 @@ class Fleet:
         else:
             eligible = [r for r in self.routable if r.max_model_len >= total]
         if not eligible:
-            self.pending.append(req)  # no ready replica can take it: it waits for one to become ready
+            if self.can_serve(req.cls):
+                self.pending.append(req)  # no ready replica can take it: it waits for one to become ready
+                return
+            self._give_back([req], "no_replicas")  # no pool for its model will ever have a replica
             return
         eligible[self.router.route(req, ReplicaViews(eligible))].submit(req, before_step_ends)
 
     def _finished(self, req: Request) -> None:
+        self.last_progress_s = self.env.now
         self.unfinished -= 1
         self._complete(req)
         if req.pool in self.latency_pools:
@@ -272,7 +319,25 @@ class Fleet:
         self.sources -= 1
         if self.sources == 0:
             self.arrivals_over = True
+            if self.can_scale:
+                self.env.process(self._watch_for_stall())
         self._check_done()
+
+    #: With arrivals over, how long (simulated seconds) the run may go without a request finishing or a replica
+    #: becoming ready, while requests wait at the gateway and no replica works, before it is ended as stalled.
+    STALL_S = 3600.0
+
+    def _watch_for_stall(self):
+        """End the run, marked stalled, when requests wait at the gateway and nothing has progressed for
+        :attr:`STALL_S` (e.g. a pool whose replacement never finds capacity): it would otherwise never end."""
+        while not self.done.triggered:
+            yield self.env.timeout(60.0)
+            working = any(r.has_work for r in self.routable)
+            if self.unfinished and self.pending and not working and (
+                    self.env.now - self.last_progress_s >= self.STALL_S) and not self.done.triggered:
+                self.stalled = {"at_s": self.env.now, "waiting": len(self.pending),
+                                "reason": f"requests wait at the gateway and nothing progressed for {self.STALL_S:g} s"}
+                self.done.succeed(self.env.now)
 
     def _check_done(self) -> None:
         if self.arrivals_over and self.unfinished == 0 and not self.done.triggered:
@@ -327,6 +392,7 @@ def build(scenario: Scenario, deployment: Deployment, streams: Streams, spill_di
     fleet.class_names = [name for name, _, _ in traffic]
     fleet.class_models = [wl.model for _, wl, _ in traffic]
     fleet.sources = len(traffic)
+    fleet.arrival_times = [deque() for _ in traffic]
     fleet.prefixes = [prefix_source(cls, wl, streams if cls == 0 else PrefixedStreams(streams, f"class.{name}."))
                       for cls, (name, wl, _) in enumerate(traffic)]
     for cls, (name, wl, _) in enumerate(traffic):

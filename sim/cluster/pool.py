@@ -68,6 +68,7 @@ class Node:
     image_cached: bool = False
     end_s: float | None = None
     ended_by: str = ""  # "", "released", "reclaimed", "failed"
+    doomed: bool = False  # reclaim notice given or failing: no new replica is placed on it
     idle_since: float | None = None
 
 
@@ -163,7 +164,7 @@ class PoolRuntime:
 
     # ---------------------------------------------------------------------------------------------- internals
     def _set(self, member: Member, state: str) -> None:
-        if member.state != state:
+        if member.state != state and member.state not in TERMINAL:
             member.log.append((self.env.now, state))
 
     def _add(self, node: Node, state: str) -> Member:
@@ -175,10 +176,10 @@ class PoolRuntime:
 
     def _node_with_room(self, provision: bool) -> Node:
         for node in self.nodes:  # the oldest node with room: ready ones first
-            if node.end_s is None and node.free >= self.tp and node.ready.triggered:
+            if node.end_s is None and not node.doomed and node.free >= self.tp and node.ready.triggered:
                 return node
         for node in self.nodes:
-            if node.end_s is None and node.free >= self.tp:
+            if node.end_s is None and not node.doomed and node.free >= self.tp:
                 return node
         now = self.env.now
         # A node to provision is billed from the start of the attempt that finds capacity (set then).
@@ -218,28 +219,32 @@ class PoolRuntime:
 
     def _hazard(self, node: Node, after_s: float, how: str):
         yield self.env.timeout(after_s)
-        if node.end_s is not None:
+        if node.end_s is not None or node.doomed:
             return  # released (or lost) before its time came
-        on = [m for m in self.members if m.node is node and m.state not in TERMINAL]
+        node.doomed = True  # nothing new is placed on it from now on
+        reason = {"reclaimed": ("spot_reclaimed" if self.spot and self.spot.on_reclaim == "fail" else ""),
+                  "failed": ("gpu_failure" if self.failures and self.failures.on_failure == "fail" else "")}[how]
         if how == "reclaimed":
-            for m in on:  # the notice: no new requests from now on
-                if m.state == "ready":
+            # The notice: replicas still starting there will never serve, ready ones stop taking requests, and
+            # the replacements start now (on other nodes).
+            for m in [m for m in self.members if m.node is node and m.state not in TERMINAL]:
+                if m.state in STARTING:
+                    self._lose(m, how)
+                elif m.state == "ready":
                     self._set(m, "draining")
                     self.hooks.unroute(m.replica)
+            self.scale_to(self.desired)
             yield self.env.timeout(self.spot.notice_s)
             if node.end_s is not None:
                 return
-            on = [m for m in self.members if m.node is node and m.state not in TERMINAL]
-        reason = {"reclaimed": ("spot_reclaimed" if self.spot and self.spot.on_reclaim == "fail" else ""),
-                  "failed": ("gpu_failure" if self.failures and self.failures.on_failure == "fail" else "")}[how]
         node.end_s, node.ended_by = self.env.now, how
-        for m in on:
-            m.lost_as = how
+        for m in [m for m in self.members if m.node is node and m.state not in TERMINAL]:
             if m.state in STARTING:
-                m.process.interrupt()
+                self._lose(m, how)
                 continue
             if m.state == "ready":
                 self.hooks.unroute(m.replica)
+            m.lost_as = how
             self.hooks.give_back(m.replica.stop(), reason)
             self._release(m)
         self.scale_to(self.desired)  # the ReplicaSet replaces what was lost
@@ -266,9 +271,16 @@ class PoolRuntime:
         member.process = None
         self.hooks.ready(member.replica)
 
+    def _lose(self, member: Member, how: str = "") -> None:
+        """End a replica that is still starting, now (its start-up process is told to stop)."""
+        member.lost_as = how
+        self._release(member)  # at once, so that a count taken at this instant no longer includes it
+        if member.process is not None and member.process.is_alive:
+            member.process.interrupt()
+
     def _retire(self, member: Member) -> None:
         if member.state in STARTING:
-            member.process.interrupt()
+            self._lose(member)
             return
         self._set(member, "draining")
         self.hooks.unroute(member.replica)

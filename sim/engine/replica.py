@@ -310,6 +310,8 @@ class Replica:
         returned reset to their arrival state (they restart from scratch elsewhere; ``interruptions`` counts it).
         A step in progress is lost. ``evict=False`` asserts the replica is empty."""
         self.settle()
+        self.flush_run_events(before_s=self.env.now)  # the steps of a decode run in progress that did start
+        self._run = None
         out = [*self.state.running, *self.state.waiting]
         if out and not evict:
             raise InternalError(f"replica {self.replica_id} stopped with {len(out)} requests on it")

@@ -93,6 +93,8 @@ def state_gpu_hours(fleet, end_s: float, gpus_of: dict[int, float]) -> pd.DataFr
             tp = gpus_of[m.replica.replica_id]
             for (t0, state), (t1, _) in zip(m.log, [*m.log[1:], (end_s, "")], strict=True):
                 cls = state_class(state)
+                if state == "node":
+                    t0 = max(t0, m.node.start_s)  # waiting out a stock-out bills no node: not cold-start time
                 if cls is None or min(t1, end_s) <= t0:
                     continue
                 for hour, overlap in _split_by_hour(t0, min(t1, end_s)):
