@@ -351,7 +351,45 @@ class TraceWorkload(BaseModel):
         return {}
 
 
-Workload = Annotated[OpenLoopWorkload | ClosedLoopWorkload | TraceWorkload, Field(discriminator="type")]
+class FittedWorkload(BaseModel):
+    """Synthetic traffic fitted to a trace: each ``window_s`` window's rate and inter-arrival CV, replayed as Gamma
+    renewal arrivals, with (prompt, output) pairs resampled from the trace. ``rate_scale`` multiplies the rates."""
+
+    model_config = _FROZEN
+    type: Literal["fitted"] = "fitted"
+    path: str
+    format: Literal["azure", "mooncake", "burstgpt", "csv", "parquet"] = "azure"
+    columns: TraceColumns | None = None
+    time_unit: Literal["s", "ms", "us", "ns"] = "s"
+    window_s: float = Field(default=600.0, gt=0)
+    rate_scale: float = Field(default=1.0, gt=0, le=1000)
+    model: str | None = Field(default=None, description="the model these requests need (a pool's model)")
+
+    def reader_options(self) -> dict:
+        if self.format in ("csv", "parquet"):
+            if self.columns is None:
+                raise ValueError(f"format {self.format} needs columns")
+            return {"columns": self.columns.model_dump(), "time_unit": self.time_unit}
+        return {}
+
+
+class ServeGenWorkload(BaseModel):
+    """Multi-client traffic from Alibaba ServeGen's per-client windows (``path``: a folder of
+    ``chunk-<client>-trace.csv`` and ``-dataset.json``): every client a Gamma renewal source at its window's rate and
+    CV, lengths from its PMFs, from ``start_s`` for ``duration_s``; ``rate_scale`` scales to the simulated fleet."""
+
+    model_config = _FROZEN
+    type: Literal["servegen"] = "servegen"
+    path: str
+    clients: tuple[str, ...] | None = Field(default=None, description="client ids; default: all in the folder")
+    start_s: float = Field(default=0.0, ge=0)
+    duration_s: float = Field(gt=0)
+    rate_scale: float = Field(default=1.0, gt=0, le=1000)
+    model: str | None = Field(default=None, description="the model these requests need (a pool's model)")
+
+
+Workload = Annotated[OpenLoopWorkload | ClosedLoopWorkload | TraceWorkload | FittedWorkload | ServeGenWorkload,
+                     Field(discriminator="type")]
 
 
 class RouterConfig(BaseModel):

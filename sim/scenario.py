@@ -19,9 +19,11 @@ from pydantic import BaseModel, ValidationError
 from sim.catalog import load_catalog
 from sim.cluster.deploy import plan_pools
 from sim.cluster.router import ROUTERS
-from sim.config import Scenario, TraceWorkload
+from sim.config import FittedWorkload, Scenario, ServeGenWorkload, TraceWorkload
 from sim.errors import CatalogError, ScenarioError, unknown_name
 from sim.workload.source import trace_arrays
+from sim.workload.synthesis import read_servegen
+from sim.workload.traces import read_trace
 from sim.yamlio import describe_yaml_error, load_yaml
 
 
@@ -222,6 +224,18 @@ def validate_scenario(data: dict, source: str) -> Scenario:
     served = {p.model for p in scenario.pools.values()}
     for i, (_, wl, _) in enumerate(scenario.traffic()):
         at = "workload" if i == 0 else f"classes.{i - 1}.workload"
+        if isinstance(wl, FittedWorkload | ServeGenWorkload):
+            want = Path.is_file if isinstance(wl, FittedWorkload) else Path.is_dir
+            if not want(Path(wl.path)):
+                raise ScenarioError(source, f"{at}.path", f"{'trace file' if want is Path.is_file else 'folder'} "
+                                    f"not found: {wl.path}")
+            try:
+                arrays = (read_trace(wl.format, wl.path, **wl.reader_options()) if isinstance(wl, FittedWorkload)
+                          else read_servegen(wl.path, list(wl.clients) if wl.clients else None))
+            except ValueError as err:
+                raise ScenarioError(source, f"{at}.columns", str(err)) from None
+            if not len(arrays):
+                raise ScenarioError(source, f"{at}.path", "holds no request")
         if isinstance(wl, TraceWorkload):
             if not Path(wl.path).is_file():
                 raise ScenarioError(source, f"{at}.path", f"trace file not found: {wl.path}")

@@ -36,7 +36,7 @@ def _expected_requests(scenario: Scenario) -> int | None:
             if wl.rate_scale != 1:
                 return None  # known only once drawn
             total += len(trace_arrays(wl))
-        elif wl.duration_s is None:
+        elif getattr(wl, "num_requests", None) is not None and getattr(wl, "duration_s", None) is None:
             total += wl.num_requests
         else:
             return None

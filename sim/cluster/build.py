@@ -14,7 +14,7 @@ from sim.autoscale.runner import AUTOSCALERS, fleet_process, rate_window_s
 from sim.cluster.deploy import Deployment, PoolPlan
 from sim.cluster.pool import PoolHooks, PoolRuntime
 from sim.cluster.router import ROUTERS
-from sim.config import ClosedLoopWorkload, OpenLoopWorkload, Scenario, TraceWorkload
+from sim.config import ClosedLoopWorkload, Scenario, TraceWorkload
 from sim.engine.replica import Replica
 from sim.engine.request import Request
 from sim.engine.scheduler import SCHEDULERS, EngineLimits
@@ -25,7 +25,7 @@ from sim.perf import build_perf_model
 from sim.rng import PrefixedStreams, Streams
 from sim.scaling_config import metric_kind
 from sim.sharing.slicing import build_share
-from sim.workload.source import ClosedLoop, open_loop_arrays, replay, trace_arrays
+from sim.workload.source import ClosedLoop, replay, workload_arrays
 
 
 class ReplicaViews(Sequence):
@@ -402,6 +402,6 @@ def build(scenario: Scenario, deployment: Deployment, streams: Streams, spill_di
         if isinstance(wl, ClosedLoopWorkload):
             ClosedLoop(env, wl, own, dispatch, fleet.end_arrivals)
         else:
-            arrays = open_loop_arrays(wl, own) if isinstance(wl, OpenLoopWorkload) else trace_arrays(wl, own)
+            arrays = workload_arrays(wl, own)
             env.process(replay(env, arrays, dispatch, fleet.end_arrivals))
     return fleet

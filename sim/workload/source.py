@@ -7,10 +7,11 @@ from collections.abc import Callable
 import numpy as np
 import simpy
 
-from sim.config import ClosedLoopWorkload, OpenLoopWorkload, TraceWorkload
+from sim.config import ClosedLoopWorkload, FittedWorkload, OpenLoopWorkload, ServeGenWorkload, TraceWorkload
 from sim.engine.request import Request
 from sim.rng import Streams
 from sim.workload.lengths import LengthDist
+from sim.workload.synthesis import fit_trace, read_servegen, renewal_arrivals
 from sim.workload.traces import TraceArrays, read_trace
 from sim.workload.transforms import scale_rate, spread
 
@@ -48,6 +49,39 @@ def trace_arrays(wl: TraceWorkload, streams: Streams | None = None) -> TraceArra
         arrays = spread(arrays, wl.spread_s * wl.time_scale, streams.get("trace_spread"))
         arrays = scale_rate(arrays, wl.rate_scale, streams.get("trace_rate"))
     return arrays
+
+
+def fitted_arrays(wl: FittedWorkload, streams: Streams) -> TraceArrays:
+    """Arrivals fitted window by window to a trace, with (prompt, output) pairs resampled from it."""
+    trace = read_trace(wl.format, wl.path, **wl.reader_options())
+    times = renewal_arrivals(fit_trace(trace, wl.window_s), streams.get("arrivals"), wl.rate_scale)
+    pick = streams.get("lengths").integers(len(trace), size=len(times))
+    return TraceArrays(times, trace.prompt_tokens[pick], trace.output_tokens[pick])
+
+
+def servegen_arrays(wl: ServeGenWorkload, streams: Streams) -> TraceArrays:
+    """Every ServeGen client's arrivals and lengths in ``[start_s, start_s + duration_s)``, merged, re-based to 0."""
+    parts = []
+    for client in read_servegen(wl.path, list(wl.clients) if wl.clients is not None else None):
+        times = renewal_arrivals(client.windows, streams.get(f"servegen.{client.client}.arrivals"), wl.rate_scale)
+        times = times[(times >= wl.start_s) & (times < wl.start_s + wl.duration_s)]
+        prompts, outputs = client.sample_lengths(times, streams.get(f"servegen.{client.client}.lengths"))
+        parts.append((times - wl.start_s, prompts, outputs))
+    times = np.concatenate([p[0] for p in parts])
+    order = np.argsort(times, kind="stable")
+    return TraceArrays(times[order], np.concatenate([p[1] for p in parts])[order],
+                       np.concatenate([p[2] for p in parts])[order])
+
+
+def workload_arrays(wl, streams: Streams) -> TraceArrays:
+    """The arrivals and lengths of any workload but closed loop."""
+    if isinstance(wl, OpenLoopWorkload):
+        return open_loop_arrays(wl, streams)
+    if isinstance(wl, FittedWorkload):
+        return fitted_arrays(wl, streams)
+    if isinstance(wl, ServeGenWorkload):
+        return servegen_arrays(wl, streams)
+    return trace_arrays(wl, streams)
 
 
 class ArrivalTimeout(simpy.events.Event):

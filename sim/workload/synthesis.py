@@ -1,0 +1,153 @@
+"""Synthetic traffic shaped like real traffic: window-by-window renewal arrivals at a given rate and burstiness.
+
+- :func:`fit_trace`: from a trace, each window's rate and inter-arrival CV, and the trace's (prompt, output) pairs.
+- :func:`read_servegen`: ServeGen's per-client windows (``window_start_s, rate, cv, dist, p1, p2``, 600-s windows)
+  and per-client length PMFs per 6-hour window (reference ``hardware-and-traces.md``, Table A1 and notes).
+- :func:`renewal_arrivals`: arrivals of one source across windows: within each window, Gamma-distributed gaps
+  with the window's mean rate and CV (a Poisson process at CV 1; bursts above). ServeGen's fitted distribution
+  parameters (``dist, p1, p2``) are not used: only its rate and CV.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sim.errors import TraceError
+from sim.workload.traces import TraceArrays
+
+
+@dataclass(frozen=True, slots=True)
+class Windows:
+    """One source's traffic by window: start times, mean rates (req/s) and inter-arrival CVs."""
+
+    start_s: np.ndarray
+    rate_per_s: np.ndarray
+    cv: np.ndarray
+    window_s: float
+
+
+def renewal_arrivals(w: Windows, rng: np.random.Generator, scale: float = 1.0) -> np.ndarray:
+    """Arrival times of a renewal process whose rate (times ``scale``) and CV change window by window."""
+    out = []
+    for start, rate, cv in zip(w.start_s, w.rate_per_s * scale, w.cv, strict=True):
+        if rate <= 0:
+            continue
+        cv = cv if np.isfinite(cv) and cv > 0 else 1.0
+        shape = 1.0 / cv**2
+        n = max(8, int(rate * w.window_s * 1.5) + 8)
+        t = start + rng.uniform(0, 1 / rate)  # no arrival pinned to the window's start
+        times = []
+        while t < start + w.window_s:
+            gaps = rng.gamma(shape, 1.0 / (shape * rate), n)
+            steps = t + np.concatenate([[0.0], np.cumsum(gaps)[:-1]])
+            keep = steps[steps < start + w.window_s]
+            times.append(keep)
+            if len(keep) < n:
+                break
+            t = steps[-1] + gaps[-1]
+        out.append(np.concatenate(times) if times else np.empty(0))
+    return np.sort(np.concatenate(out)) if out else np.empty(0)
+
+
+def fit_trace(arrays: TraceArrays, window_s: float) -> Windows:
+    """Each ``window_s`` window's arrival rate and the CV of its inter-arrival gaps (1 where too few to tell)."""
+    end = float(arrays.arrival_s[-1]) if len(arrays) else 0.0
+    starts = np.arange(0.0, end + 1e-9, window_s) if end > 0 else np.zeros(1)
+    rates, cvs = [], []
+    for start in starts:
+        inside = arrays.arrival_s[(arrays.arrival_s >= start) & (arrays.arrival_s < start + window_s)]
+        span = min(window_s, max(end - start, 1e-9)) if start + window_s > end else window_s
+        rates.append(len(inside) / span)
+        gaps = np.diff(inside)
+        cvs.append(float(gaps.std() / gaps.mean()) if len(gaps) >= 3 and gaps.mean() > 0 else 1.0)
+    return Windows(starts, np.asarray(rates), np.asarray(cvs), window_s)
+
+
+@dataclass(frozen=True, slots=True)
+class ServeGenClient:
+    """One ServeGen client: its windows and, per 6-hour window start, its input and output length PMFs."""
+
+    client: str
+    windows: Windows
+    lengths: dict[float, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]  # start -> (in, p_in, out, p_out)
+
+    def sample_lengths(self, times: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        starts = np.asarray(sorted(self.lengths))
+        prompts, outputs = np.empty(len(times), np.int64), np.empty(len(times), np.int64)
+        which = np.clip(np.searchsorted(starts, times, side="right") - 1, 0, len(starts) - 1)
+        for k, start in enumerate(starts):
+            idx = np.flatnonzero(which == k)
+            values_in, p_in, values_out, p_out = self.lengths[float(start)]
+            prompts[idx] = rng.choice(values_in, len(idx), p=p_in)
+            outputs[idx] = rng.choice(values_out, len(idx), p=p_out)
+        return np.maximum(prompts, 1), np.maximum(outputs, 1)
+
+
+def _pmf(text: str, path: str, what: str) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        table = ast.literal_eval(text) if isinstance(text, str) else text
+        values = np.asarray([int(k) for k in table], dtype=np.int64)
+        probs = np.asarray([float(v) for v in table.values()], dtype=float)
+    except (ValueError, SyntaxError, TypeError, AttributeError):
+        raise TraceError(path, 0, f"{what} is not a {{tokens: probability}} table") from None
+    if len(values) == 0 or (probs < 0).any() or probs.sum() <= 0:
+        raise TraceError(path, 0, f"{what} has no positive probability")
+    return values, probs / probs.sum()
+
+
+def read_servegen(folder: str | Path, clients: list[str] | None = None) -> list[ServeGenClient]:
+    """The ServeGen clients in ``folder`` (``chunk-<id>-trace.csv`` with ``chunk-<id>-dataset.json``), all or the
+    listed ids. A client without a dataset file is an error (its lengths would be unknown)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise TraceError(str(folder), 0, "not a folder of ServeGen chunk-<client>-trace.csv files")
+    found = sorted(p.name[len("chunk-"):-len("-trace.csv")] for p in folder.glob("chunk-*-trace.csv"))
+    wanted = found if clients is None else [str(c) for c in clients]
+    missing = [c for c in wanted if c not in found]
+    if missing:
+        raise TraceError(str(folder), 0, f"no client {', '.join(missing)}; the folder has {', '.join(found)}")
+    out = []
+    for client in wanted:
+        trace = folder / f"chunk-{client}-trace.csv"
+        starts, rates, cvs = [], [], []
+        with open(trace, newline="", encoding="utf-8") as handle:
+            for line, row in enumerate(csv.reader(handle), start=1):
+                if not row:
+                    continue
+                if len(row) != 6:
+                    raise TraceError(str(trace), line, f"expected 6 fields (window_start_s, rate, cv, dist, p1, p2), "
+                                     f"got {len(row)}")
+                try:
+                    start, rate = float(row[0]), float(row[1])
+                    cv = float(row[2]) if row[2] else 1.0
+                except ValueError:
+                    raise TraceError(str(trace), line,
+                                     f"window start, rate and cv must be numbers: {row[:3]}") from None
+                if rate < 0 or cv < 0:
+                    raise TraceError(str(trace), line, f"rate and cv must be >= 0, got {rate}, {cv}")
+                starts.append(start)
+                rates.append(rate)
+                cvs.append(cv)
+        if not starts:
+            raise TraceError(str(trace), 0, "no windows")
+        window_s = float(np.median(np.diff(starts))) if len(starts) > 1 else 600.0
+        dataset = folder / f"chunk-{client}-dataset.json"
+        if not dataset.is_file():
+            raise TraceError(str(dataset), 0, "missing: a client's lengths come from its dataset file")
+        data = json.loads(dataset.read_text(encoding="utf-8"))
+        # A window without traffic has empty tables: its requests (if rates say there are any) take the lengths of
+        # the nearest earlier window that has some (the first one, before any).
+        lengths = {float(k): (*_pmf(v["input_tokens"], str(dataset), f"window {k} input_tokens"),
+                              *_pmf(v["output_tokens"], str(dataset), f"window {k} output_tokens"))
+                   for k, v in data.items() if v.get("input_tokens") not in ("{}", {}, None)}
+        if not lengths:
+            raise TraceError(str(dataset), 0, "no window has length tables")
+        out.append(ServeGenClient(client, Windows(np.asarray(starts), np.asarray(rates), np.asarray(cvs), window_s),
+                                  lengths))
+    return out
