@@ -47,6 +47,8 @@ class EngineConfig(BaseModel):
     activation_reserve_gib: float | None = Field(
         default=None, ge=0, description="memory kept for activations per GPU; default: estimated from the model"
     )
+    scheduling_policy: Literal["fcfs", "priority"] = Field(default="fcfs", description="as vLLM's: priority "
+                                                          "admits waiting requests by their class's priority first")
     enable_prefix_caching: bool = Field(default=True, description="as vLLM v1 (on by default): requests with "
                                         "prefix ids skip the prefill of their cached prefix")
     stepping: Literal["fast", "iteration"] = Field(
@@ -414,6 +416,8 @@ class TrafficClass(BaseModel):
     name: str = Field(min_length=1)
     workload: Workload
     slo: SloConfig | None = None
+    priority: int = Field(default=0, description="with engine.scheduling_policy: priority, lower values are "
+                          "admitted first (as vLLM); the default class has priority 0")
 
 
 class RunConfig(BaseModel):
@@ -454,3 +458,7 @@ class Scenario(BaseModel):
     def traffic(self) -> list[tuple[str, Workload, SloConfig]]:
         """Every class of traffic: ``(name, workload, slo)``, the ``default`` class (``workload``) first."""
         return [("default", self.workload, self.slo), *((c.name, c.workload, c.slo or self.slo) for c in self.classes)]
+
+    def priorities(self) -> list[int]:
+        """Each class's priority, in :meth:`traffic` order."""
+        return [0, *(c.priority for c in self.classes)]

@@ -64,3 +64,20 @@ def test_a_class_needing_a_model_no_pool_serves_is_an_error():
                   "classes": [{"name": "x", "workload": {**SMALL, "model": "llama-2-7b"}}]})
     with pytest.raises(ScenarioError, match="class names must be unique"):
         scenario({"workload": CHAT, "pools": POOLS, "classes": [{"name": "default", "workload": SMALL}]})
+
+
+def test_priority_scheduling_admits_the_urgent_class_first():
+    wl = {**CHAT, "model": None, "arrival": {"process": "poisson", "rate_per_s": 6.0}, "num_requests": 300}
+    pool = {"gpu": "l4", "model": "llama-3.1-8b", "precision": "fp8", "perf": {"model": "kernel"}, "replicas": 1,
+            "engine": {"max_model_len": 4096, "max_num_seqs": 8}}
+
+    def run(policy):
+        res = simulate(scenario({"workload": wl, "pools": {"p": {**pool, "engine": {
+            **pool["engine"], "scheduling_policy": policy}}},
+            "classes": [{"name": "urgent", "workload": wl, "priority": -1}]}))
+        req = res.requests
+        return {c: req.loc[req["class"] == c, "queue_s"].mean() for c in ("default", "urgent")}
+
+    fcfs, prio = run("fcfs"), run("priority")
+    assert fcfs["urgent"] == pytest.approx(fcfs["default"], rel=0.5)  # the same traffic, the same wait
+    assert prio["urgent"] < 0.2 * prio["default"]  # urgent requests jump the queue

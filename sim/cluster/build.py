@@ -90,6 +90,7 @@ class Fleet:
     latency_pools: set[str] = field(default_factory=set)  # pools whose autoscaler reads latency percentiles
     class_names: list[str] = field(default_factory=lambda: ["default"])
     class_models: list[str | None] = field(default_factory=lambda: [None])  # the model each class needs
+    class_priorities: list[int] = field(default_factory=lambda: [0])
     routable_by_model: dict[str, list[Replica]] = field(default_factory=dict)
     longest_by_model: dict[str, int] = field(default_factory=dict)
     sources: int = 1  # arrival sources (one per class) still sending
@@ -144,7 +145,7 @@ class Fleet:
                     self.env, len(self.replicas), name, SCHEDULERS[eng.scheduler](limits), perf,
                     plan.sizing.kv_blocks, plan.sizing.block_size, plan.sizing.max_model_len,
                     self._finished, self.monitor, self.events, fast=eng.stepping == "fast", share=share,
-                    prefix_caching=eng.enable_prefix_caching,
+                    prefix_caching=eng.enable_prefix_caching, by_priority=eng.scheduling_policy == "priority",
                 )
                 self.replicas.append(replica)
                 return replica
@@ -263,6 +264,7 @@ class Fleet:
         ``prefix``: its prefix ids from a trace)."""
         req = Request(self.arrived, self.env.now, prompt_tokens, output_tokens)
         req.cls = cls
+        req.priority = self.class_priorities[cls]
         source = self.prefixes[cls]
         if source is not None:
             req.prefix, req.prefix_tokens_per_id = source(prompt_tokens, prefix)
@@ -391,6 +393,7 @@ def build(scenario: Scenario, deployment: Deployment, streams: Streams, spill_di
     traffic = scenario.traffic()
     fleet.class_names = [name for name, _, _ in traffic]
     fleet.class_models = [wl.model for _, wl, _ in traffic]
+    fleet.class_priorities = scenario.priorities()
     fleet.sources = len(traffic)
     fleet.arrival_times = [deque() for _ in traffic]
     fleet.prefixes = [prefix_source(cls, wl, streams if cls == 0 else PrefixedStreams(streams, f"class.{name}."))

@@ -80,6 +80,7 @@ class Replica:
         fast: bool = True,
         share: tuple[object, int] | None = None,
         prefix_caching: bool = False,
+        by_priority: bool = False,
     ) -> None:
         self.env = env
         self.replica_id = replica_id
@@ -101,6 +102,7 @@ class Replica:
         self.share = share
         self.fast = fast and share is None
         self.prefix_cache = PrefixCache(total_blocks * block_size) if prefix_caching else None
+        self.by_priority = by_priority
         # Fast stepping keeps the decoding requests' counters lazy (sim/engine/group.py); the event log needs
         # every request at every step, so a traced run steps them one by one.
         self.group = DecodeGroup(block_size) if self.fast and events is None else None
@@ -142,7 +144,19 @@ class Replica:
             # vLLM always computes at least the last prompt token (its logits give the first output token).
             hits = self.prefix_cache.admit(req.prefix, req.prefix_tokens_per_id)
             req.cached_tokens = req.computed_tokens = min(hits * req.prefix_tokens_per_id, req.prompt_tokens - 1)
-        self.state.waiting.append(req)
+        waiting = self.state.waiting
+        if self.by_priority and waiting and waiting[-1].priority > req.priority:
+            # Priority scheduling: ahead of every waiting request of a lower priority (higher value), behind those
+            # of its own; preempted requests at the front keep their places.
+            floor = 0
+            while floor < len(waiting) and waiting[floor].preemptions:
+                floor += 1
+            i = len(waiting)
+            while i > floor and waiting[i - 1].priority > req.priority:
+                i -= 1
+            waiting.insert(i, req)
+        else:
+            waiting.append(req)
         self.outstanding_tokens += req.prompt_tokens + req.output_tokens
         self._report()
         if self._wake is not None and not self._wake.triggered:

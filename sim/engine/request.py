@@ -23,6 +23,7 @@ class Request:
     pool: str | None = None
     replica_id: int = -1
     cls: int = 0  # traffic class (index into the scenario's classes; 0 is the default workload)
+    priority: int = 0  # the class's priority (lower first, with priority scheduling)
     prefix: tuple[int, ...] | None = None  # prefix ids (prefix caching), each ``prefix_tokens_per_id`` tokens
     prefix_tokens_per_id: int = 0
     cached_tokens: int = 0  # prompt tokens found in the replica's prefix cache at admission
