@@ -248,6 +248,14 @@ def validate_scenario(data: dict, source: str) -> Scenario:
                 if not Path(dist.path).is_file():
                     raise ScenarioError(source, f"{at}.{key}.path", f"length file not found: {dist.path}")
                 dist.values  # noqa: B018 - reads and checks every row now, not mid-run
+        out = getattr(wl, "output_tokens", None)
+        if getattr(out, "paired", False):
+            prompt = wl.prompt_tokens
+            if prompt.dist != "empirical" or prompt.path != out.path:
+                raise ScenarioError(source, f"{at}.output_tokens.paired", "paired needs an empirical prompt_tokens "
+                                    f"from the same file ({out.path})")
+            if len(prompt.values) != len(out.values):
+                raise ScenarioError(source, f"{at}.output_tokens.paired", "the two columns have different lengths")
         if wl.model is not None and wl.model not in served:
             raise ScenarioError(source, f"{at}.model", unknown_name("model served by a pool", wl.model, served))
     plan_pools(scenario, catalog, source)

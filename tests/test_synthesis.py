@@ -86,3 +86,31 @@ def test_servegen_errors_name_the_file(tmp_path):
     with pytest.raises(TraceError, match="must be numbers") as err:
         read_servegen(tmp_path)
     assert err.value.line == 2
+
+
+SHAREGPT = ROOT / "data" / "lengths" / "sharegpt_llama2_first5000.csv"
+
+
+@pytest.mark.parametrize("kind", ["open_loop", "closed_loop"])
+def test_paired_lengths_keep_each_requests_prompt_and_output_together(kind):
+    import pandas as pd
+
+    rows = pd.read_csv(SHAREGPT)
+    pairs = set(zip(rows["num_prefill_tokens"], rows["num_decode_tokens"], strict=True))
+    lengths = {"prompt_tokens": {"dist": "empirical", "path": str(SHAREGPT), "column": "num_prefill_tokens"},
+               "output_tokens": {"dist": "empirical", "path": str(SHAREGPT), "column": "num_decode_tokens",
+                                 "paired": True}}
+    wl = ({"type": "open_loop", "num_requests": 200, "arrival": {"rate_per_s": 5.0}, **lengths} if kind == "open_loop"
+          else {"type": "closed_loop", "clients": 4, "num_requests": 100, **lengths})
+    res = simulate(scenario({"workload": wl, "pools": {"p": {"engine": {"max_model_len": 16384}}}}))
+    got = set(zip(res.requests["prompt_tokens"], res.requests["output_tokens"], strict=True))
+    assert got <= pairs and len(got) > 50
+
+
+def test_paired_lengths_need_an_empirical_prompt_from_the_same_file():
+    from sim.errors import ScenarioError
+
+    with pytest.raises(ScenarioError, match="paired needs an empirical prompt_tokens"):
+        scenario({"workload": {"prompt_tokens": {"dist": "fixed", "tokens": 100},
+                               "output_tokens": {"dist": "empirical", "path": str(SHAREGPT),
+                                                 "column": "num_decode_tokens", "paired": True}}})

@@ -143,6 +143,8 @@ class EmpiricalLength(BaseModel):
     dist: Literal["empirical"] = "empirical"
     path: str
     column: str
+    paired: bool = Field(default=False, description="output_tokens only: draw the same rows as prompt_tokens (an "
+                         "empirical prompt_tokens from the same file), keeping each request's (prompt, output) pair")
 
     @property
     def values(self) -> np.ndarray:

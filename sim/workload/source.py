@@ -24,6 +24,9 @@ def open_loop_arrays(wl: OpenLoopWorkload, streams: Streams) -> TraceArrays:
     """Arrival times and lengths of an open-loop workload, drawn in bulk from their own streams."""
     times = wl.arrival.sample_times(streams.get("arrivals"), n=wl.num_requests, until_s=wl.duration_s)
     n = len(times)
+    if getattr(wl.output_tokens, "paired", False):  # (prompt, output) rows of one file, drawn together
+        rows = streams.get("prompt_tokens").integers(0, len(wl.prompt_tokens.values), size=n)
+        return TraceArrays(times, wl.prompt_tokens.values[rows], wl.output_tokens.values[rows])
     return TraceArrays(
         arrival_s=times,
         prompt_tokens=wl.prompt_tokens.sample(streams.get("prompt_tokens"), n),
@@ -119,6 +122,16 @@ def replay(env: simpy.Environment, arrays: TraceArrays, dispatch: Dispatch, on_d
     on_done()
 
 
+class _RowIndex:
+    """Uniform row numbers ``0 .. n - 1`` (a length distribution's ``sample`` interface)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        return rng.integers(0, self.n, size=size)
+
+
 class LengthStream:
     """Draws lengths one at a time from a distribution, sampling in blocks for speed."""
 
@@ -142,12 +155,22 @@ class ClosedLoop:
     def __init__(self, env: simpy.Environment, wl: ClosedLoopWorkload, streams: Streams, dispatch: Dispatch,
                  on_done: Callable[[], None]) -> None:
         self.env, self.wl, self.dispatch, self.on_done = env, wl, dispatch, on_done
-        self.prompts = LengthStream(wl.prompt_tokens, streams.get("prompt_tokens"))
-        self.outputs = LengthStream(wl.output_tokens, streams.get("output_tokens"))
+        self._rows = None
+        if getattr(wl.output_tokens, "paired", False):  # one row per request, both lengths from it
+            self._rows = LengthStream(_RowIndex(len(wl.prompt_tokens.values)), streams.get("prompt_tokens"))
+        else:
+            self.prompts = LengthStream(wl.prompt_tokens, streams.get("prompt_tokens"))
+            self.outputs = LengthStream(wl.output_tokens, streams.get("output_tokens"))
         self.sent = 0
         self.active = wl.clients
         for i in range(wl.clients):
             env.process(self.client(i * wl.ramp_up_s / wl.clients))
+
+    def _lengths(self) -> tuple[int, int]:
+        if self._rows is not None:
+            row = self._rows.next()
+            return int(self.wl.prompt_tokens.values[row]), int(self.wl.output_tokens.values[row])
+        return self.prompts.next(), self.outputs.next()
 
     def _more(self) -> bool:
         wl = self.wl
@@ -165,7 +188,7 @@ class ClosedLoop:
             self.sent += 1
             # A send after a timeout fires before the step ends of its instant, like a trace arrival; a send
             # right at a finish comes after them (every step end then was scheduled before the finish).
-            req = self.dispatch(self.prompts.next(), self.outputs.next(), timed)
+            req = self.dispatch(*self._lengths(), timed)
             if req.status == "in_flight":
                 req.done = env.event()
                 yield req.done
