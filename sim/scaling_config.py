@@ -191,7 +191,17 @@ class BehaviorConfig(BaseModel):
         RatePolicyConfig(type="percent", value=100, period_s=15),))
 
 
-class HpaConfig(BaseModel):
+class _Bounded(BaseModel):
+    """An autoscaler with ``min_replicas`` and ``max_replicas``."""
+
+    @model_validator(mode="after")
+    def _bounds(self):
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) must not exceed max_replicas ({self.max_replicas})")
+        return self
+
+
+class HpaConfig(_Bounded):
     """Kubernetes HPA (reference section 1.1): every ``sync_period_s`` the max over ``metrics`` of each metric's
     proposal, stabilised and rate-limited by ``behavior``, within ``[min_replicas, max_replicas]``. Metrics are
     scraped every ``scrape_interval_s`` and reach the HPA ``metric_delay_s`` later."""
@@ -206,12 +216,6 @@ class HpaConfig(BaseModel):
     behavior: BehaviorConfig = BehaviorConfig()
     scrape_interval_s: float = Field(default=15.0, gt=0, description="Prometheus scrape interval (15-30 s)")
     metric_delay_s: float = Field(default=0.0, ge=0, description="pipeline delay after a scrape")
-
-    @model_validator(mode="after")
-    def _bounds(self) -> HpaConfig:
-        if self.min_replicas > self.max_replicas:
-            raise ValueError(f"min_replicas ({self.min_replicas}) must not exceed max_replicas ({self.max_replicas})")
-        return self
 
 
 class KedaTrigger(BaseModel):
@@ -233,7 +237,7 @@ class KedaTrigger(BaseModel):
         return self
 
 
-class KedaConfig(BaseModel):
+class KedaConfig(_Bounded):
     """KEDA on top of an HPA (reference section 1.2): every ``polling_interval_s`` KEDA activates the pool from 0 to
     1 replica when a trigger is active, and scales it to 0 after ``cooldown_s`` without an active trigger (when
     ``min_replicas`` is 0); between 1 and ``max_replicas`` the HPA it creates decides on its own sync period."""
@@ -249,14 +253,8 @@ class KedaConfig(BaseModel):
     tolerance: float = Field(default=0.1, ge=0, lt=1)
     behavior: BehaviorConfig = BehaviorConfig()
 
-    @model_validator(mode="after")
-    def _bounds(self) -> KedaConfig:
-        if self.min_replicas > self.max_replicas:
-            raise ValueError(f"min_replicas ({self.min_replicas}) must not exceed max_replicas ({self.max_replicas})")
-        return self
 
-
-class KpaConfig(BaseModel):
+class KpaConfig(_Bounded):
     """Knative Pod Autoscaler (reference section 1.3, Table 1.3 defaults): every ``tick_s`` it compares the stable
     (60 s) and panic (6 s) averages of the pods' total concurrency (or requests/s) with ``target x
     target_utilization`` per pod. Only ready pods count as capacity."""
@@ -277,12 +275,6 @@ class KpaConfig(BaseModel):
     max_replicas: int = Field(gt=0, le=10_000, description="max-scale")
     activation_scale: int = Field(default=1, ge=1)
     tick_s: float = Field(default=2.0, gt=0)
-
-    @model_validator(mode="after")
-    def _bounds(self) -> KpaConfig:
-        if self.min_replicas > self.max_replicas:
-            raise ValueError(f"min_replicas ({self.min_replicas}) must not exceed max_replicas ({self.max_replicas})")
-        return self
 
 
 class ScheduleEntry(BaseModel):
@@ -308,7 +300,7 @@ class ScheduledConfig(BaseModel):
         return self
 
 
-class PredictiveConfig(BaseModel):
+class PredictiveConfig(_Bounded):
     """Forecast the arrival rate ``lead_s`` ahead (default: the pool's typical cold start) from the last
     ``history_s`` (Holt's linear trend over ``bucket_s`` buckets), and run enough replicas for it at
     ``capacity_rps`` each with ``headroom``; scale-down follows the max of the last ``scale_down_delay_s``."""
@@ -329,9 +321,7 @@ class PredictiveConfig(BaseModel):
     scale_down_delay_s: float = Field(default=300.0, ge=0)
 
     @model_validator(mode="after")
-    def _bounds(self) -> PredictiveConfig:
-        if self.min_replicas > self.max_replicas:
-            raise ValueError(f"min_replicas ({self.min_replicas}) must not exceed max_replicas ({self.max_replicas})")
+    def _history(self) -> PredictiveConfig:
         if self.history_s < 2 * self.bucket_s:
             raise ValueError(f"history_s ({self.history_s:g}) must hold at least two buckets of {self.bucket_s:g} s")
         return self

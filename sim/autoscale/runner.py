@@ -68,12 +68,17 @@ def hpa_process(env, fleet, pool, cfg: HpaConfig, log: list):
                 proposal = external_proposal(value, current, ready, m.target, cfg.tolerance, average=kind == "rate")
             proposals.append(proposal)
             rows.append([env.now, pool.name, "hpa", current, ready, 0, m.name, value, m.target, proposal])
-        desired = fleet.floor_for_pending(pool.name, hpa.decide(env.now, current, proposals))
-        for row in rows:
-            row[5] = desired
-            log.append(tuple(row))
-        if desired != current:
-            pool.scale_to(desired)
+        _apply(fleet, pool, current, hpa.decide(env.now, current, proposals), rows, log)
+
+
+def _apply(fleet, pool, current: int, desired: int, rows: list[list], log: list) -> None:
+    """Act on an HPA-style decision (never zero while requests wait for the pool) and log it, row per metric."""
+    desired = fleet.floor_for_pending(pool.name, desired)
+    for row in rows:
+        row[5] = desired
+        log.append(tuple(row))
+    if desired != current:
+        pool.scale_to(desired)
 
 
 def _total(fleet, pool, name: str) -> float:
@@ -141,12 +146,7 @@ def keda_process(env, fleet, pool, cfg: KedaConfig, log: list):
                                          average=metric_kind(t.name) != "latency")
             proposals.append(proposal)
             rows.append([env.now, pool.name, "keda", current, ready, 0, t.name, value, t.target, proposal])
-        desired = fleet.floor_for_pending(pool.name, hpa.decide(env.now, current, proposals))
-        for row in rows:
-            row[5] = desired
-            log.append(tuple(row))
-        if desired != current:
-            pool.scale_to(desired)
+        _apply(fleet, pool, current, hpa.decide(env.now, current, proposals), rows, log)
 
 
 def kpa_process(env, fleet, pool, cfg: KpaConfig, log: list):
