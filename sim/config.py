@@ -30,6 +30,20 @@ KvCacheDtype = Literal["auto", "bf16", "fp16", "fp8"]
 PriceTier = Literal["on_demand", "spot", "reserved", "self_hosted"]
 
 
+class SpeculativeConfig(BaseModel):
+    """Speculative decoding: each decode step drafts ``num_tokens`` tokens and the target model verifies them in one
+    pass; each draft token is accepted with probability ``acceptance_rate`` until the first rejection, and the pass
+    always yields one more token, so a step gives ``(1 - a^(k+1)) / (1 - a)`` tokens on average. The drafter costs
+    ``num_tokens`` decode steps of ``draft_model`` (priced by the kernel model on the same GPU), or
+    ``draft_step_s`` per step (n-gram lookup: about 0; EAGLE heads: small)."""
+
+    model_config = _FROZEN
+    num_tokens: int = Field(gt=0, le=16)
+    acceptance_rate: float = Field(gt=0, lt=1)
+    draft_model: str | None = Field(default=None, description="catalog key of a small draft model")
+    draft_step_s: float = Field(default=0.0, ge=0, description="drafting cost per step without a draft model")
+
+
 class EngineConfig(BaseModel):
     """Continuous-batching engine settings, named as in vLLM."""
 
@@ -49,6 +63,8 @@ class EngineConfig(BaseModel):
     )
     scheduling_policy: Literal["fcfs", "priority"] = Field(default="fcfs", description="as vLLM's: priority "
                                                           "admits waiting requests by their class's priority first")
+    speculative: SpeculativeConfig | None = Field(default=None, description="speculative decoding (steps one "
+                                                  "iteration at a time)")
     enable_prefix_caching: bool = Field(default=True, description="as vLLM v1 (on by default): requests with "
                                         "prefix ids skip the prefill of their cached prefix")
     stepping: Literal["fast", "iteration"] = Field(

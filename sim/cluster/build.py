@@ -14,7 +14,7 @@ from sim.autoscale.runner import AUTOSCALERS, fleet_process, rate_window_s
 from sim.cluster.deploy import Deployment, PoolPlan
 from sim.cluster.pool import PoolHooks, PoolRuntime
 from sim.cluster.router import ROUTERS
-from sim.config import ClosedLoopWorkload, Scenario, TraceWorkload
+from sim.config import ClosedLoopWorkload, KernelPerf, Scenario, TraceWorkload
 from sim.engine.replica import Replica
 from sim.engine.request import Request
 from sim.engine.scheduler import SCHEDULERS, EngineLimits
@@ -137,8 +137,13 @@ class Fleet:
             limits = EngineLimits(eng.max_num_seqs, eng.max_num_batched_tokens, eng.block_size,
                                   eng.enable_chunked_prefill)
             perf = build_perf_model(plan.config, plan.gpu, plan.model, plan.sizing)
+            speculative = None
+            if eng.speculative is not None:
+                draft = None if plan.draft_model is None else build_perf_model(
+                    plan.config.model_copy(update={"perf": KernelPerf()}), plan.gpu, plan.draft_model, plan.sizing)
+                speculative = (eng.speculative, draft, streams.get(f"speculative.{name}"))
 
-            def make(i: int, name=name, plan=plan, eng=eng, limits=limits, perf=perf) -> Replica:
+            def make(i: int, name=name, plan=plan, eng=eng, limits=limits, perf=perf, spec=speculative) -> Replica:
                 gpu, position = placement.get((name, i), (None, 0))
                 share = (self.shares[gpu.gpu_id], position) if gpu is not None and gpu.gpu_id in self.shares else None
                 replica = Replica(
@@ -146,6 +151,7 @@ class Fleet:
                     plan.sizing.kv_blocks, plan.sizing.block_size, plan.sizing.max_model_len,
                     self._finished, self.monitor, self.events, fast=eng.stepping == "fast", share=share,
                     prefix_caching=eng.enable_prefix_caching, by_priority=eng.scheduling_policy == "priority",
+                    speculative=spec,
                 )
                 self.replicas.append(replica)
                 return replica

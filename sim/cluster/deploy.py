@@ -31,6 +31,7 @@ class PoolPlan:
     sizing: ReplicaSizing
     usd_per_gpu_hour: float
     price_label: str
+    draft_model: ModelSpec | None = None  # speculative decoding's draft model, if it has one
 
     @property
     def shared(self) -> bool:
@@ -201,7 +202,14 @@ def plan_pools(scenario: Scenario, catalog: Catalog, source: str) -> Deployment:
             sizing = size_replica(gpu, model, pool)
         except SizingError as err:
             raise DeploymentError(source, f"{base}.{err.field}", str(err)) from None
-        plans[name] = PoolPlan(name, pool, gpu, model, sizing, usd, label)
+        draft = None
+        spec = pool.engine.speculative
+        if spec is not None and spec.draft_model is not None:
+            if spec.draft_model not in catalog.models:
+                raise ScenarioError(source, f"{base}.engine.speculative.draft_model",
+                                    unknown_name("model", spec.draft_model, catalog.models))
+            draft = catalog.models[spec.draft_model]
+        plans[name] = PoolPlan(name, pool, gpu, model, sizing, usd, label, draft)
     if sum(p.replicas for p in scenario.pools.values()) == 0 and scenario.fleet_autoscale is None and all(
             p.autoscale is None for p in scenario.pools.values()):
         raise ScenarioError(source, "pools", "every pool has 0 replicas and none autoscales; at least one replica is "

@@ -81,6 +81,7 @@ class Replica:
         share: tuple[object, int] | None = None,
         prefix_caching: bool = False,
         by_priority: bool = False,
+        speculative: tuple | None = None,
     ) -> None:
         self.env = env
         self.replica_id = replica_id
@@ -100,7 +101,10 @@ class Replica:
         # A replica on a time-sliced or MPS GPU hands each step's work to the GPU ((GPU, position on it), see
         # sim/sharing/slicing.py) and steps one by one: the GPU decides when the work is done.
         self.share = share
-        self.fast = fast and share is None
+        # Speculative decoding: (config, draft perf model or None, generator). Its steps yield a random number of
+        # tokens, so it steps one iteration at a time.
+        self.speculative = speculative
+        self.fast = fast and share is None and speculative is None
         self.prefix_cache = PrefixCache(total_blocks * block_size) if prefix_caching else None
         self.by_priority = by_priority
         # Fast stepping keeps the decoding requests' counters lazy (sim/engine/group.py); the event log needs
@@ -218,7 +222,7 @@ class Replica:
                     raise InternalError(f"replica {self.replica_id}: scheduler made no progress with work queued")
                 continue  # everything was preempted; re-plan at the same instant
             self._report(busy=True, sample_kv=bool(plan.admitted or plan.preempted))
-            step_s = self.perf.step_time_s(plan.shape)
+            step_s = self.perf.step_time_s(plan.shape) if self.speculative is None else self._speculative_step_s(plan)
             self.steps += 1
             if self.share is None:
                 self.busy_s += step_s
@@ -232,7 +236,8 @@ class Replica:
                 self.step_end_s = env.now
             if self.stopped:
                 return  # stopped during the step: its work is lost with the replica
-            finished = finish_step(st, plan, env.now, group, step_s)
+            finished = finish_step(st, plan, env.now, group, step_s,
+                                   self._accepted if self.speculative is not None else None)
             if self.events is not None:
                 for req, _ in plan.scheduled:
                     if req.last_token_s == env.now and req.generated_tokens:
@@ -306,6 +311,29 @@ class Replica:
             self._release(apply_group_run(st, group, times, boundaries[-1]))
         else:
             self._release(apply_decode_run(st, boundaries))
+
+    def _speculative_step_s(self, plan) -> float:
+        """A step whose decodes each verify their drafted tokens: priced as a chunk of ``k + 1`` tokens over the
+        sequence's context (with ``k`` more LM-head rows), plus the drafting."""
+        cfg, draft, _ = self.speculative
+        k = cfg.num_tokens
+        decodes = [req.computed_tokens for req, n in plan.scheduled if is_decode(req, n)]
+        if not decodes:
+            return self.perf.step_time_s(plan.shape)
+        shape = plan.shape
+        verify = BatchShape((*shape.prefill_chunks, *((ctx, k + 1) for ctx in decodes)), 0, 0,
+                            shape.n_sampled + k * len(decodes))
+        drafting = (sum(decode_step_times_s(draft, len(decodes), sum(decodes) + len(decodes), k)) if draft is not None
+                    else cfg.draft_step_s)
+        return self.perf.step_time_s(verify) + drafting
+
+    def _accepted(self) -> int:
+        """Draft tokens accepted before the first rejection (each with probability ``acceptance_rate``)."""
+        cfg, _, rng = self.speculative
+        accepted = 0
+        while accepted < cfg.num_tokens and rng.random() < cfg.acceptance_rate:
+            accepted += 1
+        return accepted
 
     @property
     def has_work(self) -> bool:

@@ -9,6 +9,7 @@ identical decode steps be applied at once later.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import pairwise
 
@@ -67,16 +68,19 @@ def start_step(state: ReplicaState, plan: StepPlan, now_s: float, group: DecodeG
 
 
 def finish_step(state: ReplicaState, plan: StepPlan, now_s: float, group: DecodeGroup | None = None,
-                step_s: float = 0.0) -> list[Request]:
+                step_s: float = 0.0, accepted: Callable[[], int] | None = None) -> list[Request]:
     """Commit the step's tokens at its end; return the requests that finished (already released).
 
     With a decode ``group``, its members (when the plan covers them) take one group step of ``step_s``, and
-    decode-ready requests after them join it.
+    decode-ready requests after them join it. With speculative decoding, ``accepted()`` draws how many draft
+    tokens a decoding request's step accepted on top of its own token (limited by its output and free KV).
     """
     finished = []
     for req, n in plan.scheduled:
         c = req.computed_tokens = req.computed_tokens + n
         if c == req.prompt_tokens + req.generated_tokens:  # known_tokens, inlined
+            if accepted is not None and n == 1 and c > req.prompt_tokens:
+                _accept_drafts(state, req, accepted())
             req.generated_tokens += 1
             if req.first_token_s is None:
                 req.first_token_s = now_s
@@ -96,6 +100,22 @@ def finish_step(state: ReplicaState, plan: StepPlan, now_s: float, group: Decode
     if group is not None:
         group.absorb(state.running, now_s)
     return finished
+
+
+def _accept_drafts(state: ReplicaState, req: Request, drafts: int) -> None:
+    """A verified step's accepted draft tokens: computed and generated, as far as the output and KV allow."""
+    extra = min(drafts, req.output_tokens - req.generated_tokens - 1)
+    while extra > 0:
+        need = -(-(req.computed_tokens + extra) // state.block_size) - req.kv_blocks
+        if need <= state.free_blocks:
+            break
+        extra -= 1
+    if extra <= 0:
+        return
+    state.free_blocks -= max(0, -(-(req.computed_tokens + extra) // state.block_size) - req.kv_blocks)
+    req.kv_blocks = max(req.kv_blocks, -(-(req.computed_tokens + extra) // state.block_size))
+    req.computed_tokens += extra
+    req.generated_tokens += extra
 
 
 def _release_members(state: ReplicaState, members: list[Request]) -> list[Request]:
