@@ -1,1 +1,1 @@
-"""GPU sharing: several replicas on one physical GPU (MIG instances; vGPU and time-slicing to come, issue #5)."""
+"""GPU sharing: several replicas on one physical GPU (vGPU time-slicing, MIG, Kubernetes time-slicing, MPS)."""
