@@ -182,7 +182,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
             shared = (f" on {len(on)} shared {p.config.sharing.mode} GPU(s) (" + ", ".join(
                 f"{g.gpu_id}: {len(g.tenants)} tenants" for g in on) + ")"
                 + (f" with pools {', '.join(others)}" if others else ""))
-        print(f"#   {name}: {p.config.replicas} x ({p.config.tensor_parallel} x {p.gpu.name}){shared}, {p.model.name} "
+        stages = f", {p.config.pipeline_parallel} pipeline stages" if p.config.pipeline_parallel > 1 else ""
+        print(f"#   {name}: {p.config.replicas} x ({p.config.gpus_per_replica} x {p.gpu.name}{stages}){shared}, "
+              f"{p.model.name} "
               f"{p.config.precision} (compute {z.compute_dtype}, KV {z.kv_dtype}); weights "
               f"{z.weight_bytes_per_gpu / 2**30:.1f} GiB/GPU, activations {z.activation_bytes_per_gpu / 2**30:.1f} "
               f"GiB/GPU, KV cache {z.kv_blocks} blocks = {z.kv_tokens} tokens, max_model_len {z.max_model_len}; "

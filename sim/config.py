@@ -232,6 +232,8 @@ class PoolConfig(BaseModel):
     precision: WeightPrecision = "bf16"
     kv_cache_dtype: KvCacheDtype = "auto"
     tensor_parallel: int = Field(default=1, gt=0, le=64)
+    pipeline_parallel: int = Field(default=1, gt=0, le=16, description="pipeline stages (each holds a share of the "
+                                   "layers on its own tensor_parallel GPUs)")
     replicas: int = Field(default=1, ge=0)
     engine: EngineConfig = EngineConfig()
     perf: PerfConfig = KernelPerf()
@@ -244,11 +246,16 @@ class PoolConfig(BaseModel):
     spot: SpotConfig | None = Field(default=None, description="spot capacity: reclaimed with notice")
     failures: FailureConfig | None = Field(default=None, description="GPU/node failures")
 
+    @property
+    def gpus_per_replica(self) -> int:
+        return self.tensor_parallel * self.pipeline_parallel
+
     @model_validator(mode="after")
     def _scalable(self) -> PoolConfig:
         per_node = self.nodes.gpus_per_node
-        if per_node is not None and per_node < self.tensor_parallel:
-            raise ValueError(f"nodes.gpus_per_node ({per_node}) is less than tensor_parallel ({self.tensor_parallel}):"
+        if per_node is not None and per_node < self.gpus_per_replica:
+            raise ValueError(f"nodes.gpus_per_node ({per_node}) is less than tensor_parallel ({self.tensor_parallel}) "
+                             f"x pipeline_parallel ({self.pipeline_parallel}):"
                              " a replica's GPUs are on one node")
         scale = self.autoscale
         if scale is not None and scale.policy == "hpa":

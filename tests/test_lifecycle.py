@@ -60,7 +60,7 @@ class FakeReplica:
 def fake_pool(env, gpus_per_node=None, **lifecycle):
     plan = SimpleNamespace(name="p", model=MODEL, config=SimpleNamespace(
         lifecycle=LifecycleConfig.model_validate({**FIXED, **lifecycle}),
-        nodes=NodesConfig(gpus_per_node=gpus_per_node), tensor_parallel=1, precision="bf16"))
+        nodes=NodesConfig(gpus_per_node=gpus_per_node), tensor_parallel=1, gpus_per_replica=1, precision="bf16"))
     made, events = [], []
     hooks = PoolHooks(ready=lambda r: events.append((env.now, "ready", r.replica_id)),
                       unroute=lambda r: events.append((env.now, "unroute", r.replica_id)),

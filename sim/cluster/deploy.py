@@ -86,9 +86,10 @@ def _replica_gpu(pool: PoolConfig, gpu: GpuSpec, source: str, base: str) -> GpuS
             spec = gpu.model_copy(update=update)
     except PlacementError as err:
         raise ScenarioError(source, f"{base}.sharing.{field}", str(err)) from None
-    if pool.tensor_parallel != 1:
-        raise ScenarioError(source, f"{base}.tensor_parallel", f"{pool.tensor_parallel} with {sharing.mode}: each "
-                            f"replica runs on one share of a GPU, so tensor_parallel must be 1 (use a larger share, "
+    if pool.gpus_per_replica != 1:
+        field = "tensor_parallel" if pool.tensor_parallel != 1 else "pipeline_parallel"
+        raise ScenarioError(source, f"{base}.{field}", f"{getattr(pool, field)} with {sharing.mode}: each "
+                            f"replica runs on one share of a GPU, so {field} must be 1 (use a larger share, "
                             "or whole GPUs)")
     return spec
 

@@ -105,9 +105,9 @@ class PoolRuntime:
         self.name = plan.name
         self.plan = plan
         self.cfg = plan.config.lifecycle
-        self.gpus_per_node = plan.config.nodes.gpus_per_node or plan.config.tensor_parallel
+        self.gpus_per_node = plan.config.nodes.gpus_per_node or plan.config.gpus_per_replica
         self.release_after_idle_s = plan.config.nodes.release_after_idle_s
-        self.tp = plan.config.tensor_parallel
+        self.tp = plan.config.gpus_per_replica  # GPUs a replica takes on its node
         self.make_replica = make_replica
         self.hooks = hooks
         self.rng = streams.get(f"lifecycle.{plan.name}")

@@ -86,10 +86,13 @@ def activation_reserve_bytes(model: ModelSpec, pool: PoolConfig) -> float:
 
 def size_replica(gpu: GpuSpec, model: ModelSpec, pool: PoolConfig) -> ReplicaSizing:
     """Plan one replica's memory; raise :class:`SizingError` for a deployment that cannot run."""
-    eng, tp = pool.engine, pool.tensor_parallel
+    eng, tp, pp = pool.engine, pool.tensor_parallel, pool.pipeline_parallel
     if model.n_heads % tp:
         raise SizingError("tensor_parallel",
                           f"{tp} does not divide the {model.n_heads} attention heads of {model.name}")
+    if model.n_layers % pp:
+        raise SizingError("pipeline_parallel",
+                          f"{pp} does not divide the {model.n_layers} layers of {model.name}")
     compute = compute_dtype(gpu, pool.precision)
     kv_dtype = "bf16" if pool.kv_cache_dtype == "auto" else pool.kv_cache_dtype
     if kv_dtype == "fp8" and gpu.sm_version < 80:
@@ -97,7 +100,7 @@ def size_replica(gpu: GpuSpec, model: ModelSpec, pool: PoolConfig) -> ReplicaSiz
                           f"{gpu.sm_version / 10:.1f}; allowed here: auto, bf16, fp16")
 
     budget = gpu.memory_bytes * eng.gpu_memory_utilization
-    weights = weight_bytes(model, pool.precision) / tp
+    weights = weight_bytes(model, pool.precision) / (tp * pp)  # each stage holds its layers' share
     if weights >= budget:
         raise SizingError(
             "model",
@@ -109,7 +112,7 @@ def size_replica(gpu: GpuSpec, model: ModelSpec, pool: PoolConfig) -> ReplicaSiz
     activation = eng.activation_reserve_gib * GIB if eng.activation_reserve_gib is not None else (
         activation_reserve_bytes(model, pool)
     )
-    kv_per_token = 2 * model.n_layers * kv_heads_per_gpu(model, tp) * model.head_dim * KV_BYTES[kv_dtype]
+    kv_per_token = 2 * (model.n_layers // pp) * kv_heads_per_gpu(model, tp) * model.head_dim * KV_BYTES[kv_dtype]
     kv_budget = budget - weights - activation
     kv_blocks = int(kv_budget // (kv_per_token * eng.block_size)) if kv_budget > 0 else 0
     if eng.num_gpu_blocks_override is not None:

@@ -41,7 +41,7 @@ def usage_frames(fleet, end_s: float) -> tuple[pd.DataFrame, pd.DataFrame]:
             busy = r.busy_until(end)
             gpu, position = placement.get((name, i), (None, 0))
             if gpu is None:
-                tp = plan.config.tensor_parallel
+                tp = plan.config.gpus_per_replica
                 gpus, gid, gpu_time, gpu_busy = tp, "", busy * tp, busy
             elif gpu.gpu_id in usage:
                 work, _ = usage[gpu.gpu_id]

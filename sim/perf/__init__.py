@@ -100,9 +100,50 @@ class SlowedPerf:
         return [t * self.factor for t in times]
 
 
+def _split(total: int, parts: int) -> list[int]:
+    return [total // parts + (i < total % parts) for i in range(parts)]
+
+
+class PipelinedPerf:
+    """A step through ``stages`` pipeline stages, the batch split into ``microbatches`` (vLLM runs as many as there
+    are stages): each micro-batch's stage time is its own step time (whole model) over ``stages``, and the
+    pipeline's makespan is ``sum of the micro-batches' stage times + (stages - 1) x the longest`` (a flow shop of
+    identical stages; for equal micro-batches the textbook ``(m + p - 1) x t``, bubble ``(p - 1) / (m + p - 1)``),
+    plus the activations' hops between stages. Host overheads are counted per micro-batch (an upper bound)."""
+
+    def __init__(self, inner: PerfModel, stages: int, microbatches: int, hop_s_per_token: float) -> None:
+        self.inner, self.stages, self.microbatches, self.hop_s_per_token = inner, stages, microbatches, hop_s_per_token
+
+    def microbatch_shapes(self, shape: BatchShape) -> list[BatchShape]:
+        """The batch split into near-equal micro-batches (decodes and their KV evenly, prefill chunks in turn)."""
+        m = self.microbatches
+        decodes = _split(shape.n_decodes, m)
+        chunks = [shape.prefill_chunks[i::m] for i in range(m)]
+        kv = [shape.decode_kv_tokens * d // shape.n_decodes if shape.n_decodes else 0 for d in decodes]
+        kv[0] += shape.decode_kv_tokens - sum(kv)
+        sampled = _split(shape.n_sampled, m)
+        out = [BatchShape(c, d, k, s) for c, d, k, s in zip(chunks, decodes, kv, sampled, strict=True)]
+        return [b for b in out if b.prefill_chunks or b.n_decodes] or [shape]
+
+    def step_time_s(self, shape: BatchShape) -> float:
+        p = self.stages
+        stage = [self.inner.step_time_s(b) / p for b in self.microbatch_shapes(shape)]
+        tokens = sum(n for _, n in shape.prefill_chunks) + shape.n_decodes
+        hops = (p - 1) * self.hop_s_per_token * tokens / max(1, len(stage))
+        return sum(stage) + (p - 1) * max(stage) + hops
+
+    def decode_step_times_s(self, n: int, kv_tokens: int, steps: int) -> list[float]:
+        return [self.step_time_s(BatchShape((), n, kv_tokens + n * j, n)) for j in range(steps)]
+
+
 def build_perf_model(pool: PoolConfig, gpu: GpuSpec, model: ModelSpec, sizing: ReplicaSizing) -> PerfModel:
-    """The step-time model of one pool's replicas (with a passed-through GPU's hypervisor overhead, if any)."""
+    """The step-time model of one pool's replicas (pipelined over ``pipeline_parallel`` stages, with a passed-through
+    GPU's hypervisor overhead, if any)."""
     perf = PERF_MODELS[pool.perf.model](pool, gpu, model, sizing)
+    if pool.pipeline_parallel > 1:
+        # A hop carries each token's hidden state (16-bit) over the interconnect between the stages' GPUs.
+        hop = model.hidden_size * 2 / (gpu.interconnect_gb_s * 1e9)
+        perf = PipelinedPerf(perf, pool.pipeline_parallel, pool.pipeline_parallel, hop)
     sharing = pool.sharing
     if sharing is not None and getattr(sharing, "hypervisor_overhead", 0.0):
         perf = SlowedPerf(perf, 1.0 + sharing.hypervisor_overhead)
