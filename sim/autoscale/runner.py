@@ -8,7 +8,6 @@ the replicas counted, and the decision.
 from __future__ import annotations
 
 from collections import deque
-from types import SimpleNamespace
 
 import numpy as np
 
@@ -259,17 +258,15 @@ def fleet_process(env, fleet, cfg: FleetAutoscaleConfig, log: list):
 
 
 def rate_window_s(cfg) -> float:
-    """How far back an autoscaler reads the fleet's arrivals."""
-    if not hasattr(cfg, "policy"):
-        cfg = SimpleNamespace(policy="fleet", window_s=cfg.window_s, demand=cfg.demand)
+    """How far back an autoscaler (a pool's, or ``fleet_autoscale``) reads the fleet's arrivals."""
+    if isinstance(cfg, FleetAutoscaleConfig):
+        return cfg.window_s * (FORECAST_BUCKETS if cfg.demand == "forecast" else 1)
     if cfg.policy == "hpa":
         return max((m.window_s for m in cfg.metrics if m.name == "request_rate"), default=0.0)
     if cfg.policy == "keda":
         return max((t.window_s for t in cfg.triggers if t.name == "request_rate"), default=0.0)
     if cfg.policy == "predictive":
         return cfg.history_s
-    if cfg.policy == "fleet":
-        return cfg.window_s * (FORECAST_BUCKETS if cfg.demand == "forecast" else 1)
     return 1.0 if cfg.policy == "kpa" and cfg.metric == "rps" else 0.0
 
 

@@ -366,7 +366,7 @@ def prefix_source(cls: int, wl, streams):
             return tuple(-(((cls * 100_003 + group) * 1_000_003) + j + 1) for j in range(full)), shared.block_tokens
 
         return synthetic
-    if isinstance(wl, TraceWorkload):
+    if isinstance(wl, TraceWorkload) and wl.format == "mooncake":  # the one format with prefix ids
         return lambda _prompt, ids: (ids, wl.prefix_block_tokens)
     return None
 

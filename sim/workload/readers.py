@@ -12,24 +12,18 @@ from pathlib import Path
 import numpy as np
 
 from sim.errors import TraceError
-from sim.workload.traces import TraceArrays, first_undecodable_line
+from sim.workload.traces import (
+    TraceArrays,
+    check_sorted,
+    csv_header,
+    first_undecodable_line,
+    positive_int,
+    reading,
+    to_arrays,
+)
 
 #: Time units of a generic trace's arrival column, in seconds.
 TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
-
-
-def _int(value, path: str, line: int, column: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise TraceError(path, line, f"{column} must be an integer, got {value!r}")
-    try:
-        number = int(value) if not isinstance(value, float) or value.is_integer() else None
-    except ValueError:
-        number = None
-    if number is None:
-        raise TraceError(path, line, f"{column} must be an integer, got {value!r}")
-    if number < minimum:
-        raise TraceError(path, line, f"{column} must be >= {minimum}, got {number}")
-    return number
 
 
 def _float(value, path: str, line: int, column: str) -> float:
@@ -42,20 +36,6 @@ def _float(value, path: str, line: int, column: str) -> float:
     return number
 
 
-def _arrays(path: str, times: list[float], prompts: list[int], outputs: list[int],
-            prefixes: list[tuple[int, ...]] | None = None) -> TraceArrays:
-    if not times:
-        raise TraceError(path, 0, "no requests in trace")
-    arrival = np.asarray(times, dtype=float)
-    return TraceArrays(arrival - arrival[0], np.asarray(prompts, dtype=np.int64), np.asarray(outputs, dtype=np.int64),
-                       tuple(prefixes) if prefixes is not None else None)
-
-
-def _sorted(path: str, line: int, stamp: float, previous: float | None, column: str) -> None:
-    if previous is not None and stamp < previous:
-        raise TraceError(path, line, f"{column} goes backwards; the trace must be sorted by time")
-
-
 def read_mooncake(path: str | Path) -> TraceArrays:
     """Mooncake (FAST'25) JSONL: ``{"timestamp": ms, "input_length", "output_length", "hash_ids": [...]}``.
 
@@ -66,36 +46,31 @@ def read_mooncake(path: str | Path) -> TraceArrays:
     path = str(path)
     times, prompts, outputs, prefixes = [], [], [], []
     previous = None
-    try:
-        with open(path, encoding="utf-8") as handle:
-            for line, text in enumerate(handle, start=1):
-                if not text.strip():
-                    continue
-                try:
-                    row = json.loads(text)
-                except json.JSONDecodeError as err:
-                    raise TraceError(path, line, f"not valid JSON: {err.msg}") from None
-                if not isinstance(row, dict):
-                    raise TraceError(path, line, f"expected a JSON object, got {type(row).__name__}")
-                for key in ("timestamp", "input_length", "output_length"):
-                    if key not in row:
-                        raise TraceError(path, line, f"missing {key!r} (expected timestamp, input_length, "
-                                         "output_length, hash_ids)")
-                stamp = _float(row["timestamp"], path, line, "timestamp") / 1000
-                _sorted(path, line, stamp, previous, "timestamp")
-                previous = stamp
-                times.append(stamp)
-                prompts.append(_int(row["input_length"], path, line, "input_length", 1))
-                outputs.append(_int(row["output_length"], path, line, "output_length", 1))
-                ids = row.get("hash_ids", [])
-                if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
-                    raise TraceError(path, line, "hash_ids must be a list of integers")
-                prefixes.append(tuple(ids))
-    except FileNotFoundError:
-        raise TraceError(path, 0, "file not found") from None
-    except UnicodeDecodeError as err:
-        raise TraceError(path, first_undecodable_line(path), f"not UTF-8 text ({err.reason})") from None
-    return _arrays(path, times, prompts, outputs, prefixes)
+    with reading(path), open(path, encoding="utf-8") as handle:
+        for line, text in enumerate(handle, start=1):
+            if not text.strip():
+                continue
+            try:
+                row = json.loads(text)
+            except json.JSONDecodeError as err:
+                raise TraceError(path, line, f"not valid JSON: {err.msg}") from None
+            if not isinstance(row, dict):
+                raise TraceError(path, line, f"expected a JSON object, got {type(row).__name__}")
+            for key in ("timestamp", "input_length", "output_length"):
+                if key not in row:
+                    raise TraceError(path, line, f"missing {key!r} (expected timestamp, input_length, "
+                                     "output_length, hash_ids)")
+            stamp = _float(row["timestamp"], path, line, "timestamp") / 1000
+            check_sorted(path, line, stamp, previous, "timestamp")
+            previous = stamp
+            times.append(stamp)
+            prompts.append(positive_int(row["input_length"], path, line, "input_length", 1))
+            outputs.append(positive_int(row["output_length"], path, line, "output_length", 1))
+            ids = row.get("hash_ids", [])
+            if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+                raise TraceError(path, line, "hash_ids must be a list of integers")
+            prefixes.append(tuple(ids))
+    return to_arrays(path, times, prompts, outputs, prefixes)
 
 
 BURSTGPT_COLUMNS = ("Timestamp", "Session ID", "Elapsed time", "Model", "Request tokens", "Response tokens",
@@ -111,39 +86,29 @@ def read_burstgpt(path: str | Path) -> TraceArrays:
     path = str(path)
     times, prompts, outputs = [], [], []
     previous = None
-    try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            reader = csv.reader(handle)
-            header = next(reader, None)
-            if header is None:
-                raise TraceError(path, 0, "empty file; expected header " + ",".join(BURSTGPT_COLUMNS))
-            header = [h.strip().lstrip("\ufeff") for h in header]
-            missing = [c for c in ("Timestamp", "Request tokens", "Response tokens") if c not in header]
-            if missing:
-                raise TraceError(path, 1, f"header lacks {', '.join(missing)}; expected {','.join(BURSTGPT_COLUMNS)}")
-            at = {c: header.index(c) for c in ("Timestamp", "Request tokens", "Response tokens")}
-            for line, row in enumerate(reader, start=2):
-                if not row:
-                    continue
-                if len(row) != len(header):
-                    raise TraceError(path, line, f"expected {len(header)} fields, got {len(row)}")
-                stamp = _float(row[at["Timestamp"]], path, line, "Timestamp")
-                _sorted(path, line, stamp, previous, "Timestamp")
-                previous = stamp
-                out = _int(row[at["Response tokens"]], path, line, "Response tokens", 0)
-                prompt = _int(row[at["Request tokens"]], path, line, "Request tokens", 0)
-                if out == 0:
-                    continue  # a failed request
-                times.append(stamp)
-                prompts.append(max(prompt, 1))
-                outputs.append(out)
-    except FileNotFoundError:
-        raise TraceError(path, 0, "file not found") from None
-    except UnicodeDecodeError as err:
-        raise TraceError(path, first_undecodable_line(path), f"not UTF-8 text ({err.reason})") from None
-    except csv.Error as err:
-        raise TraceError(path, 0, f"malformed CSV: {err}") from None
-    return _arrays(path, times, prompts, outputs)
+    with reading(path), open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        header = csv_header(reader, path, BURSTGPT_COLUMNS)
+        missing = [c for c in ("Timestamp", "Request tokens", "Response tokens") if c not in header]
+        if missing:
+            raise TraceError(path, 1, f"header lacks {', '.join(missing)}; expected {','.join(BURSTGPT_COLUMNS)}")
+        at = {c: header.index(c) for c in ("Timestamp", "Request tokens", "Response tokens")}
+        for line, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            if len(row) != len(header):
+                raise TraceError(path, line, f"expected {len(header)} fields, got {len(row)}")
+            stamp = _float(row[at["Timestamp"]], path, line, "Timestamp")
+            check_sorted(path, line, stamp, previous, "Timestamp")
+            previous = stamp
+            out = positive_int(row[at["Response tokens"]], path, line, "Response tokens", 0)
+            prompt = positive_int(row[at["Request tokens"]], path, line, "Request tokens", 0)
+            if out == 0:
+                continue  # a failed request
+            times.append(stamp)
+            prompts.append(max(prompt, 1))
+            outputs.append(out)
+    return to_arrays(path, times, prompts, outputs)
 
 
 def read_table(path: str | Path, columns: dict[str, str], time_unit: str = "s") -> TraceArrays:
@@ -177,9 +142,9 @@ def read_table(path: str | Path, columns: dict[str, str], time_unit: str = "s") 
                                       frame[columns["output_tokens"]], strict=True)):
         line = first_line + i
         stamp = _float(t, path, line, columns["arrival"]) * scale
-        _sorted(path, line, stamp, previous, columns["arrival"])
+        check_sorted(path, line, stamp, previous, columns["arrival"])
         previous = stamp
         times.append(stamp)
-        prompts.append(_int(p, path, line, columns["prompt_tokens"], 1))
-        outputs.append(_int(o, path, line, columns["output_tokens"], 1))
-    return _arrays(path, times, prompts, outputs)
+        prompts.append(positive_int(p, path, line, columns["prompt_tokens"], 1))
+        outputs.append(positive_int(o, path, line, columns["output_tokens"], 1))
+    return to_arrays(path, times, prompts, outputs)

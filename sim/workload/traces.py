@@ -7,6 +7,7 @@ the first bad row. Arrival times are re-based so that the first request arrives 
 from __future__ import annotations
 
 import csv
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -50,14 +51,55 @@ def first_undecodable_line(path: str) -> int:
 AZURE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
 
 
-def _positive_int(text: str, path: str, line: int, column: str, minimum: int) -> int:
+def positive_int(value, path: str, line: int, column: str, minimum: int) -> int:
+    """An integer field of a trace row (text, or a whole number from JSON or Parquet), at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise TraceError(path, line, f"{column} must be an integer, got {value!r}")
     try:
-        value = int(text)
+        number = int(value) if not isinstance(value, float) or value.is_integer() else None
     except ValueError:
-        raise TraceError(path, line, f"{column} must be an integer, got {text!r}") from None
-    if value < minimum:
-        raise TraceError(path, line, f"{column} must be >= {minimum}, got {value}")
-    return value
+        number = None
+    if number is None:
+        raise TraceError(path, line, f"{column} must be an integer, got {value!r}")
+    if number < minimum:
+        raise TraceError(path, line, f"{column} must be >= {minimum}, got {number}")
+    return number
+
+
+def check_sorted(path: str, line: int, stamp: float, previous: float | None, column: str) -> None:
+    if previous is not None and stamp < previous:
+        raise TraceError(path, line, f"{column} goes backwards; the trace must be sorted by time")
+
+
+@contextmanager
+def reading(path: str):
+    """Turn a missing file, bad UTF-8 or malformed CSV met while reading ``path`` into a :class:`TraceError`."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise TraceError(path, 0, "file not found") from None
+    except UnicodeDecodeError as err:
+        raise TraceError(path, first_undecodable_line(path), f"not UTF-8 text ({err.reason})") from None
+    except csv.Error as err:
+        raise TraceError(path, 0, f"malformed CSV: {err}") from None
+
+
+def csv_header(reader, path: str, expected: tuple[str, ...]) -> list[str]:
+    """The header row of a trace CSV (a byte-order mark and spaces stripped); an empty file is an error."""
+    header = next(reader, None)
+    if header is None:
+        raise TraceError(path, 0, "empty file; expected header " + ",".join(expected))
+    return [h.strip().lstrip("\ufeff") for h in header]
+
+
+def to_arrays(path: str, times: list[float], prompts: list[int], outputs: list[int],
+              prefixes: list[tuple[int, ...]] | None = None) -> TraceArrays:
+    """The rows read, as columns re-based to start at 0 (an empty trace is an error)."""
+    if not times:
+        raise TraceError(path, 0, "no requests in trace")
+    arrival = np.asarray(times, dtype=float)
+    return TraceArrays(arrival - arrival[0], np.asarray(prompts, dtype=np.int64), np.asarray(outputs, dtype=np.int64),
+                       tuple(prefixes) if prefixes is not None else None)
 
 
 def read_azure_csv(path: str | Path) -> TraceArrays:
@@ -69,50 +111,32 @@ def read_azure_csv(path: str | Path) -> TraceArrays:
     """
     path = str(path)
     times, prompts, outputs = [], [], []
-    try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            reader = csv.reader(handle)
-            header = next(reader, None)
-            if header is None:
-                raise TraceError(path, 0, "empty file; expected header " + ",".join(AZURE_COLUMNS))
-            header = [h.strip().lstrip("\ufeff") for h in header]
-            if tuple(header[:3]) != AZURE_COLUMNS:
-                raise TraceError(path, 1, f"expected header {','.join(AZURE_COLUMNS)}, got {','.join(header)}")
-            previous = origin = None
-            for line, row in enumerate(reader, start=2):
-                if not row:
-                    continue
-                if len(row) != 3:
-                    raise TraceError(path, line, f"expected 3 fields, got {len(row)}")
-                try:
-                    when = datetime.fromisoformat(row[0].strip())
-                except ValueError:
-                    raise TraceError(path, line, f"TIMESTAMP is not a date-time: {row[0]!r}") from None
-                # Naive stamps are read as UTC: the local time zone (and its DST) must not move arrivals. Seconds
-                # are counted from the first stamp exactly (a float of the Unix time would lose microseconds).
-                when = when if when.tzinfo else when.replace(tzinfo=UTC)
-                origin = origin or when
-                stamp = (when - origin).total_seconds()
-                if previous is not None and stamp < previous:
-                    raise TraceError(path, line, "TIMESTAMP goes backwards; the trace must be sorted by time")
-                previous = stamp
-                times.append(stamp)
-                prompts.append(_positive_int(row[1], path, line, "ContextTokens", 1))
-                outputs.append(_positive_int(row[2], path, line, "GeneratedTokens", 1))
-    except FileNotFoundError:
-        raise TraceError(path, 0, "file not found") from None
-    except UnicodeDecodeError as err:
-        raise TraceError(path, first_undecodable_line(path), f"not UTF-8 text ({err.reason})") from None
-    except csv.Error as err:
-        raise TraceError(path, 0, f"malformed CSV: {err}") from None
-    if not times:
-        raise TraceError(path, 0, "no requests in trace")
-    arrival = np.asarray(times, dtype=float)
-    return TraceArrays(
-        arrival_s=arrival - arrival[0],
-        prompt_tokens=np.asarray(prompts, dtype=np.int64),
-        output_tokens=np.asarray(outputs, dtype=np.int64),
-    )
+    with reading(path), open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        header = csv_header(reader, path, AZURE_COLUMNS)
+        if tuple(header[:3]) != AZURE_COLUMNS:
+            raise TraceError(path, 1, f"expected header {','.join(AZURE_COLUMNS)}, got {','.join(header)}")
+        previous = origin = None
+        for line, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            if len(row) != 3:
+                raise TraceError(path, line, f"expected 3 fields, got {len(row)}")
+            try:
+                when = datetime.fromisoformat(row[0].strip())
+            except ValueError:
+                raise TraceError(path, line, f"TIMESTAMP is not a date-time: {row[0]!r}") from None
+            # Naive stamps are read as UTC: the local time zone (and its DST) must not move arrivals. Seconds
+            # are counted from the first stamp exactly (a float of the Unix time would lose microseconds).
+            when = when if when.tzinfo else when.replace(tzinfo=UTC)
+            origin = origin or when
+            stamp = (when - origin).total_seconds()
+            check_sorted(path, line, stamp, previous, "TIMESTAMP")
+            previous = stamp
+            times.append(stamp)
+            prompts.append(positive_int(row[1], path, line, "ContextTokens", 1))
+            outputs.append(positive_int(row[2], path, line, "GeneratedTokens", 1))
+    return to_arrays(path, times, prompts, outputs)
 
 
 def _readers() -> dict:
