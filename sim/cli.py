@@ -84,6 +84,10 @@ def summary_text(res: Results) -> str:
         out.append(f"shared GPUs: {shared['physical_gpus']}, busy {_fmt(shared['busy_fraction_mean'], 100, 1)}% "
                    f"on average (max {_fmt(shared['busy_fraction_max'], 100, 1)}%), {shared['switch_s']:.3f} s "
                    f"switching, vGPU licences ${shared['licence_usd_total']:,.4f}")
+    kv = s.get("kv_transfer_s")
+    if kv:
+        out.append(f"KV hand-off (prefill -> decode): {_fmt(kv['p50'], 1e3, 1)} ms median, {_fmt(kv['p99'], 1e3, 1)} "
+                   "ms p99, link waits included")
     targets = s["slo"]["targets"]
     if targets:
         out.append("SLO: " + ", ".join(f"{k} <= {v:g}" for k, v in targets.items()))
@@ -207,6 +211,12 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     elif args.what == "models":
         frame = pd.DataFrame([{**m.model_dump(exclude={"source"}), "params_b": m.n_params / 1e9}
                               for m in catalog.models.values()]).set_index("key")
+    elif args.what == "engines":
+        from sim.engine.profiles import engine_profiles
+
+        frame = pd.DataFrame([{"profile": p.name, "scheduler": p.scheduler, **p.engine,
+                               "gpu_time_scale": p.gpu_time_scale, "overlap_host": p.overlap_host,
+                               "measured": p.measured} for p in engine_profiles().values()]).set_index("profile")
     else:
         frame = pd.DataFrame([{**p.model_dump(exclude={"source"}), "usd_per_gpu_hour": p.usd_per_gpu_hour}
                               for p in catalog.prices])
@@ -345,8 +355,8 @@ def parser() -> argparse.ArgumentParser:
     val.add_argument("--set", action="append", metavar="KEY=VALUE")
     val.set_defaults(func=cmd_validate)
 
-    cat = sub.add_parser("catalog", help="list the GPUs, models or prices in the catalog")
-    cat.add_argument("what", choices=["gpus", "models", "prices"])
+    cat = sub.add_parser("catalog", help="list the GPUs, models, prices or engine profiles in the catalog")
+    cat.add_argument("what", choices=["gpus", "models", "prices", "engines"])
     cat.add_argument("--file", action="append", help="an extra catalog YAML to include")
     cat.set_defaults(func=cmd_catalog)
 

@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from sim.engine.profiles import engine_defaults
 from sim.scaling_config import (
     POD_METRICS,
     Autoscale,
@@ -45,15 +46,24 @@ class SpeculativeConfig(BaseModel):
 
 
 class EngineConfig(BaseModel):
-    """Continuous-batching engine settings, named as in vLLM."""
+    """Continuous-batching engine settings, named as in vLLM.
+
+    ``profile`` picks a serving stack (:mod:`sim.engine.profiles`: vllm_v1, vllm_v0, trtllm, sglang, tgi, triton,
+    ollama); the fields a scenario leaves out take that profile's defaults (the ones shown here are vLLM V1's).
+    """
 
     model_config = _FROZEN
-    scheduler: str = Field(default="vllm_v1", description="batch-formation policy (registry key)")
+    profile: str = Field(default="vllm_v1", description="serving stack whose defaults fill the fields not given")
+    scheduler: str = Field(default="vllm_v1", description="batch-formation policy (registry key); default: the "
+                           "profile's")
     max_num_seqs: int = Field(default=256, gt=0)
-    max_num_batched_tokens: int = Field(default=8192, gt=0)
+    max_num_batched_tokens: int | None = Field(default=8192, gt=0, description="tokens per step; null: "
+                                               "max(max_model_len, 2048), the whole-prompt rule of vLLM V0")
     block_size: int = Field(default=16, gt=0, description="tokens per KV-cache block")
     gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
     enable_chunked_prefill: bool = True
+    batch_delay_s: float = Field(default=0.0, ge=0, description="static batching (scheduler: static): how long the "
+                                 "oldest queued request may wait for a fuller batch (Triton's max queue delay)")
     max_model_len: int | None = Field(default=None, gt=0, description="default: the model's context length")
     num_gpu_blocks_override: int | None = Field(
         default=None, gt=0, description="use this many KV blocks instead of sizing from memory (as in vLLM)"
@@ -70,6 +80,18 @@ class EngineConfig(BaseModel):
     stepping: Literal["fast", "iteration"] = Field(
         default="fast", description="fast: runs of whole-batch decode steps at once (same results); iteration: "
         "one event per step (the reference)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _profile_defaults(cls, data):
+        """Fill the fields not given from the profile's defaults (a profile is data: sim/engine/profiles)."""
+        if not isinstance(data, dict):
+            return data
+        try:
+            defaults = engine_defaults(data.get("profile", "vllm_v1"))
+        except (KeyError, TypeError) as err:
+            raise ValueError(str(err).strip("'\"")) from None
+        return {**defaults, **data}
 
 
 class RooflinePerf(BaseModel):
@@ -113,6 +135,10 @@ class KernelPerf(BaseModel):
         default=None, ge=0, description="extra host time per layer of a step above cudagraph_max_tokens; "
         "default: fitted")
     cudagraph_max_tokens: int = Field(default=512, ge=0, description="largest step replayed as a CUDA graph")
+    gpu_time_scale: float | None = Field(default=None, gt=0, description="GPU time x this (a serving stack's "
+                                         "kernels against vLLM's measured ones); default: the engine profile's")
+    overlap_host: bool | None = Field(default=None, description="host work hidden behind the GPU's (a step takes "
+                                      "the longer of the two); default: the engine profile's")
 
 
 class ConstantPerf(BaseModel):
@@ -245,6 +271,9 @@ class PoolConfig(BaseModel):
     billing: BillingConfig = BillingConfig()
     spot: SpotConfig | None = Field(default=None, description="spot capacity: reclaimed with notice")
     failures: FailureConfig | None = Field(default=None, description="GPU/node failures")
+    role: Literal["both", "prefill", "decode"] = Field(default="both", description="disaggregated serving: "
+                                                        "prefill pools compute prompts and first tokens, then hand "
+                                                        "the KV cache to a decode pool of the same model")
 
     @property
     def gpus_per_replica(self) -> int:
@@ -443,6 +472,17 @@ class TrafficClass(BaseModel):
                           "admitted first (as vLLM); the default class has priority 0")
 
 
+class KvTransferConfig(BaseModel):
+    """How a disaggregated fleet moves a prompt's KV cache from a prefill replica to a decode replica: each prefill
+    replica sends over one link of ``bandwidth_gb_s`` (GB/s, 1e9 bytes), one transfer at a time in FIFO order
+    (a later hand-off waits for the link), plus ``latency_s`` per transfer. Typical links: NVLink within a node
+    (H100: 450 GB/s per GPU), InfiniBand NDR or 400 GbE between nodes (50 GB/s per NIC), 100 GbE (12.5 GB/s)."""
+
+    model_config = _FROZEN
+    bandwidth_gb_s: float = Field(gt=0)
+    latency_s: float = Field(default=0.0, ge=0)
+
+
 class RunConfig(BaseModel):
     model_config = _FROZEN
     max_duration_s: float | None = Field(
@@ -470,6 +510,27 @@ class Scenario(BaseModel):
     run: RunConfig = RunConfig()
     fleet_autoscale: FleetAutoscaleConfig | None = Field(default=None, description="one autoscaler across pools")
     classes: tuple[TrafficClass, ...] = Field(default=(), description="more traffic classes beside workload")
+    kv_transfer: KvTransferConfig | None = Field(default=None, description="disaggregated serving: the KV hand-off "
+                                                 "from prefill to decode pools (needed when a pool has role prefill)")
+
+    @model_validator(mode="after")
+    def _disaggregation(self) -> Scenario:
+        roles = {name: pool.role for name, pool in self.pools.items()}
+        if set(roles.values()) == {"both"}:
+            return self
+        whole = sorted(n for n, r in roles.items() if r == "both")
+        if whole:
+            raise ValueError(f"pools {whole} have role both in a disaggregated fleet; every pool must be role prefill "
+                             "or decode")
+        for model in sorted({pool.model for pool in self.pools.values()}):
+            have = {pool.role for pool in self.pools.values() if pool.model == model}
+            if have != {"prefill", "decode"}:
+                missing = ({"prefill", "decode"} - have).pop()
+                raise ValueError(f"model {model} has no pool of role {missing}: a disaggregated model needs both a "
+                                 "prefill and a decode pool")
+        if self.kv_transfer is None:
+            raise ValueError("kv_transfer (bandwidth_gb_s, latency_s) is needed when pools have role prefill/decode")
+        return self
 
     @model_validator(mode="after")
     def _class_names(self) -> Scenario:

@@ -66,12 +66,14 @@ def scenario(patch: dict | None = None) -> Scenario:
     return validate_scenario(merge(BASE, patch or {}), "test")
 
 
-def draw_engine(draw, max_len: int, block: int, max_seqs: int, spare_blocks: int) -> dict:
+def draw_engine(draw, max_len: int, block: int, max_seqs: int, spare_blocks: int, schedulers: bool = False) -> dict:
     """A random engine block for hypothesis strategies: small KV caches and budgets that force preemption,
-    chunking and admission limits."""
+    chunking and admission limits; with ``schedulers``, any registered batch-formation policy."""
     from hypothesis import strategies as st
 
-    return {
+    from sim.engine.scheduler import SCHEDULERS
+
+    engine = {
         "max_model_len": max_len,
         "block_size": block,
         "max_num_seqs": draw(st.integers(1, max_seqs)),
@@ -79,6 +81,10 @@ def draw_engine(draw, max_len: int, block: int, max_seqs: int, spare_blocks: int
         "enable_chunked_prefill": draw(st.booleans()),
         "num_gpu_blocks_override": -(-max_len // block) + draw(st.integers(0, spare_blocks)),
     }
+    if schedulers:
+        engine["scheduler"] = draw(st.sampled_from(sorted(SCHEDULERS)))
+        engine["batch_delay_s"] = draw(st.sampled_from([0.0, 0.03]))
+    return engine
 
 
 @pytest.fixture

@@ -153,6 +153,8 @@ def test_validate_prints_resolved_scenario_and_deployment():
     ("gpus", ["L4", "L40S", "H100 SXM", "H100 PCIe", "H200", "A100", "T4"]),
     ("models", ["Llama-2-7B", "Llama-2-13B", "Llama-3.1-8B", "Llama-3.1-70B", "Qwen3-32B"]),
     ("prices", ["l4", "h100_sxm", "aws", "on_demand", "usd_per_gpu_hour"]),
+    ("engines", ["vllm_v1", "vllm_v0", "trtllm", "sglang", "tgi", "triton", "ollama", "no_evict", "prefill_first",
+                 "static", "gpu_time_scale"]),
 ])
 def test_catalog_lists(what, expected):
     rc, out, err = fleetsim("catalog", what)

@@ -27,7 +27,7 @@ def small_scenarios(draw):
         },
         "pools": {"p": {
             "replicas": draw(st.integers(1, 3)),
-            "engine": draw_engine(draw, max_len, block, max_seqs=16, spare_blocks=40),
+            "engine": draw_engine(draw, max_len, block, max_seqs=16, spare_blocks=40, schedulers=True),
             "perf": {"model": "constant", "step_s": draw(st.floats(0.001, 0.1)),
                      "per_token_s": draw(st.floats(0, 1e-3))},
         }},

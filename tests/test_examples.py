@@ -84,3 +84,15 @@ def test_every_shipped_config_validates(capsys):
     for path in sorted((ROOT / "configs").glob("*.yaml")):
         assert main(["validate", str(path)]) == 0, path
     capsys.readouterr()
+
+
+@pytest.mark.parametrize(("script", "args", "expect"), [
+    ("compare_engines.py", ["--rates", "5", "--requests", "40"], "sglang"),
+    ("disaggregation.py", ["--rates", "2", "--requests", "60"], "P:D 2:2"),
+])
+def test_engine_and_disaggregation_experiments(tmp_path, script, args, expect):
+    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / script), *args, "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert expect in proc.stdout
+    assert list(tmp_path.glob("*.csv"))

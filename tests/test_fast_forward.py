@@ -22,6 +22,8 @@ from tests.conftest import draw_engine, merge, scenario
 ROUTERS = ["round_robin", "least_outstanding", "jsq_tokens", "power_of_two"]
 PERF = [
     {"model": "kernel"},
+    {"model": "kernel", "gpu_time_scale": 0.7, "overlap_host": True},
+    {"model": "kernel", "gpu_time_scale": 1.3},
     {"model": "roofline"},
     {"model": "constant", "step_s": 0.01, "per_token_s": 1e-4},
 ]
@@ -81,7 +83,7 @@ def scenarios(draw):
         "workload": workload,
         "pools": {"p": {
             "replicas": draw(st.integers(1, 3)),
-            "engine": draw_engine(draw, max_len, block, max_seqs=32, spare_blocks=120),
+            "engine": draw_engine(draw, max_len, block, max_seqs=32, spare_blocks=120, schedulers=True),
             "perf": draw(st.sampled_from(PERF)),
         }},
         "router": {"policy": draw(st.sampled_from(ROUTERS))},

@@ -31,7 +31,7 @@ def test_rows_are_the_vllm_h100_rows(rows):
     assert len(rows) == 138
     assert set(rows["backend"]) == {"vllm"}
     assert set(rows["system"]) == {"h100_sxm"}
-    assert set(rows["model_path"]) == set(v.MODEL_KEYS)
+    assert set(rows["model_path"]) < set(v.MODEL_KEYS)
     assert set(rows["precision"]) == {"", "fp8"}
 
 

@@ -18,6 +18,7 @@ from sim.config import ClosedLoopWorkload, KernelPerf, Scenario, TraceWorkload
 from sim.engine.replica import Replica
 from sim.engine.request import Request
 from sim.engine.scheduler import SCHEDULERS, EngineLimits
+from sim.engine.sizing import kv_bytes_per_token
 from sim.metrics.records import SUMMARY_COLUMNS, requests_frame
 from sim.metrics.store import RowStore
 from sim.metrics.timeseries import PoolMonitor
@@ -97,6 +98,9 @@ class Fleet:
     stalled: dict | None = None  # set when the run was ended because nothing could progress
     last_progress_s: float = 0.0  # when a request last finished or a replica last became ready
     prefixes: list = field(default_factory=lambda: [None])  # per class: (prompt, trace ids) -> (ids, tokens per id)
+    kv_transfer: object = None  # disaggregated serving: the scenario's kv_transfer block (None: not disaggregated)
+    transferring: list[Request] = field(default_factory=list)  # KV caches on their way to a decode replica
+    link_free_s: dict[int, float] = field(default_factory=dict)  # per prefill replica: when its link is next free
     done: simpy.Event | None = None
 
     @property
@@ -108,6 +112,8 @@ class Fleet:
         return {name: plan.gpu.key for name, plan in self.plans.items()}
 
     def _complete(self, req: Request) -> None:
+        if req.handoff_output:  # rejected before its hand-off: the record shows its real output length
+            req.output_tokens, req.handoff_output = req.handoff_output, 0
         self.completed.append(req)
         if len(self.completed) >= RECORD_CHUNK:
             self.flush_records()
@@ -123,7 +129,12 @@ class Fleet:
         """Requests still queued or running on a replica, or waiting at the gateway (brought up to date)."""
         for replica in self.replicas:
             replica.settle()
-        return [*(req for r in self.replicas for req in (*r.state.running, *r.state.waiting)), *self.pending]
+        out = [*(req for r in self.replicas for req in (*r.state.running, *r.state.waiting)), *self.pending,
+               *self.transferring]
+        for req in out:
+            if req.handoff_output:  # still on its prefill replica: its record shows its real output length
+                req.output_tokens, req.handoff_output = req.handoff_output, 0
+        return out
 
     def add_replicas(self, streams: Streams) -> None:
         for gpu in self.deployment.gpus:
@@ -134,8 +145,8 @@ class Fleet:
         hooks = PoolHooks(self._ready, self._unroute, self._give_back)
         for name, plan in self.plans.items():
             eng = plan.config.engine
-            limits = EngineLimits(eng.max_num_seqs, eng.max_num_batched_tokens, eng.block_size,
-                                  eng.enable_chunked_prefill)
+            limits = EngineLimits(eng.max_num_seqs, plan.sizing.max_num_batched_tokens, eng.block_size,
+                                  eng.enable_chunked_prefill, plan.sizing.kv_blocks, eng.batch_delay_s)
             perf = build_perf_model(plan.config, plan.gpu, plan.model, plan.sizing)
             speculative = None
             if eng.speculative is not None:
@@ -296,7 +307,7 @@ class Fleet:
         return req
 
     def _route(self, req: Request, before_step_ends: bool = False) -> None:
-        total = req.prompt_tokens + req.output_tokens
+        total = req.prompt_tokens + max(req.output_tokens, req.handoff_output)
         model = self.class_models[req.cls]
         if model is not None:  # model-aware: only the pools serving the request's model
             eligible = [r for r in self.routable_by_model.get(model, ()) if r.max_model_len >= total]
@@ -304,6 +315,8 @@ class Fleet:
             eligible = self.routable
         else:
             eligible = [r for r in self.routable if r.max_model_len >= total]
+        if self.kv_transfer is not None:
+            eligible = self._stage(req, eligible)
         if not eligible:
             if self.can_serve(req.cls):
                 self.pending.append(req)  # no ready replica can take it: it waits for one to become ready
@@ -312,8 +325,47 @@ class Fleet:
             return
         eligible[self.router.route(req, ReplicaViews(eligible))].submit(req, before_step_ends)
 
+    def _stage(self, req: Request, eligible: list[Replica]) -> list[Replica]:
+        """Disaggregated serving: the replicas of the stage ``req`` is at. A request without a token yet goes to a
+        prefill pool, which produces only its first token (its output length is held in ``handoff_output``
+        meanwhile); one whose KV cache has arrived goes to a decode pool."""
+        if req.generated_tokens:
+            role = "decode"
+        else:
+            role = "prefill"
+            if not req.handoff_output and req.output_tokens > 1:
+                req.handoff_output, req.output_tokens = req.output_tokens, 1
+        return [r for r in eligible if self.plans[r.pool].config.role == role]
+
+    def _hand_off(self, req: Request, replica: Replica) -> None:
+        """The prefill replica produced ``req``'s first token: send its prompt's KV cache to the decode pools over
+        the replica's link (one transfer at a time), then route it there."""
+        req.output_tokens, req.handoff_output = req.handoff_output, 0
+        req.finish_s = None
+        req.prefill_pool = replica.pool
+        req.prefix = None  # its prefix was looked up (and counted) on the prefill replica
+        plan = self.plans[replica.pool]
+        cfg = self.kv_transfer
+        size_bytes = req.computed_tokens * kv_bytes_per_token(plan.model, plan.sizing.kv_dtype)
+        start_s = max(self.env.now, self.link_free_s.get(replica.replica_id, 0.0))
+        end_s = start_s + size_bytes / (cfg.bandwidth_gb_s * 1e9)
+        self.link_free_s[replica.replica_id] = end_s
+        arrive_s = end_s + cfg.latency_s
+        req.kv_transfer_s = arrive_s - self.env.now
+        self.transferring.append(req)
+        if self.events is not None:
+            self.events.append((self.env.now, req.request_id, "kv_transfer", req.computed_tokens))
+        self.env.timeout(arrive_s - self.env.now).callbacks.append(lambda _event: self._arrive_for_decode(req))
+
+    def _arrive_for_decode(self, req: Request) -> None:
+        self.transferring.remove(req)
+        self._route(req)
+
     def _finished(self, req: Request) -> None:
         self.last_progress_s = self.env.now
+        if req.handoff_output:
+            self._hand_off(req, self.replicas[req.replica_id])
+            return
         self.unfinished -= 1
         self._complete(req)
         if req.pool in self.latency_pools:
@@ -393,6 +445,7 @@ def build(scenario: Scenario, deployment: Deployment, streams: Streams, spill_di
         records=RowStore(spill, spill_dir / "requests" if spill_dir else None, keep=SUMMARY_COLUMNS),
     )
     fleet.done = env.event()
+    fleet.kv_transfer = scenario.kv_transfer
     fleet.add_replicas(streams)
     if scenario.fleet_autoscale is not None:
         fleet.add_fleet_autoscaler(scenario.fleet_autoscale)

@@ -111,6 +111,7 @@ class Replica:
         # every request at every step, so a traced run steps them one by one.
         self.group = DecodeGroup(block_size) if self.fast and events is None else None
         self._wake: simpy.Event | None = None
+        self._hold = getattr(scheduler, "hold_s", None)  # static batching's wait for a fuller batch
         self.stopped = False  # set by stop(): the process ends at its next resumption
         self._idle_waiters: list[simpy.Event] = []
         self._cuttable = False  # True while a decode run may be cut by an arrival (interrupting the process)
@@ -202,6 +203,15 @@ class Replica:
                 self._wake = None
             if self.stopped:
                 return
+            if self._hold is not None:
+                hold_s = self._hold(st.running, st.waiting, env.now)
+                if hold_s > 0:  # static batching: wait for a fuller batch, or for the oldest request's delay
+                    self._wake = env.event()
+                    yield env.any_of([self._wake, env.timeout(hold_s)])
+                    self._wake = None
+                    if self.stopped:
+                        return
+                    continue
             group = self.group
             if self.fast:
                 steps, sealed = self.scheduler.decode_run(st.running, st.waiting, st.free_blocks, group)

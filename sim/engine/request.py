@@ -39,13 +39,17 @@ class Request:
     preemptions: int = 0
     interruptions: int = 0  # times its replica went away under it (drain timeout, spot reclaim, failure)
     reject_reason: str | None = None
+    handoff_output: int = 0  # disaggregated serving: the real output length while on a prefill replica (which
+    # produces only the first token: ``output_tokens`` is 1 meanwhile); 0 otherwise
+    kv_transfer_s: float | None = None  # first token to KV cache arrival at the decode replica (disaggregated)
+    prefill_pool: str | None = None  # disaggregated: the pool that computed its prompt and first token
     done: Any = None  # a simpy.Event a closed-loop client waits on
 
     def reset(self) -> None:
         """Back to the arrival state after its replica went away (the restart is counted in ``interruptions``);
         the arrival time is kept, so its latencies include the lost time."""
         self.computed_tokens = self.generated_tokens = self.kv_blocks = self.group_tick = self.cached_tokens = 0
-        self.scheduled_s = self.first_token_s = None
+        self.scheduled_s = self.first_token_s = self.kv_transfer_s = self.prefill_pool = None
         self.last_token_s = self.max_itl_s = 0.0
         self.replica_id = -1
         self.interruptions += 1

@@ -24,6 +24,8 @@ class EngineLimits:
     max_num_batched_tokens: int
     block_size: int
     enable_chunked_prefill: bool
+    total_blocks: int = 0  # the replica's KV blocks (read by policies that reserve a request's whole length)
+    batch_delay_s: float = 0.0  # static batching: how long the oldest queued request may wait for a fuller batch
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,8 +90,22 @@ class VllmV1Scheduler:
     does not fit in the remaining budget waits for the next step.
     """
 
+    #: Admit a request only when the KV cache can hold every running request and it to their ends (TensorRT-LLM's
+    #: GUARANTEED_NO_EVICT): then nothing is ever preempted.
+    reserve_whole = False
+
     def __init__(self, limits: EngineLimits) -> None:
         self.limits = limits
+
+    def _whole_blocks(self, req: Request) -> int:
+        """KV blocks ``req`` still needs to reach its end (its prompt and every output token)."""
+        return blocks_for(req.prompt_tokens + req.output_tokens, self.limits.block_size) - req.kv_blocks
+
+    def _headroom(self, running: Sequence[Request]) -> int:
+        """KV blocks not reserved by the running requests' whole lengths: ``total - sum of whole lengths`` (every
+        allocated block belongs to a running request, so this holds with lazy group counters too)."""
+        bs = self.limits.block_size
+        return self.limits.total_blocks - sum(-(-(r.prompt_tokens + r.output_tokens) // bs) for r in running)
 
     def plan(self, running: Sequence[Request], waiting: Sequence[Request], free_blocks: int,
              group: DecodeGroup | None = None) -> StepPlan | None:
@@ -150,8 +166,9 @@ class VllmV1Scheduler:
                 sampled += 1
 
         admitted: list[Request] = []
-        if not preempted:
+        if not preempted and waiting:
             seqs = members + len(queue)
+            headroom = self._headroom(running) if self.reserve_whole else 0
             for req in waiting:
                 if budget <= 0 or seqs >= lim.max_num_seqs:
                     break
@@ -162,6 +179,11 @@ class VllmV1Scheduler:
                 need = blocks_for(req.computed_tokens + n, bs) - req.kv_blocks
                 if need > free:
                     break
+                if self.reserve_whole:
+                    whole = self._whole_blocks(req)
+                    if whole > headroom:
+                        break
+                    headroom -= whole
                 free -= need
                 budget -= n
                 seqs += 1
@@ -200,7 +222,7 @@ class VllmV1Scheduler:
         if n == 0 or n > lim.max_num_batched_tokens:
             return 0, False
         if group is not None:
-            return self._group_run(n, waiting, free_blocks, group) if group.size == n else (0, False)
+            return self._group_run(running, waiting, free_blocks, group) if group.size == n else (0, False)
         if not decode_ready(running[-1]):  # requests still prefilling sit at the end of the running list
             return 0, False
         bs = lim.block_size
@@ -219,7 +241,7 @@ class VllmV1Scheduler:
                 first_need += need
         if first_need > free_blocks:
             return 0, False  # the first step preempts
-        admit, sealed = self._admission_blocked(n, waiting, free_blocks - first_need)
+        admit, sealed = self._admission_blocked(running, waiting, free_blocks, first_need)
         if not admit:
             return 0, False
         # Each request allocates at most ceil(steps / bs) + 1 blocks in the run: skip the exact count when even
@@ -235,21 +257,38 @@ class VllmV1Scheduler:
             steps = lo
         return steps, sealed
 
-    def _admission_blocked(self, n: int, waiting: Sequence[Request], free_after_decodes: int) -> tuple[bool, bool]:
-        """(nothing would be admitted at the next step, nor for the rest of a run that begins there: sealed)."""
+    def _admission_blocked(self, running: Sequence[Request], waiting: Sequence[Request], free_blocks: int,
+                           first_need: int) -> tuple[bool, bool]:
+        """(nothing would be admitted at the next step, nor for the rest of a run that begins there: sealed).
+
+        ``first_need``: the KV blocks the next step's decodes take first. Admission blocked at the run's first step
+        stays blocked: the budget, the sequence count and the reserved headroom do not change, and the free blocks
+        only shrink."""
         lim = self.limits
+        n = len(running)
         budget_left = lim.max_num_batched_tokens - n
         full = budget_left <= 0 or n >= lim.max_num_seqs
-        if waiting and not full:
-            head = waiting[0]
-            todo = head.known_tokens - head.computed_tokens
-            if not (not lim.enable_chunked_prefill and todo > budget_left):
-                need = blocks_for(head.computed_tokens + min(todo, budget_left), lim.block_size) - head.kv_blocks
-                if need <= free_after_decodes:
-                    return False, False  # the head would be admitted at the first step
+        if waiting and not full and self._admissible(waiting[0], budget_left, free_blocks - first_need,
+                                                     self._reserve(running)):
+            return False, False  # the head would be admitted at the first step
         return True, full or bool(waiting)
 
-    def _group_run(self, n: int, waiting: Sequence[Request], free_blocks: int, group: DecodeGroup
+    def _admissible(self, head: Request, budget: int, free_blocks: int, headroom: int | None) -> bool:
+        """Whether the scheduler would admit ``head`` with ``budget`` tokens, ``free_blocks`` blocks and (where the
+        policy reserves whole lengths) ``headroom`` unreserved blocks left."""
+        lim = self.limits
+        todo = head.known_tokens - head.computed_tokens
+        if not lim.enable_chunked_prefill and todo > budget:
+            return False
+        need = blocks_for(head.computed_tokens + min(todo, budget), lim.block_size) - head.kv_blocks
+        if need > free_blocks:
+            return False
+        return headroom is None or self._whole_blocks(head) <= headroom
+
+    def _reserve(self, running: Sequence[Request]) -> int | None:
+        return self._headroom(running) if self.reserve_whole else None
+
+    def _group_run(self, running: Sequence[Request], waiting: Sequence[Request], free_blocks: int, group: DecodeGroup
                    ) -> tuple[int, bool]:
         """:meth:`decode_run` when every running request is a member of ``group``: the same answer from the
         group's aggregates."""
@@ -257,7 +296,7 @@ class VllmV1Scheduler:
         first_need = group.new_blocks(1)
         if first_need > free_blocks:
             return 0, False
-        admit, sealed = self._admission_blocked(n, waiting, free_blocks - first_need)
+        admit, sealed = self._admission_blocked(running, waiting, free_blocks, first_need)
         if not admit:
             return 0, False
         if group.new_blocks(steps) > free_blocks:
@@ -282,6 +321,108 @@ class VllmV1Scheduler:
         return total
 
 
+class NoEvictScheduler(VllmV1Scheduler):
+    """TensorRT-LLM's in-flight batching with the GUARANTEED_NO_EVICT capacity scheduler: steps mix context
+    (prefill) and generation as vLLM V1's do, but a waiting request is admitted only when the KV blocks not reserved
+    for the running requests' whole lengths (prompt + every output token) hold its own whole length; so no request
+    is ever preempted. Without context chunking a prompt that does not fit in the step's remaining token budget
+    waits for the next step."""
+
+    reserve_whole = True
+
+
+class PrefillFirstScheduler(VllmV1Scheduler):
+    """Prefill-first batching (vLLM V0's default scheduler, TGI's router, SGLang without mixed chunks).
+
+    A step is either a prefill step or a decode step, never both. When a prompt is part-way through its prefill
+    (chunked prefill) or a waiting request can be admitted, the step prefills: the unfinished prompts first (in
+    running order), then new requests in FCFS order while the token budget, ``max_num_seqs`` and the free KV
+    blocks allow (without chunked prefill a whole prompt must fit in the remaining budget; the first that does not
+    fit stops admission). The running requests' decoding pauses for that step. Otherwise every running request
+    decodes one token, preempting from the end of the running list as vLLM V1 does when the KV cache is short.
+    """
+
+    def plan(self, running: Sequence[Request], waiting: Sequence[Request], free_blocks: int,
+             group: DecodeGroup | None = None) -> StepPlan | None:
+        prefill = self._prefill_plan(running, waiting, free_blocks, group.size if group is not None else 0)
+        if prefill is None:
+            return super().plan(running, (), free_blocks, group)
+        if group is not None and group.size:
+            return None  # the members pause: plan this step without the group (it forms again after a decode)
+        return prefill
+
+    def _prefill_plan(self, running: Sequence[Request], waiting: Sequence[Request], free_blocks: int,
+                      members: int) -> StepPlan | None:
+        """The prefill step, or None when it would schedule nothing."""
+        lim = self.limits
+        bs = lim.block_size
+        budget, free = lim.max_num_batched_tokens, free_blocks
+        scheduled: list[tuple[Request, int]] = []
+        for req in running[members:]:
+            if decode_ready(req) or budget <= 0:
+                continue
+            n = min(req.known_tokens - req.computed_tokens, budget)
+            need = blocks_for(req.computed_tokens + n, bs) - req.kv_blocks
+            if need > free:
+                break
+            free -= need
+            budget -= n
+            scheduled.append((req, n))
+        admitted: list[Request] = []
+        seqs = len(running)
+        headroom = self._reserve(running) if waiting else None
+        for req in waiting:
+            if budget <= 0 or seqs >= lim.max_num_seqs or not self._admissible(req, budget, free, headroom):
+                break
+            if headroom is not None:
+                headroom -= self._whole_blocks(req)
+            n = min(req.known_tokens - req.computed_tokens, budget)
+            free -= blocks_for(req.computed_tokens + n, bs) - req.kv_blocks
+            budget -= n
+            seqs += 1
+            admitted.append(req)
+            scheduled.append((req, n))
+        if not scheduled:
+            return None
+        return StepPlan(tuple(scheduled), (), tuple(admitted), batch_shape(scheduled))
+
+    def _admission_blocked(self, running: Sequence[Request], waiting: Sequence[Request], free_blocks: int,
+                           first_need: int) -> tuple[bool, bool]:
+        # A prefill step comes before the decodes: the head is judged with the whole budget and the blocks free now.
+        full = len(running) >= self.limits.max_num_seqs
+        if waiting and not full and self._admissible(waiting[0], self.limits.max_num_batched_tokens, free_blocks,
+                                                     self._reserve(running)):
+            return False, False
+        return True, full or bool(waiting)
+
+
+class StaticBatchScheduler(VllmV1Scheduler):
+    """Request-level batching (Triton's dynamic batcher): when no batch runs, up to ``max_num_seqs`` queued requests
+    start together (whole prompts within the token budget, each with KV blocks for its whole length) and the batch
+    runs until its last request ends; requests that end early leave it, and nothing joins it. An idle replica waits
+    up to ``batch_delay_s`` after its oldest queued request arrived for the batch to fill (:meth:`hold_s`)."""
+
+    reserve_whole = True
+
+    def plan(self, running: Sequence[Request], waiting: Sequence[Request], free_blocks: int,
+             group: DecodeGroup | None = None) -> StepPlan | None:
+        return super().plan(running, () if running else waiting, free_blocks, group)
+
+    def hold_s(self, running: Sequence[Request], waiting: Sequence[Request], now_s: float) -> float:
+        """How long an idle replica waits before it starts a batch of the requests queued now."""
+        lim = self.limits
+        if running or not waiting or len(waiting) >= lim.max_num_seqs or lim.batch_delay_s <= 0:
+            return 0.0
+        return max(0.0, waiting[0].arrival_s + lim.batch_delay_s - now_s)
+
+    def _admission_blocked(self, running: Sequence[Request], waiting: Sequence[Request], free_blocks: int,
+                           first_need: int) -> tuple[bool, bool]:
+        return True, True  # a running batch admits nothing until it ends
+
+
 SCHEDULERS: dict[str, type[VllmV1Scheduler]] = {
     "vllm_v1": VllmV1Scheduler,
+    "no_evict": NoEvictScheduler,
+    "prefill_first": PrefillFirstScheduler,
+    "static": StaticBatchScheduler,
 }

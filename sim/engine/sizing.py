@@ -45,6 +45,7 @@ class ReplicaSizing:
     max_model_len: int
     compute_dtype: str
     kv_dtype: str
+    max_num_batched_tokens: int = 8192  # the step's token budget (resolved: see token_budget)
 
     @property
     def kv_tokens(self) -> int:
@@ -64,12 +65,24 @@ def weight_bytes(model: ModelSpec, precision: str) -> float:
     return (model.n_params - embed_params) * WEIGHT_BYTES[precision] + embed_params * 2.0
 
 
+def kv_bytes_per_token(model: ModelSpec, kv_dtype: str) -> float:
+    """Bytes of one token's KV cache over the whole model (every layer's keys and values, each KV head once)."""
+    return 2 * model.n_layers * model.n_kv_heads * model.head_dim * KV_BYTES[kv_dtype]
+
+
 def kv_heads_per_gpu(model: ModelSpec, tensor_parallel: int) -> int:
     """KV heads each GPU holds: split by TP, replicated when TP exceeds the KV-head count."""
     return max(1, math.ceil(model.n_kv_heads / tensor_parallel))
 
 
-def activation_reserve_bytes(model: ModelSpec, pool: PoolConfig) -> float:
+def token_budget(pool: PoolConfig, max_model_len: int) -> int:
+    """The engine's tokens per step: ``max_num_batched_tokens``, or where that is null, vLLM V0's whole-prompt rule
+    ``max(max_model_len, 2048)``."""
+    budget = pool.engine.max_num_batched_tokens
+    return max(max_model_len, 2048) if budget is None else budget
+
+
+def activation_reserve_bytes(model: ModelSpec, pool: PoolConfig, max_model_len: int | None = None) -> float:
     """Estimated peak activation memory per GPU of vLLM's profiling run.
 
     A forward pass of ``max_num_batched_tokens`` tokens holds the residual stream and its normalised copy, the
@@ -77,7 +90,7 @@ def activation_reserve_bytes(model: ModelSpec, pool: PoolConfig) -> float:
     rows, plus :data:`NON_TORCH_BYTES`.
     """
     eng, tp = pool.engine, pool.tensor_parallel
-    tokens = eng.max_num_batched_tokens
+    tokens = token_budget(pool, max_model_len or eng.max_model_len or model.max_context_tokens)
     qkv = (model.n_heads + 2 * model.n_kv_heads) * model.head_dim / tp
     per_token = 2 * model.hidden_size + qkv + 2 * model.intermediate_size / tp
     logits = min(eng.max_num_seqs, tokens) * model.vocab_size / tp * 4
@@ -110,7 +123,7 @@ def size_replica(gpu: GpuSpec, model: ModelSpec, pool: PoolConfig) -> ReplicaSiz
             f"= {budget / GIB:.1f} GiB; use a larger GPU, more tensor parallelism or a lower precision",
         )
     activation = eng.activation_reserve_gib * GIB if eng.activation_reserve_gib is not None else (
-        activation_reserve_bytes(model, pool)
+        activation_reserve_bytes(model, pool, eng.max_model_len or model.max_context_tokens)
     )
     kv_per_token = 2 * (model.n_layers // pp) * kv_heads_per_gpu(model, tp) * model.head_dim * KV_BYTES[kv_dtype]
     kv_budget = budget - weights - activation
@@ -132,11 +145,12 @@ def size_replica(gpu: GpuSpec, model: ModelSpec, pool: PoolConfig) -> ReplicaSiz
             f"{activation / GIB:.1f} GiB activations), fewer than max_model_len {max_model_len}; "
             f"set engine.max_model_len <= {kv_tokens}, or use more memory",
         )
-    if not eng.enable_chunked_prefill and eng.max_num_batched_tokens < max_model_len:
+    budget_tokens = token_budget(pool, max_model_len)
+    if not eng.enable_chunked_prefill and budget_tokens < max_model_len:
         raise SizingError(
             "engine.max_num_batched_tokens",
-            f"{eng.max_num_batched_tokens} is below max_model_len {max_model_len}; without chunked prefill a "
-            "whole prompt must fit in one step",
+            f"{budget_tokens} is below max_model_len {max_model_len}; without chunked prefill a whole prompt must "
+            "fit in one step: set engine.max_model_len <= the budget, raise the budget, or enable_chunked_prefill",
         )
     return ReplicaSizing(
         weight_bytes_per_gpu=weights,
@@ -147,4 +161,5 @@ def size_replica(gpu: GpuSpec, model: ModelSpec, pool: PoolConfig) -> ReplicaSiz
         max_model_len=max_model_len,
         compute_dtype=compute,
         kv_dtype=kv_dtype,
+        max_num_batched_tokens=budget_tokens,
     )

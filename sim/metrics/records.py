@@ -13,14 +13,14 @@ RECORD_COLUMNS = [
     "request_id", "class", "arrival_s", "first_token_s", "finish_s", "prompt_tokens", "output_tokens", "pool",
     "gpu_type", "replica_id", "status", "reject_reason", "preemptions", "interruptions", "cached_tokens", "queue_s",
     "ttft_s",
-    "tpot_s", "max_itl_s", "e2e_s",
+    "tpot_s", "max_itl_s", "e2e_s", "kv_transfer_s", "prefill_pool",
 ]
 
 
 #: The record columns the run's summary reads (kept in memory when records spill to disk).
 SUMMARY_COLUMNS = ["class", "pool", "status", "preemptions", "interruptions", "cached_tokens", "prompt_tokens",
                    "output_tokens",
-                   "queue_s", "ttft_s", "tpot_s", "max_itl_s", "e2e_s"]
+                   "queue_s", "ttft_s", "tpot_s", "max_itl_s", "e2e_s", "kv_transfer_s", "prefill_pool"]
 
 
 def empty_frame(gpu_of_pool: dict[str, str], classes: Sequence[str] = ("default",)) -> pd.DataFrame:
@@ -42,7 +42,10 @@ def requests_frame(requests: Sequence[Request], gpu_of_pool: dict[str, str],
     outputs); ``interruptions`` how often the request's replica went away under it and it restarted elsewhere
     (drain timeout, spot reclaim, failure); ``max_itl_s`` the longest gap between two consecutive output tokens
     (finished requests with two tokens or more, else NaN); ``cached_tokens`` the prompt tokens found in the
-    replica's prefix cache (their prefill skipped); ``e2e_s`` arrival to finish.
+    replica's prefix cache (their prefill skipped); ``e2e_s`` arrival to finish; ``kv_transfer_s`` (disaggregated
+    serving) the first token on the prefill replica to the KV cache's arrival at the decode replica, waiting for
+    the link included (NaN where there was no hand-off), and ``prefill_pool`` the pool that computed its prompt
+    (``pool`` is then the decode pool).
     """
     arrival = np.array([r.arrival_s for r in requests], dtype=float)
     first = _opt(r.first_token_s for r in requests)
@@ -76,5 +79,7 @@ def requests_frame(requests: Sequence[Request], gpu_of_pool: dict[str, str],
         "max_itl_s": np.where((output > 1) & ~np.isnan(finish),
                               np.array([r.max_itl_s for r in requests], dtype=float), np.nan),
         "e2e_s": finish - arrival,
+        "kv_transfer_s": _opt(r.kv_transfer_s for r in requests),
+        "prefill_pool": pd.Categorical([r.prefill_pool for r in requests], categories=list(gpu_of_pool)),
     })
     return frame[RECORD_COLUMNS]

@@ -62,6 +62,8 @@ def _block(requests: pd.DataFrame, slo: SloConfig | dict[str, SloConfig], durati
     }
     for metric in LATENCY_METRICS:
         out[metric] = _stats(requests[metric][finished])
+    if "kv_transfer_s" in requests and requests["kv_transfer_s"].notna().any():  # disaggregated serving
+        out["kv_transfer_s"] = _stats(requests["kv_transfer_s"][finished])
     out_tokens = float(requests["output_tokens"][finished].to_numpy().sum(dtype=np.int64))
     in_tokens = float(requests["prompt_tokens"][finished].to_numpy().sum(dtype=np.int64))
     out["throughput"] = {
@@ -110,7 +112,9 @@ def summarize(requests: pd.DataFrame, hourly_cost: pd.DataFrame, pool_prices: di
     summary["duration_s"] = duration_s
     pools = {}
     for pool, price in pool_prices.items():
-        block = _block(requests[(requests["pool"] == pool).to_numpy()], slo, duration_s)
+        # A prefill pool of a disaggregated fleet: the requests whose prompts it computed.
+        mask = (requests["pool"] == pool).to_numpy() | (requests["prefill_pool"] == pool).to_numpy()
+        block = _block(requests[mask], slo, duration_s)
         usd = float(hourly_cost.loc[hourly_cost["pool"] == pool, "usd"].sum()) if len(hourly_cost) else 0.0
         block["cost"] = {"usd_total": usd, "usd_per_hour": usd / hours if hours > 0 else None, "price": price}
         block["gpu_hours"] = _gpu_hours(hourly_cost[hourly_cost["pool"] == pool] if len(hourly_cost) else hourly_cost)

@@ -13,6 +13,7 @@ import yaml
 
 from sim.catalog import GpuSpec, ModelSpec
 from sim.config import ConstantPerf, KernelPerf, PoolConfig, RooflinePerf
+from sim.engine.profiles import engine_profiles
 from sim.engine.sizing import ReplicaSizing
 from sim.perf.roofline import RooflineOperators
 from sim.perf.shape import BatchShape, PerfModel
@@ -22,6 +23,7 @@ from sim.perf.step import ConstantStepModel, TransformerStepModel
 def _roofline(pool: PoolConfig, gpu: GpuSpec, model: ModelSpec, sizing: ReplicaSizing) -> PerfModel:
     cfg = pool.perf
     assert isinstance(cfg, RooflinePerf)
+    profile = engine_profiles()[pool.engine.profile]
     return TransformerStepModel(
         RooflineOperators(gpu, cfg),
         model,
@@ -32,6 +34,7 @@ def _roofline(pool: PoolConfig, gpu: GpuSpec, model: ModelSpec, sizing: ReplicaS
         cfg.per_sequence_overhead_s,
         cfg.eager_overhead_per_layer_s,
         cfg.cudagraph_max_tokens,
+        overlap_host=profile.overlap_host,
     )
 
 
@@ -64,12 +67,17 @@ def _kernel(pool: PoolConfig, gpu: GpuSpec, model: ModelSpec, sizing: ReplicaSiz
     ops = KernelModel.for_gpu(gpu, calibrated=cfg.calibrated, calibration_file=cfg.calibration_file)
     cal = ops.calibration
     fitted = step_overhead_defaults()
-    # Precedence: the scenario, then the calibration file, then the end-to-end fit.
+    profile = engine_profiles()[pool.engine.profile]
+    # Precedence: the scenario, then the engine profile's own fit, then the calibration file, then vLLM's
+    # end-to-end fit.
     step, per_seq, eager = (
-        next(v for v in (getattr(cfg, key), getattr(cal, key, None), fitted[key]) if v is not None)
+        next(v for v in (getattr(cfg, key), profile.overheads.get(key), getattr(cal, key, None), fitted[key])
+             if v is not None)
         for key in DEFAULT_OVERHEADS)
+    scale = cfg.gpu_time_scale if cfg.gpu_time_scale is not None else profile.gpu_time_scale
+    overlap = cfg.overlap_host if cfg.overlap_host is not None else profile.overlap_host
     return TransformerStepModel(ops, model, pool.tensor_parallel, pool.precision, sizing.kv_dtype, step, per_seq,
-                                eager, cfg.cudagraph_max_tokens)
+                                eager, cfg.cudagraph_max_tokens, scale, overlap)
 
 
 def _constant(pool: PoolConfig, gpu: GpuSpec, model: ModelSpec, sizing: ReplicaSizing) -> PerfModel:

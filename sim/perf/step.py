@@ -58,6 +58,8 @@ class TransformerStepModel:
         per_sequence_overhead_s: float,
         eager_overhead_per_layer_s: float = 0.0,
         cudagraph_max_tokens: int = 512,
+        gpu_time_scale: float = 1.0,
+        overlap_host: bool = False,
     ) -> None:
         self.ops = ops
         self.model = model
@@ -69,6 +71,11 @@ class TransformerStepModel:
         self.eager_overhead_per_layer_s = eager_overhead_per_layer_s
         self._eager_s = eager_overhead_per_layer_s * model.n_layers
         self.cudagraph_max_tokens = cudagraph_max_tokens
+        # An engine profile's efficiency set: GPU time x gpu_time_scale, and host time hidden behind the GPU's
+        # (overlap_host: the step takes the longer of the two); the plain sum when neither is set.
+        self.gpu_time_scale = gpu_time_scale
+        self.overlap_host = overlap_host
+        self._plain = gpu_time_scale == 1.0 and not overlap_host
         m, tp = model, tensor_parallel
         self._heads = m.n_heads // tp
         self._kv_heads = kv_heads_per_gpu(m, tp)
@@ -154,8 +161,14 @@ class TransformerStepModel:
         head = self._head.get(n)
         if head is None:
             head = self._head[n] = self.ops.gemm_s(n, m.vocab_size // self.tp, m.hidden_size, "bf16")
-        fixed = head + self.step_overhead_s + self.per_sequence_overhead_s * n
         eager = self._eager_s if n > self.cudagraph_max_tokens else 0.0
+        if not self._plain:
+            host = self.step_overhead_s + self.per_sequence_overhead_s * n + eager
+            gpu = self._gpu_decode_s(table, n, kv_tokens, steps, head)
+            if self.overlap_host:
+                return [max(g * self.gpu_time_scale, host) for g in gpu]
+            return [g * self.gpu_time_scale + host for g in gpu]
+        fixed = head + self.step_overhead_s + self.per_sequence_overhead_s * n
         dense = self.dense_layer_s(n)
         if steps <= 16:  # short runs: a Python loop beats the fixed cost of array operations
             values, out = table[0], []
@@ -173,6 +186,14 @@ class TransformerStepModel:
         t = m.n_layers * (dense + (lo + (values[i + 1] - lo) * (x - i))) + fixed
         return (t + eager if eager else t).tolist()
 
+    def _gpu_decode_s(self, table, n: int, kv_tokens: int, steps: int, head: float) -> list[float]:
+        """GPU time alone of the whole-batch decode steps of :meth:`decode_step_times_s` (its table path)."""
+        m = self.model
+        x = np.log2((kv_tokens + n * np.arange(steps)) / n) * DECODE_TABLE_PER_OCTAVE
+        i = x.astype(np.int64)
+        lo = table[1][i]
+        return (m.n_layers * (self.dense_layer_s(n) + (lo + (table[1][i + 1] - lo) * (x - i))) + head).tolist()
+
     def step_time_s(self, shape: BatchShape) -> float:
         if shape.num_tokens == 0:
             return self.step_overhead_s
@@ -182,6 +203,12 @@ class TransformerStepModel:
         if head is None:
             head = self._head[shape.n_sampled] = self.ops.gemm_s(shape.n_sampled, m.vocab_size // self.tp,
                                                                  m.hidden_size, "bf16")
+        if not self._plain:
+            host = self.step_overhead_s + self.per_sequence_overhead_s * shape.num_seqs
+            if shape.num_tokens > self.cudagraph_max_tokens:
+                host += self._eager_s
+            gpu = (t + head) * self.gpu_time_scale
+            return max(gpu, host) if self.overlap_host else gpu + host
         t += head + self.step_overhead_s + self.per_sequence_overhead_s * shape.num_seqs
         if shape.num_tokens > self.cudagraph_max_tokens:
             # vLLM replays captured CUDA graphs only up to its largest capture size; a bigger step launches
