@@ -379,6 +379,10 @@ def parser() -> argparse.ArgumentParser:
                      help="refit the held-out calibrations instead of evaluating the shipped ones")
     rep.add_argument("--skip-e2e", action="store_true", help="leave out the end-to-end serving check (slow)")
     rep.set_defaults(func=cmd_perf_report)
+
+    from sim.sweep.cli import add_parser as add_sweep
+
+    add_sweep(sub)
     return top
 
 

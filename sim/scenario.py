@@ -66,6 +66,15 @@ def apply_override(data: dict, assignment: str) -> None:
     if isinstance(value, str):  # YAML 1.1 reads 1e9 as a string; a number is what anyone means
         with contextlib.suppress(ValueError):
             value = float(value) if not value.strip().lstrip("+-").isdigit() else int(value)
+    assign(data, key, value, source)
+
+
+def assign(data: dict, key: str, value, source: str) -> None:
+    """Set the value at a dotted ``key`` of a scenario mapping in place (list items by index; missing mappings are
+    made); :class:`ScenarioError` from ``source`` naming the key when the path cannot hold it."""
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ScenarioError(source, key, "empty segment in the dotted key")
     node = data
     for i, part in enumerate(parts[:-1]):
         if isinstance(node, list):
@@ -169,12 +178,13 @@ def _user_path(data: object, loc: tuple) -> str:
     return ".".join(parts)
 
 
-def _message(err: dict, data: dict) -> tuple[str, str]:
+def _message(err: dict, data: dict, schema: type[BaseModel] = Scenario) -> tuple[str, str]:
+    """(the field as the user wrote it, a one-line message) of a pydantic error on ``data`` against ``schema``."""
     loc = tuple(err["loc"])
     field = _user_path(data, loc)
     kind, msg = err["type"], err["msg"]
     if kind == "extra_forbidden":
-        allowed = _fields_at(Scenario, loc[:-1])
+        allowed = _fields_at(schema, loc[:-1])
         msg = "unknown field" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
     elif kind == "missing":
         msg = "required field is missing"
@@ -291,4 +301,23 @@ def load_scenario(path: str | Path, overrides: Iterable[str] = ()) -> Scenario:
             key = assignment.partition("=")[0].strip()
             if err.field and (err.field == key or err.field.startswith(key + ".")):
                 raise type(err)(f"--set {assignment}", err.field, err.message) from None
+        raise
+
+
+def load_scenario_with(path: str | Path, values: dict, source: str, seed: int | None = None) -> Scenario:
+    """:func:`load_scenario` with typed overrides: ``values`` maps dotted keys to values (a sweep's arm);
+    errors in a field an override set are reported from ``source``."""
+    path = Path(path)
+    data = read_yaml(path)
+    for key, value in values.items():
+        assign(data, key, value, source)
+    if seed is not None:
+        data["seed"] = seed
+    _resolve_paths(data, path.parent)
+    try:
+        return validate_scenario(data, str(path))
+    except ScenarioError as err:
+        for key in reversed(list(values)):
+            if err.field and (err.field == key or err.field.startswith(key + ".")):
+                raise ScenarioError(f"{source}: {key}", err.field, err.message) from None
         raise

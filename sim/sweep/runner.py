@@ -1,0 +1,221 @@
+"""Run an experiment's runs on a local process pool or on Ray, resumably, into a Parquet dataset.
+
+Each finished run is written at once, by the driver, to ``OUT/runs/<run id>.parquet`` (a temporary file renamed
+into place, so a killed sweep never leaves a half-written file): one row per metric, with the run's arm, its
+parameter values, replication, seed, id and resolved scenario. A re-run of the same experiment into the same
+folder skips the runs whose files exist. ``OUT/summary.csv`` holds each arm's mean, standard deviation and 95%
+confidence interval (Student t over the replications) per metric.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from sim.config import Scenario
+from sim.errors import FleetsimError, ScenarioError
+from sim.scenario import load_scenario_with
+from sim.sweep.config import Experiment
+from sim.sweep.expand import Arm, expand, replication_seeds
+
+BACKENDS = ("local", "ray")
+
+
+class SweepError(FleetsimError):
+    """A problem with an experiment or its sweep (message names the file and the field)."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """One simulation of the sweep: an arm at one replication."""
+
+    arm: Arm
+    replication: int
+    seed: int
+    scenario_json: str
+
+    @property
+    def run_id(self) -> str:
+        """A hash of the resolved scenario (seed included): the same run has the same id in any sweep."""
+        return hashlib.sha256(self.scenario_json.encode()).hexdigest()[:16]
+
+
+def plan_runs(exp: Experiment, scenario_path: Path, source: str) -> list[Run]:
+    """Every run of ``exp``, each scenario resolved and validated now (before anything runs)."""
+    seeds = replication_seeds(exp.seed, exp.replications)
+    runs = []
+    for arm in expand(exp):
+        try:
+            scenario = load_scenario_with(scenario_path, {**exp.set, **arm.values}, f"{source}: arm {arm.label!r}",
+                                          seeds[0])
+        except ScenarioError as err:
+            raise SweepError(str(err)) from None
+        for r, seed in enumerate(seeds):
+            text = json.dumps(scenario.model_copy(update={"seed": seed}).model_dump(mode="json", by_alias=True),
+                              sort_keys=True)
+            runs.append(Run(arm, r, seed, text))
+    return runs
+
+
+def simulate_summary(scenario_json: str) -> dict:
+    """Simulate one resolved scenario and return its summary (what a worker does; module level for pickling)."""
+    from sim.simulate import simulate
+
+    return simulate(Scenario.model_validate_json(scenario_json)).summary
+
+
+def metric_value(summary: dict, path: str) -> float:
+    """The figure at a dotted ``path`` of a summary (None: NaN); KeyError naming the path when it is not there."""
+    node = summary
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            have = sorted(node) if isinstance(node, dict) else []
+            raise KeyError(f"metric {path!r}: no {part!r} in the run's summary" +
+                           (f"; there: {', '.join(have)}" if have else ""))
+        node = node[part]
+    if node is None:
+        return float("nan")
+    if isinstance(node, bool | int | float):
+        return float(node)
+    raise KeyError(f"metric {path!r} is not a number (a {type(node).__name__}); name a figure inside it")
+
+
+def run_rows(exp: Experiment, run: Run, summary: dict) -> pd.DataFrame:
+    """The rows a run contributes to the dataset: one per metric."""
+    values = [metric_value(summary, m) for m in exp.metrics]
+    n = len(values)
+    return pd.DataFrame({
+        "experiment": [exp.name] * n,
+        "run_id": [run.run_id] * n,
+        "arm": np.full(n, run.arm.index, dtype=np.int64),
+        "arm_label": [run.arm.label] * n,
+        "params": [run.arm.params_json()] * n,
+        "replication": np.full(n, run.replication, dtype=np.int64),
+        "seed": np.full(n, run.seed, dtype=np.int64),
+        "metric": list(exp.metrics),
+        "value": np.array(values, dtype=float),
+        "scenario": [run.scenario_json] * n,
+    })
+
+
+def _write_atomic(frame: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    frame.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def _local(todo: list[Run], workers: int) -> Iterator[tuple[Run, dict]]:
+    if workers <= 1:
+        for run in todo:
+            yield run, simulate_summary(run.scenario_json)
+        return
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        pending = {pool.submit(simulate_summary, run.scenario_json): run for run in todo}
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in sorted(done, key=lambda f: pending[f].run_id):
+                yield pending.pop(future), future.result()
+
+
+def _ray(todo: list[Run], workers: int, address: str | None) -> Iterator[tuple[Run, dict]]:
+    try:
+        import ray
+    except ImportError:
+        raise SweepError("--backend ray needs Ray: pip install 'fleetsim[ray]'") from None
+    started = not ray.is_initialized()
+    if started:
+        if address is not None:
+            ray.init(address=address, log_to_driver=False)  # the address exactly as given
+        else:
+            ray.init(num_cpus=max(1, workers), include_dashboard=False, log_to_driver=False)
+    try:
+        remote = ray.remote(simulate_summary)
+        pending = {remote.remote(run.scenario_json): run for run in todo}
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                yield pending.pop(ref), ray.get(ref)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def run_sweep(exp: Experiment, runs: list[Run], out: Path, backend: str = "local", workers: int = 1,
+              address: str | None = None, progress: bool = True,
+              on_run: Callable[[Run], None] | None = None) -> pd.DataFrame:
+    """Run every run of ``runs`` not already in ``out``, write each as it finishes, and return the whole dataset.
+
+    Parameters
+    ----------
+    exp, runs
+        The experiment and its planned runs (:func:`plan_runs`).
+    out
+        The results folder: ``runs/`` (the dataset) and ``summary.csv``.
+    backend, workers, address
+        ``local`` (a process pool of ``workers``; 1: in this process) or ``ray`` (a local Ray instance with
+        ``workers`` CPUs, or the cluster at ``address``, e.g. ``auto``).
+    progress
+        Show a progress bar with an ETA on stderr.
+    on_run
+        Called after each run is written (tests use it).
+    """
+    if backend not in BACKENDS:
+        raise SweepError(f"--backend {backend!r}: allowed: {', '.join(BACKENDS)}")
+    folder = out / "runs"
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.tmp"):  # a run that was being written when a sweep was killed
+        stale.unlink()
+    done = {p.stem for p in folder.glob("*.parquet")}
+    todo = [run for run in runs if run.run_id not in done]
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(runs), initial=len(runs) - len(todo), desc=exp.name, unit="run", file=sys.stderr,
+               disable=not progress, dynamic_ncols=True)
+    source = _local(todo, workers) if backend == "local" else _ray(todo, workers, address)
+    try:
+        for run, summary in source:
+            try:
+                rows = run_rows(exp, run, summary)
+            except KeyError as err:
+                raise SweepError(f"metrics: {err.args[0]}") from None
+            _write_atomic(rows, folder / f"{run.run_id}.parquet")
+            bar.update(1)
+            if on_run is not None:
+                on_run(run)
+    finally:
+        bar.close()
+    wanted = {run.run_id for run in runs}
+    frames = [pd.read_parquet(p) for p in sorted(folder.glob("*.parquet")) if p.stem in wanted]
+    data = pd.concat(frames, ignore_index=True).sort_values(["arm", "replication", "metric"], kind="mergesort")
+    data = data.reset_index(drop=True)
+    summarize_sweep(data).to_csv(out / "summary.csv", index=False)
+    return data
+
+
+def summarize_sweep(data: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
+    """Per arm and metric: replications, mean, standard deviation and the ``confidence`` interval of the mean
+    (Student t with n - 1 degrees of freedom; NaN half-width for one replication). NaN values (a figure a run
+    did not reach, e.g. no finished request) are left out and counted in ``missing``."""
+    rows = []
+    for (arm, label, metric), group in data.groupby(["arm", "arm_label", "metric"], sort=True):
+        values = group["value"].to_numpy(dtype=float)
+        ok = values[~np.isnan(values)]
+        n = len(ok)
+        mean = float(ok.mean()) if n else float("nan")
+        sd = float(ok.std(ddof=1)) if n > 1 else float("nan")
+        half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / np.sqrt(n)) if n > 1 else float("nan")
+        rows.append({"arm": arm, "arm_label": label, "metric": metric, "n": n, "missing": len(values) - n,
+                     "mean": mean, "std": sd, "ci_low": mean - half, "ci_high": mean + half,
+                     "params": group["params"].iloc[0]})
+    return pd.DataFrame(rows)
