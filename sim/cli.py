@@ -381,8 +381,10 @@ def parser() -> argparse.ArgumentParser:
     rep.set_defaults(func=cmd_perf_report)
 
     from sim.sweep.cli import add_parser as add_sweep
+    from sim.tune.cli import add_parser as add_tune
 
     add_sweep(sub)
+    add_tune(sub)
     return top
 
 

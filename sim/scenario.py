@@ -317,7 +317,9 @@ def load_scenario_with(path: str | Path, values: dict, source: str, seed: int | 
     try:
         return validate_scenario(data, str(path))
     except ScenarioError as err:
+        # A problem in a field an override set, or beside it in the block it set it in, is the override's.
         for key in reversed(list(values)):
-            if err.field and (err.field == key or err.field.startswith(key + ".")):
+            parent = key.rpartition(".")[0]
+            if err.field and (err.field == key or err.field.startswith((key + ".", parent + "."))):
                 raise ScenarioError(f"{source}: {key}", err.field, err.message) from None
         raise

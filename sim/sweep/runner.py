@@ -22,16 +22,13 @@ import pandas as pd
 from scipy import stats
 
 from sim.config import Scenario
-from sim.errors import FleetsimError, ScenarioError
+from sim.errors import ScenarioError
 from sim.scenario import load_scenario_with
 from sim.sweep.config import Experiment
 from sim.sweep.expand import Arm, expand, replication_seeds
+from sim.sweep.files import SweepError
 
 BACKENDS = ("local", "ray")
-
-
-class SweepError(FleetsimError):
-    """A problem with an experiment or its sweep (message names the file and the field)."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,42 @@
+"""Reading a study file (an experiment or a tuning file): YAML, its schema, and its base scenario's path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from sim.errors import FleetsimError
+from sim.yamlio import describe_yaml_error, load_yaml
+
+
+class SweepError(FleetsimError):
+    """A problem with an experiment or tuning file, or its runs (the message names the file and the field)."""
+
+
+def read_study_file(path: str | Path, schema: type[BaseModel], kind: str) -> tuple[BaseModel, Path]:
+    """Validate the YAML file ``path`` against ``schema``; return it and its ``scenario`` resolved against the file's
+    folder. :class:`SweepError` naming the file and field (``kind``: what the file is, for messages)."""
+    from sim.scenario import _message
+
+    path = Path(path)
+    if not path.is_file():
+        raise SweepError(f"{path}: {kind} file not found")
+    try:
+        data = load_yaml(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise SweepError(f"{path}: not UTF-8 text") from None
+    except yaml.YAMLError as err:
+        raise SweepError(f"{path}: not valid YAML: {describe_yaml_error(err)}") from None
+    if not isinstance(data, dict):
+        raise SweepError(f"{path}: a {kind} file is a mapping (name, scenario, ...)")
+    try:
+        config = schema.model_validate(data)
+    except ValidationError as err:
+        field, msg = _message(err.errors()[0], data, schema)
+        raise SweepError(f"{path}: {field}: {msg}") from None
+    scenario_path = (path.parent / config.scenario).resolve()
+    if not scenario_path.is_file():
+        raise SweepError(f"{path}: scenario: file not found: {config.scenario} (relative to the {kind} file)")
+    return config, scenario_path
