@@ -380,11 +380,13 @@ def parser() -> argparse.ArgumentParser:
     rep.add_argument("--skip-e2e", action="store_true", help="leave out the end-to-end serving check (slow)")
     rep.set_defaults(func=cmd_perf_report)
 
+    from sim.plan.cli import add_parser as add_plan
     from sim.sweep.cli import add_parser as add_sweep
     from sim.tune.cli import add_parser as add_tune
 
     add_sweep(sub)
     add_tune(sub)
+    add_plan(sub)
     return top
 
 
