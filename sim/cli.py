@@ -338,6 +338,14 @@ def cmd_perf_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from sim.report import write_report
+
+    written = write_report(args.results, args.html, args.png)
+    print(f"report written to {written[0]}" + (f" and {len(written) - 1} PNGs to {args.png}" if args.png else ""))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="fleetsim", description="Simulate LLM inference fleets: latency and cost.")
     sub = top.add_subparsers(dest="command", required=True)
@@ -381,6 +389,12 @@ def parser() -> argparse.ArgumentParser:
     rep.set_defaults(func=cmd_perf_report)
 
     from sim.plan.cli import add_parser as add_plan
+    rpt = sub.add_parser("report", help="an HTML report (and PNGs) of a results folder from fleetsim run --out")
+    rpt.add_argument("results", help="results folder")
+    rpt.add_argument("--html", required=True, help="HTML file to write (self-contained)")
+    rpt.add_argument("--png", default=None, help="folder for the figures as PNG files")
+    rpt.set_defaults(func=cmd_report)
+
     from sim.sweep.cli import add_parser as add_sweep
     from sim.tune.cli import add_parser as add_tune
 

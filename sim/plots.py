@@ -44,16 +44,110 @@ def plot_pool_timeseries(timeseries: pd.DataFrame, column: str = "running", *, a
     return ax
 
 
-def plot_cost_by_hour(cost_by_hour: pd.DataFrame, *, ax=None):
-    """USD per clock hour, stacked by pool."""
+def plot_cost_by_hour(cost_by_hour: pd.DataFrame, *, order: list[str] | None = None, ax=None):
+    """USD per clock hour, stacked by pool (in ``order``, default: as they first appear)."""
     ax = _axes(ax)
     table = cost_by_hour.pivot_table(index="hour", columns="pool", values="usd", aggfunc="sum", observed=True)
+    table = table[[p for p in (order or pd.unique(cost_by_hour["pool"])) if p in table.columns]]
     bottom = np.zeros(len(table))
     for pool in table.columns:
         values = table[pool].fillna(0).to_numpy()
-        ax.bar(table.index, values, bottom=bottom, label=str(pool))
+        ax.bar(table.index, values, bottom=bottom, width=0.8, label=str(pool))
         bottom += values
-    ax.set_xlabel("hour")
-    ax.set_ylabel("usd")
+    ax.set_xticks(table.index)
+    ax.set_xlabel("clock hour of the run")
+    ax.set_ylabel("USD in the hour")
     ax.legend(title="pool")
+    return ax
+
+
+def plot_replicas_over_time(replicas: pd.DataFrame, *, order: list[str] | None = None, ax=None):
+    """Replicas alive (from their start to their end, cold starts included) over time, stacked by pool (in
+    ``order``, default: as they first appear)."""
+    ax = _axes(ax)
+    if not len(replicas):
+        return ax
+    times = np.unique(np.concatenate([replicas["start_s"].to_numpy(), replicas["end_s"].to_numpy()]))
+    seen = list(dict.fromkeys(replicas["pool"].astype(str)))
+    pools = [p for p in order if p in seen] if order else seen
+    counts = []
+    for pool in pools:
+        rows = replicas[replicas["pool"].astype(str) == pool]
+        start, end = rows["start_s"].to_numpy(), rows["end_s"].to_numpy()
+        counts.append(((start[None, :] <= times[:, None]) & (end[None, :] > times[:, None])).sum(axis=1))
+    ax.stackplot(times, counts, labels=pools, step="post")
+    ax.set_xlabel("time_s")
+    ax.set_ylabel("replicas")
+    ax.legend(title="pool", loc="upper left")
+    return ax
+
+
+def plot_slo_attainment(summary: dict, *, ax=None):
+    """SLO attainment per pool (and per traffic class, when there are several), as horizontal bars in percent."""
+    ax = _axes(ax)
+    rows = [(f"pool {name}", block["slo"]["attainment"]) for name, block in summary.get("pools", {}).items()]
+    rows += [(f"class {name}", block["slo"]["attainment"]) for name, block in summary.get("classes", {}).items()]
+    rows.append(("all", summary["slo"]["attainment"]))
+    rows = [(label, 100 * value) for label, value in rows if value is not None]
+    if rows:
+        labels, values = zip(*rows, strict=True)
+        ax.barh(labels, values, color="tab:green")
+        for y, v in enumerate(values):
+            ax.text(min(v, 99.0), y, f" {v:.1f}%", va="center", ha="right" if v > 80 else "left")
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("requests within the SLO (%)")
+    ax.invert_yaxis()
+    return ax
+
+
+def plot_gpu_comparison(table: pd.DataFrame, metric: str = "usd_per_m_tokens", *, ax=None):
+    """A :func:`sim.review.gpu_comparison` figure as grouped bars: one group per model and precision, one bar per
+    GPU (deployments that do not fit are left out)."""
+    ax = _axes(ax)
+    fits = table[table["fits"]].copy()
+    fits["group"] = fits["model"] + " " + fits["precision"]
+    pivot = fits.pivot_table(index="group", columns="gpu", values=metric, aggfunc="first", sort=False)
+    pivot = pivot[[g for g in pd.unique(fits["gpu"]) if g in pivot.columns]]
+    width = 0.8 / max(1, len(pivot.columns))
+    x = np.arange(len(pivot))
+    for i, gpu in enumerate(pivot.columns):
+        ax.bar(x + i * width, pivot[gpu].to_numpy(), width, label=str(gpu))
+    ax.set_xticks(x + width * (len(pivot.columns) - 1) / 2, pivot.index, rotation=30, ha="right")
+    ax.set_ylabel(metric)
+    ax.legend(title="gpu")
+    return ax
+
+
+def plot_pareto(trials: pd.DataFrame, objective: str, other: str, front: pd.DataFrame | None = None, *, ax=None):
+    """Tuning trials (``fleetsim tune``): ``objective`` against ``other``, feasible ones filled, the front joined."""
+    ax = _axes(ax)
+    feasible = trials["feasible"].astype(bool)
+    ax.scatter(trials.loc[~feasible, objective], trials.loc[~feasible, other], facecolors="none",
+               edgecolors="tab:gray", label="infeasible")
+    ax.scatter(trials.loc[feasible, objective], trials.loc[feasible, other], color="tab:green", label="feasible")
+    if front is not None and len(front):
+        ax.step(front[objective], front[other], where="post", color="tab:blue", label="Pareto front")
+    ax.set_xlabel(objective)
+    ax.set_ylabel(other)
+    ax.legend()
+    return ax
+
+
+def plot_sweep_metric(summary: pd.DataFrame, metric: str, x: str, *, by: str | None = None, ax=None):
+    """A sweep's per-arm means (``fleetsim sweep`` summary) of ``metric`` against parameter ``x``, one line per value
+    of parameter (or variant) ``by``, with the 95% confidence intervals as error bars."""
+    import json
+
+    ax = _axes(ax)
+    rows = summary[summary["metric"] == metric].copy()
+    params = rows["params"].map(json.loads)
+    rows["_x"] = params.map(lambda p: p.get(x))
+    rows["_by"] = params.map(lambda p: p.get(by)) if by else rows["arm_label"].str.split(",").str[0]
+    for name, group in rows.groupby("_by", sort=False):
+        group = group.sort_values("_x")
+        err = (group["ci_high"] - group["ci_low"]) / 2
+        ax.errorbar(group["_x"], group["mean"], yerr=err.fillna(0), marker="o", capsize=3, label=str(name))
+    ax.set_xlabel(x)
+    ax.set_ylabel(metric)
+    ax.legend()
     return ax
