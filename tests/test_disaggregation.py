@@ -168,3 +168,71 @@ def test_configuration_errors_name_the_rule(pools, kv, message):
     data["kv_transfer"] = {"bandwidth_gb_s": 10.0} if kv else None
     with pytest.raises(ScenarioError, match=message):
         scenario(disaggregated(data))
+
+
+def test_lengths_each_stage_cannot_take_are_rejected_not_stranded():
+    """Prefill pool 2,048 tokens, decode pool 4,096: a 1,000 + 1,500 request is prefilled (it needs 1,001 there) and
+    decoded; a 3,000 + 10 prompt fits no prefill pool and is rejected at arrival, with its reason."""
+    def run(prompt, output, prefill_len=2048, decode_len=4096):
+        patch = {"workload": {"arrival": {"process": "constant", "rate_per_s": 8.0}, "num_requests": 3,
+                              "prompt_tokens": {"dist": "fixed", "tokens": prompt},
+                              "output_tokens": {"dist": "fixed", "tokens": output}},
+                 "pools": {"p": {**POOL, "role": "prefill", "engine": {"max_model_len": prefill_len},
+                                 "perf": {"model": "constant", "step_s": 0.01}},
+                           "d": {**POOL, "role": "decode", "engine": {"max_model_len": decode_len},
+                                 "perf": {"model": "constant", "step_s": 0.01}}}}
+        return simulate(scenario(disaggregated(patch)), seed=0)
+    assert run(1000, 1500).summary["requests"]["finished"] == 3
+    res = run(3000, 10)
+    assert res.summary["requests"]["rejected"] == 3
+    assert set(res.requests["reject_reason"]) == {"exceeds_max_model_len"}
+    res = run(1000, 1500, prefill_len=4096, decode_len=2048)  # the decode pool is too short
+    assert set(res.requests["reject_reason"]) == {"exceeds_max_model_len"}
+
+
+def test_a_stage_without_replicas_rejects_at_arrival():
+    patch = {"pools": {"p": {**POOL, "role": "prefill", "perf": {"model": "constant", "step_s": 0.01}},
+                       "d": {**POOL, "role": "decode", "replicas": 0, "perf": {"model": "constant", "step_s": 0.01}}}}
+    res = simulate(scenario(disaggregated(patch)), seed=0)
+    assert res.summary["requests"]["rejected"] == 2 and set(res.requests["reject_reason"]) == {"no_replicas"}
+
+
+def test_a_latency_autoscaler_on_the_prefill_pool_reads_its_ttft():
+    patch = {"workload": {"arrival": {"process": "poisson", "rate_per_s": 30.0}, "num_requests": 600,
+                          "prompt_tokens": {"dist": "fixed", "tokens": 3000},
+                          "output_tokens": {"dist": "fixed", "tokens": 20}},
+             "pools": {"p": {**POOL, "role": "prefill", "perf": {"model": "kernel"},
+                             "autoscale": {"policy": "hpa", "max_replicas": 4,
+                                           "metrics": [{"name": "ttft_p90_s", "target": 0.5}]}},
+                       "d": {**POOL, "role": "decode", "perf": {"model": "kernel"}}},
+             "run": {}}
+    res = simulate(scenario(disaggregated(patch, bandwidth_gb_s=50.0)), seed=0)
+    readings = res.scaling[res.scaling["pool"] == "p"]["value"]
+    assert readings.notna().any() and readings.max() > 0.5
+    assert res.scaling[res.scaling["pool"] == "p"]["desired"].max() > 1
+
+
+def test_a_kv_cache_arriving_at_a_decode_step_end_joins_the_next_step_in_both_modes():
+    """Constant 1/8 s steps and a 1/8 s hand-off latency put arrivals exactly on decode step ends."""
+    patch = {"workload": {"arrival": {"process": "constant", "rate_per_s": 4.0}, "num_requests": 12,
+                          "prompt_tokens": {"dist": "uniform", "low": 1, "high": 40},
+                          "output_tokens": {"dist": "uniform", "low": 1, "high": 30}},
+             "pools": {"p": {**POOL, "role": "prefill", "perf": {"model": "constant", "step_s": 0.125}},
+                       "d": {**POOL, "role": "decode", "perf": {"model": "constant", "step_s": 0.125}}},
+             "router": {"policy": "round_robin"}}
+    assert_same(*both_modes(scenario(disaggregated(patch, bandwidth_gb_s=1e15, latency_s=0.125))))
+
+
+def test_a_restarted_request_looks_its_prefix_up_again():
+    patch = {"workload": {"arrival": {"process": "poisson", "rate_per_s": 20.0}, "num_requests": 600,
+                          "prompt_tokens": {"dist": "uniform", "low": 600, "high": 1200},
+                          "output_tokens": {"dist": "uniform", "low": 50, "high": 300},
+                          "shared_prefix": {"tokens": 512, "groups": 1}},
+             "pools": {"p": {**POOL, "role": "prefill", "replicas": 2, "perf": {"model": "kernel"}},
+                       "d": {**POOL, "role": "decode", "replicas": 3, "perf": {"model": "kernel"},
+                             "spot": {"reclaims_per_gpu_hour": 60.0, "notice_s": 0.0}, "price": {"tier": "spot"}}},
+             "run": {}}
+    req = simulate(scenario(disaggregated(patch, bandwidth_gb_s=50.0)), seed=5).requests
+    restarted = req[req["interruptions"] > 0]
+    assert len(restarted) > 0
+    assert (restarted["cached_tokens"] == 512).all()

@@ -92,6 +92,11 @@ def scenarios(draw):
     }
     if draw(st.booleans()):
         patch["run"]["max_duration_s"] = draw(st.floats(0.05, 20))
+    if not closed and draw(st.booleans()):  # priority scheduling: a second class that jumps the queue
+        patch["pools"]["p"]["engine"]["scheduling_policy"] = "priority"
+        patch["classes"] = [{"name": "urgent", "priority": -1, "workload": {
+            **workload, "num_requests": draw(st.integers(1, 30)),
+            "arrival": {"process": "poisson", "rate_per_s": draw(st.floats(0.5, 50))}}}]
     return scenario(patch), draw(st.integers(0, 2**32 - 1))
 
 

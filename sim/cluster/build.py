@@ -26,7 +26,7 @@ from sim.perf import build_perf_model
 from sim.rng import PrefixedStreams, Streams
 from sim.scaling_config import metric_kind
 from sim.sharing.slicing import build_share
-from sim.workload.source import ClosedLoop, replay, workload_arrays
+from sim.workload.source import ArrivalTimeout, ClosedLoop, replay, workload_arrays
 
 
 class ReplicaViews(Sequence):
@@ -50,6 +50,21 @@ class ReplicaViews(Sequence):
         """How many leading prefix ids of a request replica ``i`` has cached (0 without prefix caching)."""
         cache = self._replicas[i].prefix_cache
         return cache.match(ids) if cache is not None and ids else 0
+
+
+@dataclass(frozen=True, slots=True)
+class PrefillDone:
+    """A prefill pool's part of a request (disaggregated serving), as its latency autoscaler reads it: done at the
+    first token."""
+
+    arrival_s: float
+    scheduled_s: float
+    first_token_s: float
+    output_tokens: int = 1
+
+    @property
+    def finish_s(self) -> float:
+        return self.first_token_s
 
 
 #: Completed requests are turned into records this many at a time (then the Request objects are dropped).
@@ -236,10 +251,21 @@ class Fleet:
         activator in front of a scaled-to-zero service holds them and counts as demand)."""
         return 1 if desired == 0 and self.pending and self.pending_for(pool) > 0 else desired
 
-    def can_serve(self, cls: int) -> bool:
-        """Whether some pool that serves class ``cls`` can ever have a replica (now, or by scaling)."""
-        return any(self._serves(name, cls) and (pool.active() or name in self.scalable) for name, pool in
-                   self.pools.items())
+    def can_serve(self, cls: int, role: str | None = None) -> bool:
+        """Whether some pool that serves class ``cls`` (in a disaggregated fleet: of ``role``) can ever have a
+        replica (now, or by scaling)."""
+        return any(self._serves(name, cls) and (role is None or self.plans[name].config.role == role)
+                   and (pool.active() or name in self.scalable) for name, pool in self.pools.items())
+
+    def _stage_limits(self, model: str | None) -> tuple[int, int]:
+        """Disaggregated serving: the longest prompt + 1 a prefill pool of ``model`` takes and the longest request a
+        decode pool takes (``None``: any model)."""
+        lengths = {"prefill": 0, "decode": 0}
+        for plan in self.plans.values():
+            if model is None or plan.config.model == model:
+                role = plan.config.role
+                lengths[role] = max(lengths[role], plan.sizing.max_model_len)
+        return lengths["prefill"], lengths["decode"]
 
     def _ready(self, replica: Replica) -> None:
         """A replica became ready: it takes requests, first those waiting at the gateway."""
@@ -296,8 +322,15 @@ class Fleet:
         total = prompt_tokens + output_tokens
         model = self.class_models[cls]
         longest = self.longest_len if model is None else self.longest_by_model[model]
-        if total > longest or not (self.routable or self.can_scale):
-            req.reject_reason = "exceeds_max_model_len" if total > longest else "no_replicas"
+        too_long = total > longest
+        unservable = not (self.routable or self.can_scale)
+        if self.kv_transfer is not None:  # both stages must take it, and both must be able to have replicas
+            prefill_len, decode_len = self._stage_limits(model)
+            too_long = prompt_tokens + 1 > prefill_len or total > decode_len
+            unservable = unservable or not (self.can_serve(cls, "prefill") and (
+                output_tokens == 1 or self.can_serve(cls, "decode")))
+        if too_long or unservable:
+            req.reject_reason = "exceeds_max_model_len" if too_long else "no_replicas"
             if self.events is not None:
                 self.events.append((self.env.now, req.request_id, "reject", 0))
             self._complete(req)
@@ -307,7 +340,8 @@ class Fleet:
         return req
 
     def _route(self, req: Request, before_step_ends: bool = False) -> None:
-        total = req.prompt_tokens + max(req.output_tokens, req.handoff_output)
+        role = self._stage(req) if self.kv_transfer is not None else None
+        total = req.prompt_tokens + req.output_tokens  # on a prefill replica: prompt + 1 (the first token)
         model = self.class_models[req.cls]
         if model is not None:  # model-aware: only the pools serving the request's model
             eligible = [r for r in self.routable_by_model.get(model, ()) if r.max_model_len >= total]
@@ -315,35 +349,34 @@ class Fleet:
             eligible = self.routable
         else:
             eligible = [r for r in self.routable if r.max_model_len >= total]
-        if self.kv_transfer is not None:
-            eligible = self._stage(req, eligible)
+        if role is not None:
+            eligible = [r for r in eligible if self.plans[r.pool].config.role == role]
         if not eligible:
-            if self.can_serve(req.cls):
+            if self.can_serve(req.cls, role):
                 self.pending.append(req)  # no ready replica can take it: it waits for one to become ready
                 return
             self._give_back([req], "no_replicas")  # no pool for its model will ever have a replica
             return
         eligible[self.router.route(req, ReplicaViews(eligible))].submit(req, before_step_ends)
 
-    def _stage(self, req: Request, eligible: list[Replica]) -> list[Replica]:
-        """Disaggregated serving: the replicas of the stage ``req`` is at. A request without a token yet goes to a
+    def _stage(self, req: Request) -> str:
+        """Disaggregated serving: the role of the pools ``req`` goes to next. A request without a token yet goes to a
         prefill pool, which produces only its first token (its output length is held in ``handoff_output``
         meanwhile); one whose KV cache has arrived goes to a decode pool."""
         if req.generated_tokens:
-            role = "decode"
-        else:
-            role = "prefill"
-            if not req.handoff_output and req.output_tokens > 1:
-                req.handoff_output, req.output_tokens = req.output_tokens, 1
-        return [r for r in eligible if self.plans[r.pool].config.role == role]
+            return "decode"
+        if not req.handoff_output and req.output_tokens > 1:
+            req.handoff_output, req.output_tokens = req.output_tokens, 1
+        return "prefill"
 
     def _hand_off(self, req: Request, replica: Replica) -> None:
         """The prefill replica produced ``req``'s first token: send its prompt's KV cache to the decode pools over
         the replica's link (one transfer at a time), then route it there."""
+        if replica.pool in self.latency_pools:  # a latency autoscaler on the prefill pool reads its part
+            self.finished_by_pool[replica.pool].append(PrefillDone(req.arrival_s, req.scheduled_s, req.first_token_s))
         req.output_tokens, req.handoff_output = req.handoff_output, 0
         req.finish_s = None
         req.prefill_pool = replica.pool
-        req.prefix = None  # its prefix was looked up (and counted) on the prefill replica
         plan = self.plans[replica.pool]
         cfg = self.kv_transfer
         size_bytes = req.computed_tokens * kv_bytes_per_token(plan.model, plan.sizing.kv_dtype)
@@ -355,11 +388,12 @@ class Fleet:
         self.transferring.append(req)
         if self.events is not None:
             self.events.append((self.env.now, req.request_id, "kv_transfer", req.computed_tokens))
-        self.env.timeout(arrive_s - self.env.now).callbacks.append(lambda _event: self._arrive_for_decode(req))
+        # An arrival: before any step that ends at the same instant (as trace arrivals are; see Replica.submit).
+        ArrivalTimeout(self.env, arrive_s - self.env.now).callbacks.append(lambda _e: self._arrive_for_decode(req))
 
     def _arrive_for_decode(self, req: Request) -> None:
         self.transferring.remove(req)
-        self._route(req)
+        self._route(req, before_step_ends=True)
 
     def _finished(self, req: Request) -> None:
         self.last_progress_s = self.env.now

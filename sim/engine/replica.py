@@ -145,7 +145,7 @@ class Replica:
         """
         req.pool = self.pool
         req.replica_id = self.replica_id
-        if self.prefix_cache is not None and req.prefix:
+        if self.prefix_cache is not None and req.prefix and not req.generated_tokens:  # not a decode hand-off
             # vLLM always computes at least the last prompt token (its logits give the first output token).
             hits = self.prefix_cache.admit(req.prefix, req.prefix_tokens_per_id)
             req.cached_tokens = req.computed_tokens = min(hits * req.prefix_tokens_per_id, req.prompt_tokens - 1)
@@ -215,6 +215,8 @@ class Replica:
             group = self.group
             if self.fast:
                 steps, sealed = self.scheduler.decode_run(st.running, st.waiting, st.free_blocks, group)
+                if self.by_priority:
+                    sealed = False  # an arrival may jump ahead of a blocked head: any arrival may cut the run
                 if steps >= 2:
                     yield from self._decode_run(steps, sealed)
                     if self.stopped:
