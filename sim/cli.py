@@ -84,6 +84,13 @@ def summary_text(res: Results) -> str:
         out.append(f"shared GPUs: {shared['physical_gpus']}, busy {_fmt(shared['busy_fraction_mean'], 100, 1)}% "
                    f"on average (max {_fmt(shared['busy_fraction_max'], 100, 1)}%), {shared['switch_s']:.3f} s "
                    f"switching, vGPU licences ${shared['licence_usd_total']:,.4f}")
+    util = s.get("utilisation") or {}
+    if util.get("utilisation") is not None and util.get("usd_per_request") is not None:
+        idle = {k: v for k, v in util["usd"].items() if k != "busy" and v > 0}
+        out.append(f"utilisation: {100 * util['utilisation']:.1f}% of billed GPU time busy; "
+                   f"${util['usd_per_request']:.6f} per request (${util['usd_per_request_if_fully_used']:.6f} at full "
+                   "use)" + (
+                       "; not busy: " + ", ".join(f"{k} ${v:,.4f}" for k, v in idle.items()) if idle else ""))
     kv = s.get("kv_transfer_s")
     if kv:
         out.append(f"KV hand-off (prefill -> decode): {_fmt(kv['p50'], 1e3, 1)} ms median, {_fmt(kv['p99'], 1e3, 1)} "
@@ -346,6 +353,43 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tco(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from sim.review import gpu_comparison
+    from sim.tco import Ownership, api_prices, break_even_table
+
+    catalog = load_catalog()
+    for gpu in args.gpus:
+        if gpu not in catalog.gpus:
+            raise CatalogError(f"--gpus: {unknown_name('GPU', gpu, catalog.gpus)}")
+    if args.model not in catalog.models:
+        raise CatalogError(f"--model: {unknown_name('model', args.model, catalog.models)}")
+    try:
+        own = Ownership(args.years, args.usd_per_kwh, args.pue, args.power_utilisation, args.server_overhead,
+                        args.licence_usd_per_gpu_year)
+    except ValueError as err:
+        raise FleetsimError(f"ownership assumptions: {err}") from None
+    if not 0 < args.target_utilisation <= 1:
+        raise FleetsimError(f"--target-utilisation {args.target_utilisation}: must be in (0, 1]")
+    deployments = gpu_comparison([args.model], args.gpus, [args.precision], tpot_s=args.tpot_s)
+    table = break_even_table(deployments, own, args.target_utilisation, args.input_per_output)
+    shown = table.drop(columns=["model", "precision"])
+    with pd.option_context("display.width", 220, "display.max_columns", 30):
+        print(f"{args.model} {args.precision}, TPOT <= {args.tpot_s * 1e3:g} ms, fleets at "
+              f"{100 * args.target_utilisation:g}% of capacity, {args.input_per_output:g} input tokens per output "
+              "token")
+        print(shown.to_string(index=False, float_format=lambda x: f"{x:,.4g}"))
+        print("\nbreak_even_vs_*: output tokens a month above which self-hosting that way costs less than the API "
+              "(inf: never). APIs ($ per M input / output):")
+        for _, a in api_prices().iterrows():
+            print(f"  {a['name']}: {a['usd_per_m_input']} / {a['usd_per_m_output']} ({a['date']}; {a['source']})")
+    missing = deployments[~deployments["fits"]]
+    for _, row in missing.iterrows():
+        print(f"{row['gpu']}: {args.model} in {args.precision} does not fit at tensor parallelism <= 8")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="fleetsim", description="Simulate LLM inference fleets: latency and cost.")
     sub = top.add_subparsers(dest="command", required=True)
@@ -389,6 +433,21 @@ def parser() -> argparse.ArgumentParser:
     rep.set_defaults(func=cmd_perf_report)
 
     from sim.plan.cli import add_parser as add_plan
+    tco = sub.add_parser("tco", help="cost of a GPU-hour rented or owned, and break-even against hosted APIs")
+    tco.add_argument("--model", default="llama-3.1-8b")
+    tco.add_argument("--precision", default="fp8", choices=["bf16", "fp16", "fp8", "int8", "int4"])
+    tco.add_argument("--gpus", nargs="+", default=["l4", "l40s", "h100_sxm"])
+    tco.add_argument("--tpot-s", type=float, default=0.1, help="the latency target the capacity is measured at")
+    tco.add_argument("--target-utilisation", type=float, default=0.6, help="fleet load as a share of capacity")
+    tco.add_argument("--input-per-output", type=float, default=2.0, help="input tokens per output token")
+    tco.add_argument("--years", type=float, default=3.0, help="owned: amortisation period")
+    tco.add_argument("--usd-per-kwh", type=float, default=0.12)
+    tco.add_argument("--pue", type=float, default=1.4, help="power usage effectiveness (cooling, delivery)")
+    tco.add_argument("--power-utilisation", type=float, default=0.6, help="owned: load between idle and TDP watts")
+    tco.add_argument("--server-overhead", type=float, default=0.0, help="owned: server share of the card price")
+    tco.add_argument("--licence-usd-per-gpu-year", type=float, default=0.0, help="e.g. 4500 (NVIDIA AI Enterprise)")
+    tco.set_defaults(func=cmd_tco)
+
     rpt = sub.add_parser("report", help="an HTML report (and PNGs) of a results folder from fleetsim run --out")
     rpt.add_argument("results", help="results folder")
     rpt.add_argument("--html", required=True, help="HTML file to write (self-contained)")

@@ -19,6 +19,7 @@ from sim.metrics.lifecycle import hourly_cost, idle_node_kwh, lifecycle_frame, n
 from sim.metrics.records import empty_frame
 from sim.metrics.summary import summarize
 from sim.metrics.usage import usage_frames, usage_summary
+from sim.metrics.utilisation import utilisation_summary
 from sim.results import Results
 from sim.rng import Streams
 from sim.scenario import load_scenario
@@ -125,6 +126,7 @@ def simulate(
     summary["seed"] = seed_info
     if fleet.stalled is not None:
         summary["stalled"] = fleet.stalled
+    summary["utilisation"] = utilisation_summary(replicas, hourly, summary["requests"]["finished"])
     per_pool, shared = usage_summary(replicas, gpus, end_s)
     for pool, block in per_pool.items():
         summary["pools"][pool]["gpu"] = block
