@@ -91,6 +91,10 @@ def summary_text(res: Results) -> str:
                    f"${util['usd_per_request']:.6f} per request (${util['usd_per_request_if_fully_used']:.6f} at full "
                    "use)" + (
                        "; not busy: " + ", ".join(f"{k} ${v:,.4f}" for k, v in idle.items()) if idle else ""))
+    alerts = s.get("alerts")
+    if alerts:
+        out.append("alerts: " + "; ".join(f"{name} fired {a['fired']}x ({a['firing_s']:,.0f} s)" if a["fired"]
+                                          else f"{name} quiet" for name, a in alerts.items()))
     kv = s.get("kv_transfer_s")
     if kv:
         out.append(f"KV hand-off (prefill -> decode): {_fmt(kv['p50'], 1e3, 1)} ms median, {_fmt(kv['p99'], 1e3, 1)} "
@@ -109,7 +113,7 @@ def write_results(res: Results, out: Path) -> list[Path]:
     """
     out.mkdir(parents=True, exist_ok=True)
     files = {"cost_by_hour.parquet": res.cost_by_hour, "replicas.parquet": res.replicas}
-    for name in ("gpus", "nodes", "lifecycle", "scaling"):
+    for name in ("gpus", "nodes", "lifecycle", "scaling", "monitoring", "alerts"):
         frame = getattr(res, name)
         if frame is not None and len(frame):
             files[f"{name}.parquet"] = frame

@@ -483,6 +483,45 @@ class KvTransferConfig(BaseModel):
     latency_s: float = Field(default=0.0, ge=0)
 
 
+class AlertRule(BaseModel):
+    """Fire when ``metric`` (of ``pool``, default the whole fleet) is above ``above`` and/or below ``below`` at every
+    sample for ``for_s`` seconds (Prometheus ``for:``)."""
+
+    model_config = _FROZEN
+    name: str = Field(min_length=1)
+    metric: Literal["gpu_utilisation", "queue_depth", "ttft_p99_s", "tpot_p99_s", "e2e_p99_s", "cost_per_request_usd"]
+    above: float | None = None
+    below: float | None = None
+    for_s: float = Field(default=0.0, ge=0)
+    pool: str | None = Field(default=None, description="default: the whole fleet ('all')")
+
+    @model_validator(mode="after")
+    def _threshold(self) -> AlertRule:
+        if self.above is None and self.below is None:
+            raise ValueError(f"alert {self.name!r}: give above and/or below")
+        return self
+
+
+#: The thresholds operators run by (issue #9): GPU utilisation kept within 60-80%, more than 10 requests pending,
+#: p99 latency above 500 ms.
+DEFAULT_ALERTS = (
+    AlertRule(name="gpu_utilisation_low", metric="gpu_utilisation", below=0.6, for_s=300),
+    AlertRule(name="gpu_utilisation_high", metric="gpu_utilisation", above=0.8, for_s=300),
+    AlertRule(name="queue_depth_high", metric="queue_depth", above=10, for_s=60),
+    AlertRule(name="ttft_p99_high", metric="ttft_p99_s", above=0.5, for_s=60),
+)
+
+
+class MonitoringConfig(BaseModel):
+    """Metrics sampled every ``interval_s`` per pool and for the fleet (``monitoring.parquet``), and ``alerts`` over
+    them (``alerts.parquet``); latency percentiles over the last ``latency_window_s``."""
+
+    model_config = _FROZEN
+    interval_s: float = Field(default=15.0, gt=0)
+    latency_window_s: float = Field(default=60.0, gt=0)
+    alerts: tuple[AlertRule, ...] = DEFAULT_ALERTS
+
+
 class RunConfig(BaseModel):
     model_config = _FROZEN
     max_duration_s: float | None = Field(
@@ -512,6 +551,15 @@ class Scenario(BaseModel):
     classes: tuple[TrafficClass, ...] = Field(default=(), description="more traffic classes beside workload")
     kv_transfer: KvTransferConfig | None = Field(default=None, description="disaggregated serving: the KV hand-off "
                                                  "from prefill to decode pools (needed when a pool has role prefill)")
+    monitoring: MonitoringConfig | None = Field(default=None, description="sampled metrics and alert rules")
+
+    @model_validator(mode="after")
+    def _alert_pools(self) -> Scenario:
+        for rule in self.monitoring.alerts if self.monitoring else ():
+            if rule.pool is not None and rule.pool not in self.pools:
+                raise ValueError(f"monitoring alert {rule.name!r}: pool {rule.pool!r} is not a pool of this scenario "
+                                 f"({', '.join(self.pools)})")
+        return self
 
     @model_validator(mode="after")
     def _disaggregation(self) -> Scenario:

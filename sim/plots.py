@@ -151,3 +151,20 @@ def plot_sweep_metric(summary: pd.DataFrame, metric: str, x: str, *, by: str | N
     ax.set_ylabel(metric)
     ax.legend()
     return ax
+
+
+def plot_monitoring(monitoring: pd.DataFrame, metric: str, alerts: pd.DataFrame | None = None, *, pool: str = "all",
+                    ax=None):
+    """A sampled metric (``Results.monitoring``) over time for ``pool``, with the firing intervals of the alerts on
+    that metric shaded."""
+    ax = _axes(ax)
+    rows = monitoring[monitoring["pool"] == pool]
+    ax.plot(rows["time_s"], rows[metric], drawstyle="steps-pre", label=metric)
+    if alerts is not None and len(alerts):
+        fired = alerts[(alerts["metric"] == metric) & (alerts["pool"] == pool)]
+        for i, (_, a) in enumerate(fired.iterrows()):
+            ax.axvspan(a["start_s"], a["end_s"], color="tab:red", alpha=0.2, label=a["alert"] if i == 0 else None)
+    ax.set_xlabel("time_s")
+    ax.set_ylabel(metric)
+    ax.legend()
+    return ax

@@ -57,6 +57,8 @@ class Results:
     nodes: pd.DataFrame | None = None
     lifecycle: pd.DataFrame | None = None
     scaling: pd.DataFrame | None = None
+    monitoring: pd.DataFrame | None = None  # with a scenario's monitoring block (sim/metrics/monitoring.py)
+    alerts: pd.DataFrame | None = None
 
     @property
     def requests(self) -> pd.DataFrame:

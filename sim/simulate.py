@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,7 @@ from sim.cluster.deploy import plan_pools
 from sim.config import Scenario, TraceWorkload
 from sim.metrics.cost import energy_kwh
 from sim.metrics.lifecycle import hourly_cost, idle_node_kwh, lifecycle_frame, nodes_frame, state_gpu_hours
+from sim.metrics.monitoring import alerts_frame, monitoring_frame
 from sim.metrics.records import empty_frame
 from sim.metrics.summary import summarize
 from sim.metrics.usage import usage_frames, usage_summary
@@ -140,6 +142,17 @@ def simulate(
     monitor = fleet.monitor
     monitor.finish()
     timeseries = None if monitor.store.spilled else monitor.frame()
-    return Results(scenario, seed_info, None if fleet.records.spilled else kept, timeseries, replicas, hourly,
-                   summary, fleet.events, tuple(fleet.records.parts), tuple(monitor.store.parts), gpus, nodes,
-                   lifecycle_frame(fleet.pools), pd.DataFrame(fleet.scaling, columns=SCALING_COLUMNS))
+    results = Results(scenario, seed_info, None if fleet.records.spilled else kept, timeseries, replicas, hourly,
+                      summary, fleet.events, tuple(fleet.records.parts), tuple(monitor.store.parts), gpus, nodes,
+                      lifecycle_frame(fleet.pools), pd.DataFrame(fleet.scaling, columns=SCALING_COLUMNS))
+    if scenario.monitoring is not None:
+        cfg = scenario.monitoring
+        monitoring = monitoring_frame(results.timeseries, results.requests, replicas, end_s, cfg.interval_s,
+                                      cfg.latency_window_s)
+        alerts = alerts_frame(monitoring, cfg.alerts, end_s)
+        by_rule = alerts.groupby("alert")["duration_s"]
+        fired, firing = by_rule.size(), by_rule.sum()
+        summary["alerts"] = {rule.name: {"fired": int(fired.get(rule.name, 0)),
+                                         "firing_s": float(firing.get(rule.name, 0.0))} for rule in cfg.alerts}
+        results = dataclasses.replace(results, monitoring=monitoring, alerts=alerts)
+    return results
