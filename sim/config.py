@@ -446,9 +446,39 @@ Workload = Annotated[OpenLoopWorkload | ClosedLoopWorkload | TraceWorkload | Fit
                      Field(discriminator="type")]
 
 
+class RouteRule(BaseModel):
+    """Send requests that match every condition given to ``pools`` (hybrid fleets: by request shape or tenant).
+
+    ``min_output_tokens`` reads the request's output length as a known hint (as a client's ``max_tokens`` or a
+    length predictor would give it; the simulator knows it exactly)."""
+
+    model_config = _FROZEN
+    pools: tuple[str, ...] = Field(min_length=1)
+    min_prompt_tokens: int | None = Field(default=None, ge=0)
+    max_prompt_tokens: int | None = Field(default=None, ge=0)
+    min_output_tokens: int | None = Field(default=None, ge=0)
+    max_output_tokens: int | None = Field(default=None, ge=0)
+    traffic_class: str | None = Field(default=None, alias="class", description="a traffic class name (tenant)")
+
+
+class Overflow(BaseModel):
+    """Burst overflow: a request bound for ``from`` goes to ``to`` when every ready replica of ``from`` has more than
+    ``queue_above`` requests waiting."""
+
+    model_config = _FROZEN
+    from_pool: str = Field(alias="from")
+    to: tuple[str, ...] = Field(min_length=1)
+    queue_above: int = Field(ge=0)
+
+
 class RouterConfig(BaseModel):
+    """How a request finds a replica: the first of ``rules`` it matches chooses the pools (none matching: any pool),
+    ``overflow`` may move it to other pools under a burst, and ``policy`` picks the replica among those pools."""
+
     model_config = _FROZEN
     policy: str = Field(default="least_outstanding", description="registry key")
+    rules: tuple[RouteRule, ...] = ()
+    overflow: tuple[Overflow, ...] = ()
 
 
 class SloConfig(BaseModel):
@@ -552,6 +582,21 @@ class Scenario(BaseModel):
     kv_transfer: KvTransferConfig | None = Field(default=None, description="disaggregated serving: the KV hand-off "
                                                  "from prefill to decode pools (needed when a pool has role prefill)")
     monitoring: MonitoringConfig | None = Field(default=None, description="sampled metrics and alert rules")
+
+    @model_validator(mode="after")
+    def _router_pools(self) -> Scenario:
+        classes = {name for name, _, _ in self.traffic()}
+        named = [(f"router.rules.{i}", r.pools) for i, r in enumerate(self.router.rules)]
+        named += [(f"router.overflow.{i}", (o.from_pool, *o.to)) for i, o in enumerate(self.router.overflow)]
+        for where, pools in named:
+            unknown = [p for p in pools if p not in self.pools]
+            if unknown:
+                raise ValueError(f"{where}: {unknown} not pools of this scenario ({', '.join(self.pools)})")
+        for i, rule in enumerate(self.router.rules):
+            if rule.traffic_class is not None and rule.traffic_class not in classes:
+                raise ValueError(f"router.rules.{i}.class: {rule.traffic_class!r} is not a traffic class "
+                                 f"({', '.join(sorted(classes))})")
+        return self
 
     @model_validator(mode="after")
     def _alert_pools(self) -> Scenario:

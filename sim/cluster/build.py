@@ -13,7 +13,7 @@ import simpy
 from sim.autoscale.runner import AUTOSCALERS, fleet_process, rate_window_s
 from sim.cluster.deploy import Deployment, PoolPlan
 from sim.cluster.pool import PoolHooks, PoolRuntime
-from sim.cluster.router import ROUTERS
+from sim.cluster.router import ROUTERS, PoolRules
 from sim.config import ClosedLoopWorkload, KernelPerf, Scenario, TraceWorkload
 from sim.engine.replica import Replica
 from sim.engine.request import Request
@@ -114,6 +114,7 @@ class Fleet:
     last_progress_s: float = 0.0  # when a request last finished or a replica last became ready
     prefixes: list = field(default_factory=lambda: [None])  # per class: (prompt, trace ids) -> (ids, tokens per id)
     kv_transfer: object = None  # disaggregated serving: the scenario's kv_transfer block (None: not disaggregated)
+    pool_rules: PoolRules | None = None  # the router's rules and overflow (hybrid fleets), if any
     transferring: list[Request] = field(default_factory=list)  # KV caches on their way to a decode replica
     link_free_s: dict[int, float] = field(default_factory=dict)  # per prefill replica: when its link is next free
     done: simpy.Event | None = None
@@ -351,6 +352,11 @@ class Fleet:
             eligible = [r for r in self.routable if r.max_model_len >= total]
         if role is not None:
             eligible = [r for r in eligible if self.plans[r.pool].config.role == role]
+        if self.pool_rules is not None and eligible:
+            pools = self.pool_rules.choose(req, self.class_names[req.cls],
+                                           max(req.output_tokens, req.handoff_output), ReplicaViews(eligible))
+            if pools is not None:
+                eligible = [r for r in eligible if r.pool in pools]
         if not eligible:
             if self.can_serve(req.cls, role):
                 self.pending.append(req)  # no ready replica can take it: it waits for one to become ready
@@ -480,6 +486,8 @@ def build(scenario: Scenario, deployment: Deployment, streams: Streams, spill_di
     )
     fleet.done = env.event()
     fleet.kv_transfer = scenario.kv_transfer
+    if scenario.router.rules or scenario.router.overflow:
+        fleet.pool_rules = PoolRules(scenario.router.rules, scenario.router.overflow)
     fleet.add_replicas(streams)
     if scenario.fleet_autoscale is not None:
         fleet.add_fleet_autoscaler(scenario.fleet_autoscale)

@@ -113,6 +113,46 @@ class PrefixAffinity:
         return choice
 
 
+class PoolRules:
+    """Which pools a request may go to, before the replica choice: the first matching rule's pools, then a burst
+    overflow. One decision method over the request and a read-only view of the ready replicas.
+
+    Parameters
+    ----------
+    rules, overflow
+        The router's ``rules`` and ``overflow`` (:class:`sim.config.RouterConfig`).
+    """
+
+    def __init__(self, rules, overflow) -> None:
+        self.rules, self.overflow = tuple(rules), tuple(overflow)
+
+    @staticmethod
+    def matches(rule, request: Request, cls_name: str, output_tokens: int) -> bool:
+        p = request.prompt_tokens
+        return ((rule.min_prompt_tokens is None or p >= rule.min_prompt_tokens)
+                and (rule.max_prompt_tokens is None or p <= rule.max_prompt_tokens)
+                and (rule.min_output_tokens is None or output_tokens >= rule.min_output_tokens)
+                and (rule.max_output_tokens is None or output_tokens <= rule.max_output_tokens)
+                and (rule.traffic_class is None or cls_name == rule.traffic_class))
+
+    def choose(self, request: Request, cls_name: str, output_tokens: int,
+               replicas: Sequence[ReplicaView]) -> set[str] | None:
+        """The pools ``request`` may go to (None: any). A rule whose pools have no ready replica here is passed
+        over; so is an overflow whose target has none."""
+        ready = {v.pool for v in replicas}
+        chosen = None
+        for rule in self.rules:
+            if self.matches(rule, request, cls_name, output_tokens) and ready.intersection(rule.pools):
+                chosen = set(rule.pools)
+                break
+        for over in self.overflow:
+            if (chosen is None or over.from_pool in chosen) and over.from_pool in ready:
+                waiting = [v.waiting for v in replicas if v.pool == over.from_pool]
+                if min(waiting) > over.queue_above and ready.intersection(over.to):
+                    return set(over.to)
+        return chosen
+
+
 ROUTERS: dict[str, type] = {
     "round_robin": RoundRobin,
     "random": RandomRouter,
