@@ -91,6 +91,11 @@ def summary_text(res: Results) -> str:
                    f"${util['usd_per_request']:.6f} per request (${util['usd_per_request_if_fully_used']:.6f} at full "
                    "use)" + (
                        "; not busy: " + ", ".join(f"{k} ${v:,.4f}" for k, v in idle.items()) if idle else ""))
+    m = s.get("maintenance")
+    if m:
+        out.append(f"maintenance: {m['windows']} windows; {m['replicas_down']} replicas down, {m['replicas_migrated']} "
+                   f"live-migrated ({m['stun_s']:.2f} s of stun); {m['requests_requeued']} requests re-queued, "
+                   f"{m['requests_delayed']} delayed; {m['capacity_lost_replica_s']:,.0f} replica-seconds lost")
     alerts = s.get("alerts")
     if alerts:
         out.append("alerts: " + "; ".join(f"{name} fired {a['fired']}x ({a['firing_s']:,.0f} s)" if a["fired"]
@@ -101,8 +106,15 @@ def summary_text(res: Results) -> str:
                    "ms p99, link waits included")
     targets = s["slo"]["targets"]
     if targets:
-        out.append("SLO: " + ", ".join(f"{k} <= {v:g}" for k, v in targets.items()))
+        out.append("SLO: " + slo_text(targets))
     return "\n".join(out)
+
+
+def slo_text(targets: dict) -> str:
+    """The SLO targets of a summary as text: ``ttft_s <= 2, tpot_s <= 0.1``, or per traffic class."""
+    if targets and all(isinstance(v, dict) for v in targets.values()):  # one SLO per class
+        return "; ".join(f"{cls}: {slo_text(t) or 'none'}" for cls, t in targets.items())
+    return ", ".join(f"{k} <= {v:g}" for k, v in targets.items())
 
 
 def write_results(res: Results, out: Path) -> list[Path]:
@@ -113,7 +125,7 @@ def write_results(res: Results, out: Path) -> list[Path]:
     """
     out.mkdir(parents=True, exist_ok=True)
     files = {"cost_by_hour.parquet": res.cost_by_hour, "replicas.parquet": res.replicas}
-    for name in ("gpus", "nodes", "lifecycle", "scaling", "monitoring", "alerts"):
+    for name in ("gpus", "nodes", "lifecycle", "scaling", "monitoring", "alerts", "maintenance"):
         frame = getattr(res, name)
         if frame is not None and len(frame):
             files[f"{name}.parquet"] = frame

@@ -552,6 +552,44 @@ class MonitoringConfig(BaseModel):
     alerts: tuple[AlertRule, ...] = DEFAULT_ALERTS
 
 
+class MaintenanceWindow(BaseModel):
+    """Host ``host`` of ``pool`` is under maintenance from ``start_s`` for ``duration_s``. A host is one of the pool's
+    nodes (``nodes.gpus_per_node`` GPUs; by default a replica's GPUs) or, for a pool on shared GPUs (vGPU, MIG,
+    time-slicing, MPS), one physical GPU (its index among the GPUs holding the pool's replicas)."""
+
+    model_config = _FROZEN
+    pool: str
+    host: int = Field(default=0, ge=0)
+    start_s: float = Field(ge=0)
+    duration_s: float = Field(gt=0)
+
+
+class RollingMaintenance(BaseModel):
+    """Every host of ``pools`` in turn, one at a time: each for ``duration_s``, the next ``gap_s`` after the last
+    ended, from ``start_s``."""
+
+    model_config = _FROZEN
+    pools: tuple[str, ...] = Field(min_length=1)
+    start_s: float = Field(default=0.0, ge=0)
+    duration_s: float = Field(gt=0)
+    gap_s: float = Field(default=0.0, ge=0)
+
+
+class MaintenanceConfig(BaseModel):
+    """Host maintenance (issue #9). Replicas on whole GPUs, bare metal or passed through to a VM, cannot be live-
+    migrated: they stop at the window's start (their requests are routed again and restart) and start again at its
+    end, taking ``restart_s`` to boot and load. vGPU and MIG VMs are live-migrated to a host with a matching driver:
+    each is stunned (paused) once, at its next step boundary, for ``switchover_s`` plus its GPU state (the frame
+    buffer in use: weights and the KV blocks in use) over ``migration_gb_s``; nothing is lost, its requests wait."""
+
+    model_config = _FROZEN
+    windows: tuple[MaintenanceWindow, ...] = ()
+    rolling: RollingMaintenance | None = None
+    restart_s: float = Field(default=120.0, ge=0, description="boot and load after a passthrough host's window")
+    migration_gb_s: float = Field(default=10.0, gt=0, description="GPU state copy rate of a live migration")
+    switchover_s: float = Field(default=0.2, ge=0, description="fixed stun of a live migration")
+
+
 class RunConfig(BaseModel):
     model_config = _FROZEN
     max_duration_s: float | None = Field(
@@ -582,6 +620,19 @@ class Scenario(BaseModel):
     kv_transfer: KvTransferConfig | None = Field(default=None, description="disaggregated serving: the KV hand-off "
                                                  "from prefill to decode pools (needed when a pool has role prefill)")
     monitoring: MonitoringConfig | None = Field(default=None, description="sampled metrics and alert rules")
+    maintenance: MaintenanceConfig | None = Field(default=None, description="host maintenance windows")
+
+    @model_validator(mode="after")
+    def _maintenance_pools(self) -> Scenario:
+        m = self.maintenance
+        if m is None:
+            return self
+        named = [(f"maintenance.windows.{i}.pool", w.pool) for i, w in enumerate(m.windows)]
+        named += [(f"maintenance.rolling.pools.{i}", p) for i, p in enumerate(m.rolling.pools if m.rolling else ())]
+        for where, pool in named:
+            if pool not in self.pools:
+                raise ValueError(f"{where}: {pool!r} is not a pool of this scenario ({', '.join(self.pools)})")
+        return self
 
     @model_validator(mode="after")
     def _router_pools(self) -> Scenario:

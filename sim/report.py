@@ -95,6 +95,8 @@ def figures(results: dict) -> dict[str, bytes]:
 
 def render_html(results: dict, images: dict[str, bytes]) -> str:
     """The report as one HTML document (images inline)."""
+    from sim.cli import slo_text
+
     s = results["summary"]
     esc = html.escape
     name = str(results["scenario"].get("name", "scenario"))
@@ -108,7 +110,7 @@ def render_html(results: dict, images: dict[str, bytes]) -> str:
                      f"{req['in_flight']:,} in flight"),
         ("cost", f"${cost['usd_total']:,.4f} total, ${cost['usd_per_hour'] or 0:,.2f}/h, "
                  f"${cost['usd_per_million_output_tokens'] or float('nan'):,.3f} per million output tokens"),
-        ("SLO", ", ".join(f"{k} <= {v}" for k, v in s["slo"]["targets"].items()) or "none"),
+        ("SLO", slo_text(s["slo"]["targets"]) or "none"),
     ]
     parts = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',

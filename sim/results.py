@@ -59,6 +59,7 @@ class Results:
     scaling: pd.DataFrame | None = None
     monitoring: pd.DataFrame | None = None  # with a scenario's monitoring block (sim/metrics/monitoring.py)
     alerts: pd.DataFrame | None = None
+    maintenance: pd.DataFrame | None = None  # with a scenario's maintenance block: one row per window and host
 
     @property
     def requests(self) -> pd.DataFrame:

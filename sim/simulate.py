@@ -14,6 +14,7 @@ from sim.autoscale.runner import SCALING_COLUMNS
 from sim.catalog import load_catalog
 from sim.cluster.build import build
 from sim.cluster.deploy import plan_pools
+from sim.cluster.maintenance import MAINTENANCE_COLUMNS
 from sim.config import Scenario, TraceWorkload
 from sim.metrics.cost import energy_kwh
 from sim.metrics.lifecycle import hourly_cost, idle_node_kwh, lifecycle_frame, nodes_frame, state_gpu_hours
@@ -145,6 +146,16 @@ def simulate(
     results = Results(scenario, seed_info, None if fleet.records.spilled else kept, timeseries, replicas, hourly,
                       summary, fleet.events, tuple(fleet.records.parts), tuple(monitor.store.parts), gpus, nodes,
                       lifecycle_frame(fleet.pools), pd.DataFrame(fleet.scaling, columns=SCALING_COLUMNS))
+    if fleet.maintenance_log is not None:
+        log = pd.DataFrame(fleet.maintenance_log, columns=MAINTENANCE_COLUMNS).sort_values(["start_s", "pool", "host"],
+                                                                                        ignore_index=True)
+        summary["maintenance"] = {
+            "windows": len(log), "replicas_down": int(log.loc[log["kind"] == "down", "replicas"].sum()),
+            "replicas_migrated": int(log.loc[log["kind"] == "migrated", "replicas"].sum()),
+            "requests_requeued": int(log["requests_requeued"].sum()),
+            "requests_delayed": int(log["requests_delayed"].sum()), "stun_s": float(log["stun_s"].sum()),
+            "capacity_lost_replica_s": float(log["capacity_lost_replica_s"].sum())}
+        results = dataclasses.replace(results, maintenance=log)
     if scenario.monitoring is not None:
         cfg = scenario.monitoring
         monitoring = monitoring_frame(results.timeseries, results.requests, replicas, end_s, cfg.interval_s,

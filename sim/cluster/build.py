@@ -12,6 +12,7 @@ import simpy
 
 from sim.autoscale.runner import AUTOSCALERS, fleet_process, rate_window_s
 from sim.cluster.deploy import Deployment, PoolPlan
+from sim.cluster.maintenance import start_maintenance
 from sim.cluster.pool import PoolHooks, PoolRuntime
 from sim.cluster.router import ROUTERS, PoolRules
 from sim.config import ClosedLoopWorkload, KernelPerf, Scenario, TraceWorkload
@@ -115,6 +116,7 @@ class Fleet:
     prefixes: list = field(default_factory=lambda: [None])  # per class: (prompt, trace ids) -> (ids, tokens per id)
     kv_transfer: object = None  # disaggregated serving: the scenario's kv_transfer block (None: not disaggregated)
     pool_rules: PoolRules | None = None  # the router's rules and overflow (hybrid fleets), if any
+    maintenance_log: list[dict] | None = None  # one row per maintenance window (sim/cluster/maintenance.py)
     transferring: list[Request] = field(default_factory=list)  # KV caches on their way to a decode replica
     link_free_s: dict[int, float] = field(default_factory=dict)  # per prefill replica: when its link is next free
     done: simpy.Event | None = None
@@ -491,6 +493,8 @@ def build(scenario: Scenario, deployment: Deployment, streams: Streams, spill_di
     fleet.add_replicas(streams)
     if scenario.fleet_autoscale is not None:
         fleet.add_fleet_autoscaler(scenario.fleet_autoscale)
+    if scenario.maintenance is not None:
+        fleet.maintenance_log = start_maintenance(env, fleet, scenario.maintenance, scenario.name)
     traffic = scenario.traffic()
     fleet.class_names = [name for name, _, _ in traffic]
     fleet.class_models = [wl.model for _, wl, _ in traffic]

@@ -162,6 +162,49 @@ class PoolRuntime:
             for member in ranked[:len(active) - n]:
                 self._retire(member)
 
+    def take_down(self, node: Node) -> tuple[int, int]:
+        """Maintenance of ``node`` (replicas that cannot migrate): its replicas stop now and their requests are given
+        back to be routed again; nothing is placed on it until :meth:`bring_up`. Returns (replicas stopped, requests
+        re-queued). The node stays (and is billed): it is the operator's."""
+        stopped = requeued = 0
+        node.doomed = True
+        for m in [m for m in self.members if m.node is node and m.state not in TERMINAL]:
+            if m.state in STARTING:
+                self._lose(m)
+            else:
+                if m.state == "ready":
+                    self.hooks.unroute(m.replica)
+                lost = m.replica.stop()
+                requeued += len(lost)
+                self.hooks.give_back(lost, "")
+                self._release(m)
+            stopped += 1
+        node.idle_since = None  # not released while empty: it comes back
+        return stopped, requeued
+
+    def bring_up(self, node: Node, replicas: int, restart_s: float) -> list[Member]:
+        """The end of ``node``'s maintenance: ``replicas`` start on it again, ready after ``restart_s``."""
+        node.doomed = False
+        out = []
+        for _ in range(min(replicas, node.free // self.tp)):
+            member = self._add(node, "load")
+            member.process = self.env.process(self._restart(member, restart_s))
+            out.append(member)
+        return out
+
+    def _restart(self, member: Member, restart_s: float):
+        try:
+            yield self.env.timeout(restart_s)
+        except simpy.Interrupt:
+            self._release(member)
+            return
+        self._ready(member)
+
+    def _ready(self, member: Member) -> None:
+        self._set(member, "ready")
+        member.process = None
+        self.hooks.ready(member.replica)
+
     # ---------------------------------------------------------------------------------------------- internals
     def _set(self, member: Member, state: str) -> None:
         if member.state != state and member.state not in TERMINAL:
@@ -267,9 +310,7 @@ class PoolRuntime:
         except simpy.Interrupt:
             self._release(member)
             return
-        self._set(member, "ready")
-        member.process = None
-        self.hooks.ready(member.replica)
+        self._ready(member)
 
     def _lose(self, member: Member, how: str = "") -> None:
         """End a replica that is still starting, now (its start-up process is told to stop)."""

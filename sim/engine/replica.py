@@ -112,6 +112,7 @@ class Replica:
         self.group = DecodeGroup(block_size) if self.fast and events is None else None
         self._wake: simpy.Event | None = None
         self._hold = getattr(scheduler, "hold_s", None)  # static batching's wait for a fuller batch
+        self._pause_s = 0.0  # a stun to take at the next step boundary (live migration)
         self.stopped = False  # set by stop(): the process ends at its next resumption
         self._idle_waiters: list[simpy.Event] = []
         self._cuttable = False  # True while a decode run may be cut by an arrival (interrupting the process)
@@ -203,6 +204,15 @@ class Replica:
                 self._wake = None
             if self.stopped:
                 return
+            if self._pause_s > 0:  # a live migration's stun, at this step boundary
+                stun_s, self._pause_s = self._pause_s, 0.0
+                if self.events is not None:
+                    for req in (*st.running, *st.waiting):
+                        self.events.append((env.now, req.request_id, "stun", 0))
+                yield env.timeout(stun_s)
+                if self.stopped:
+                    return
+                continue
             if self._hold is not None:
                 hold_s = self._hold(st.running, st.waiting, env.now)
                 if hold_s > 0:  # static batching: wait for a fuller batch, or for the oldest request's delay
@@ -346,6 +356,18 @@ class Replica:
         while accepted < cfg.num_tokens and rng.random() < cfg.acceptance_rate:
             accepted += 1
         return accepted
+
+    def pause(self, stun_s: float) -> int:
+        """Stun this replica for ``stun_s`` from its next step boundary (the step in progress, or the decode run's
+        step in progress, completes first); returns how many requests are on it (delayed by the stun)."""
+        self._pause_s += stun_s
+        if self._wake is not None and not self._wake.triggered:
+            self._wake.succeed()
+        elif self._cuttable:
+            self._cuttable = False
+            self._cut_at_tie = False
+            self.process.interrupt()
+        return len(self.state.running) + len(self.state.waiting)
 
     @property
     def has_work(self) -> bool:
