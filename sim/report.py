@@ -44,7 +44,7 @@ def load_results(folder: str | Path) -> dict:
     if missing:
         raise ReportError(f"{folder}: not a fleetsim results folder: missing {', '.join(missing)}")
     try:
-        return {
+        results = {
             "summary": json.loads((folder / "summary.json").read_text(encoding="utf-8")),
             "scenario": yaml.safe_load((folder / "scenario.yaml").read_text(encoding="utf-8")),
             "requests": pd.read_parquet(requests),
@@ -53,6 +53,14 @@ def load_results(folder: str | Path) -> dict:
         }
     except (ValueError, OSError, json.JSONDecodeError, yaml.YAMLError) as err:
         raise ReportError(f"{folder}: cannot read the results: {err}") from None
+    summary, scenario = results["summary"], results["scenario"]
+    need = ("requests", "slo", "cost", "duration_s", "pools", "ttft_s", "tpot_s", "e2e_s", "throughput")
+    if not isinstance(summary, dict) or any(k not in summary for k in need):
+        missing = [k for k in need if not isinstance(summary, dict) or k not in summary]
+        raise ReportError(f"{folder}/summary.json: not a fleetsim run summary (missing {', '.join(missing)})")
+    if not isinstance(scenario, dict):
+        raise ReportError(f"{folder}/scenario.yaml: not a scenario mapping")
+    return results
 
 
 def _png(fig) -> bytes:

@@ -304,22 +304,26 @@ def load_scenario(path: str | Path, overrides: Iterable[str] = ()) -> Scenario:
         raise
 
 
-def load_scenario_with(path: str | Path, values: dict, source: str, seed: int | None = None) -> Scenario:
-    """:func:`load_scenario` with typed overrides: ``values`` maps dotted keys to values (a sweep's arm);
-    errors in a field an override set are reported from ``source``."""
+def load_scenario_with(path: str | Path, values: dict, source: str, seed: int | None = None,
+                       values_base: str | Path | None = None) -> Scenario:
+    """:func:`load_scenario` with typed overrides: ``values`` maps dotted keys to values (a sweep's arm); file paths
+    among them are relative to ``values_base`` (the file that gave them; default: the scenario's folder); errors in a
+    field an override set are reported from ``source``."""
     path = Path(path)
     data = read_yaml(path)
+    _resolve_paths(data, path.parent)  # the scenario's own references, relative to it
     for key, value in values.items():
         assign(data, key, value, source)
     if seed is not None:
         data["seed"] = seed
-    _resolve_paths(data, path.parent)
+    _resolve_paths(data, Path(values_base) if values_base is not None else path.parent)
     try:
         return validate_scenario(data, str(path))
     except ScenarioError as err:
-        # A problem in a field an override set, or beside it in the block it set it in, is the override's.
-        for key in reversed(list(values)):
-            parent = key.rpartition(".")[0]
-            if err.field and (err.field == key or err.field.startswith((key + ".", parent + "."))):
-                raise ScenarioError(f"{source}: {key}", err.field, err.message) from None
+        # A problem in a field an override set is the override's; failing that, one beside it in its block.
+        keys = list(values)
+        exact = [k for k in keys if err.field and (err.field == k or err.field.startswith(k + "."))]
+        near = [k for k in keys if err.field and err.field.startswith(k.rpartition(".")[0] + ".")]
+        for key in (exact or near)[-1:]:
+            raise ScenarioError(f"{source}: {key}", err.field, err.message) from None
         raise

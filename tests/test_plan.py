@@ -96,3 +96,18 @@ def test_cli_plan_prints_the_candidates_and_the_plan(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "l4-fp8" in proc.stdout and "first cut" in proc.stdout and "meets the target" in proc.stdout
     assert (tmp_path / "o" / "plan.yaml").exists()
+
+
+def test_a_candidate_too_short_for_the_requests_is_not_planned(tmp_path):
+    """Fixed 3,000-token prompts: an L4 limited to 2,048 tokens would reject every request; it gets no capacity."""
+    path = write_plan_file(tmp_path, set={"workload.num_requests": 200,
+                                          "workload.prompt_tokens": {"dist": "fixed", "tokens": 3000}},
+                           candidates=[{"gpu": "l4", "precision": "fp8", "engine": {"max_model_len": 2048}},
+                                       {"gpu": "h100_sxm", "precision": "fp8"}], max_iterations=1)
+    planner = load_plan(path)
+    l4 = next(c for c in planner.candidates if c.name == "l4-fp8")
+    assert l4.capacity.rate_rps == 0 and l4.capacity.limited_by.startswith("max_model_len")
+    assert first_cut(planner)["l4-fp8"] == 0
+    proc = subprocess.run([sys.executable, "-m", "sim", "plan", str(path), "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode in (0, 1) and "Traceback" not in proc.stderr

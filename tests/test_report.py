@@ -101,3 +101,18 @@ def test_report_renders_in_headless_chromium(results_dir, tmp_path):
     # Not a blank page: the plots put many distinct colours on it.
     assert pixels[..., :3].std() > 0.05
     assert len(np.unique((pixels[..., :3] * 255).astype(int).reshape(-1, 3), axis=0)) > 50
+
+
+@pytest.mark.parametrize(("summary", "scenario", "message"), [
+    ("{}", "name: x", r"summary\.json: not a fleetsim run summary \(missing requests"),
+    ("[1, 2]", "name: x", r"summary\.json: not a fleetsim run summary"),
+    (None, "[1, 2]", r"scenario\.yaml: not a scenario mapping"),
+])
+def test_malformed_results_are_report_errors(results_dir, tmp_path, summary, scenario, message):
+    bad = tmp_path / "bad"
+    shutil.copytree(results_dir, bad)
+    if summary is not None:
+        (bad / "summary.json").write_text(summary)
+    (bad / "scenario.yaml").write_text(scenario)
+    with pytest.raises(ReportError, match=message):
+        load_results(bad)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -84,7 +85,8 @@ def test_dataset_rows_summary_and_resume(tmp_path):
     assert len(data) == 2 * 3 * 3
     assert set(data.columns) >= {"run_id", "arm", "arm_label", "params", "replication", "seed", "metric", "value",
                                  "scenario"}
-    assert sorted(p.stem for p in (out / "runs").glob("*.parquet")) == sorted(r.run_id for r in runs)
+    assert sorted(p.stem for p in (out / "runs").glob("*.parquet")) == sorted(r.run_id(exp) for r in runs)
+    assert sorted(p.stem for p in (out / "cache").glob("*.json")) == sorted(r.scenario_id for r in runs)
     # Each row's scenario is the run's resolved scenario: re-simulating it gives the same figure.
     row = data[(data["metric"] == "ttft_s.p99")].iloc[0]
     assert simulate(Scenario.model_validate_json(row["scenario"])).summary["ttft_s"]["p99"] == row["value"]
@@ -123,14 +125,14 @@ def test_a_killed_sweep_resumes_to_the_same_results(tmp_path):
     proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(list((out / "runs").glob("*.parquet"))) < 3:
+    while time.monotonic() < deadline and len(list((out / "cache").glob("*.json"))) < 3:
         time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    written = list((out / "runs").glob("*.parquet"))
+    written = list((out / "cache").glob("*.json"))
     assert 3 <= len(written) < len(runs), "the sweep should have been killed part-way"
     for part in written:
-        pd.read_parquet(part)  # every file left behind is whole
+        json.loads(part.read_text())  # every file left behind is whole
     resumed = []
     data = run_sweep(exp, runs, out, progress=False, on_run=resumed.append)
     assert len(resumed) == len(runs) - len(written)
@@ -170,3 +172,52 @@ def test_cli_sweep_prints_the_arms_and_writes_the_dataset(tmp_path):
                          text=True, cwd=ROOT, timeout=60)
     assert bad.returncode == 2 and bad.stderr.startswith("fleetsim: error: --workers 0")
     assert "Traceback" not in bad.stderr
+
+
+def test_changing_the_experiment_rebuilds_the_dataset_from_the_cache(tmp_path):
+    """A re-run into the same folder after changing the metrics simulates nothing again and shows only the new
+    metrics; arms that resolve to one scenario share one simulation and both appear."""
+    out = tmp_path / "out"
+    variants = [{"name": "as-is", "set": {}}, {"name": "lo", "set": {"router.policy": "least_outstanding"}}]
+    exp, runs = load_experiment(write_experiment(tmp_path, parameters={"variants": variants}, replications=2,
+                                                 metrics=["ttft_s.p50"]))
+    simulated = []
+    data = run_sweep(exp, runs, out, progress=False, on_run=simulated.append)
+    assert len(simulated) == 2  # the quick start already routes by least_outstanding: 2 scenarios, 4 runs
+    assert sorted(set(data["arm_label"])) == ["as-is", "lo"] and len(data) == 4
+    exp2, runs2 = load_experiment(write_experiment(tmp_path, parameters={"variants": variants}, replications=2,
+                                                   metrics=["ttft_s.p99", "slo.attainment"]))
+    again = []
+    data2 = run_sweep(exp2, runs2, out, progress=False, on_run=again.append)
+    assert again == [] and set(data2["metric"]) == {"ttft_s.p99", "slo.attainment"} and len(data2) == 8
+    assert set(pd.read_parquet(out / "runs")["metric"]) == {"ttft_s.p99", "slo.attainment"}
+    assert set(pd.read_csv(out / "summary.csv")["metric"]) == {"ttft_s.p99", "slo.attainment"}
+
+
+def test_duplicate_metrics_and_unreachable_ray_addresses_are_errors(tmp_path):
+    with pytest.raises(SweepError, match=r"metrics: .*listed more than once"):
+        load_experiment(write_experiment(tmp_path, metrics=["ttft_s.p50", "ttft_s.p50"]))
+    pytest.importorskip("ray")
+    exp, runs = load_experiment(write_experiment(tmp_path))
+    with pytest.raises(SweepError, match=r"--address 127\.0\.0\.1:1: no Ray cluster answers there"):
+        run_sweep(exp, runs, tmp_path / "o", backend="ray", address="127.0.0.1:1", progress=False)
+
+
+def test_paths_in_an_experiment_are_relative_to_it(tmp_path):
+    """A trace named in the experiment's set is found next to the experiment file, not next to the scenario."""
+    import shutil
+
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    trace = ROOT / "data" / "traces" / "azure-2023" / "AzureLLMInferenceTrace_code.csv"
+    shutil.copyfile(trace, sub / "t.csv")
+    data = {"name": "t", "scenario": str(ROOT / "configs" / "azure_code_hpa_l4.yaml"),
+            "set": {"workload.path": "t.csv", "workload.duration_s": 60}, "metrics": ["ttft_s.p50"]}
+    path = sub / "exp.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    _, runs = load_experiment(path)
+    assert Scenario.model_validate_json(runs[0].scenario_json).workload.path == str((sub / "t.csv").resolve())
+    data["set"]["workload.path"] = "missing.csv"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    with pytest.raises(SweepError, match=r"workload\.path: .*trace file not found: .*sub/missing\.csv"):
+        load_experiment(path)

@@ -73,7 +73,8 @@ def load_plan(path: str | Path) -> Planner:
     cfg, scenario_path = read_study_file(path, PlanConfig, "planning")
     source = str(path)
     try:
-        base = load_scenario_with(scenario_path, dict(cfg.set), f"{source}: set")
+        base = load_scenario_with(scenario_path, dict(cfg.set), f"{source}: set",
+                                  values_base=Path(source).resolve().parent)
     except ScenarioError as err:
         raise SweepError(str(err)) from None
     if isinstance(base.workload, ClosedLoopWorkload) or base.classes:
@@ -91,6 +92,7 @@ def load_plan(path: str | Path) -> Planner:
                       mean_prompt=float(np.mean(arrays.prompt_tokens)),
                       mean_output=float(np.mean(arrays.output_tokens)))
     catalog = load_catalog(tuple(Path(p) for p in base.catalog_files))
+    lengths = arrays.prompt_tokens + arrays.output_tokens
     names = set()
     for i, cand in enumerate(cfg.candidates):
         if "gpu" not in cand:
@@ -111,6 +113,9 @@ def load_plan(path: str | Path) -> Planner:
         perf = build_perf_model(plan.config, plan.gpu, plan.model, plan.sizing)
         cap = replica_capacity(perf, planner.mean_prompt, planner.mean_output, plan.sizing.kv_tokens,
                                plan.config.engine.max_num_seqs, plan.sizing.max_num_batched_tokens, base.slo.tpot_s)
+        fits = float(np.mean(lengths <= plan.sizing.max_model_len))
+        if fits < cfg.target_attainment:  # it would reject too many requests as too long to ever meet the target
+            cap = Capacity(0.0, 0, float("nan"), cap.prefill_s, f"max_model_len ({100 * fits:.0f}% fit)")
         usd = plan.usd_per_gpu_hour * plan.config.gpus_per_replica
         planner.candidates.append(Candidate(name, pool, usd, cap))
     return planner

@@ -41,14 +41,18 @@ def cmd_plan(args: argparse.Namespace) -> int:
     print("\nsimulated:")
     for h in history:
         print(f"  {_counts(h['counts']):<40} ${h['usd_per_hour']:>8.2f}/h  attainment {100 * h['attainment']:6.2f}%  "
-              f"TTFT p99 {h['ttft_p99_s'] or float('nan'):.3g} s  TPOT p99 {h['tpot_p99_s'] or float('nan'):.3g} s")
+              f"TTFT p99 {h['ttft_p99_s'] if h['ttft_p99_s'] is not None else float('nan'):.3g} s  "
+              f"TPOT p99 {h['tpot_p99_s'] if h['tpot_p99_s'] is not None else float('nan'):.3g} s")
     att = summary["slo"]["attainment"] or 0.0
     met = att >= cfg.target_attainment
     cost = summary["cost"]
+    def fmt(value, spec: str = ".3g") -> str:
+        return "-" if value is None else format(value, spec)
+
     print(f"\nplan: {_counts(final)}: ${planner.cost(final):,.2f}/h, "
-          f"${cost['usd_per_million_output_tokens'] or float('nan'):,.3f} per million output tokens; "
-          f"TTFT p50/p99 {summary['ttft_s']['p50']:.3g}/{summary['ttft_s']['p99']:.3g} s, "
-          f"TPOT p50/p99 {summary['tpot_s']['p50']:.3g}/{summary['tpot_s']['p99']:.3g} s, "
+          f"${fmt(cost['usd_per_million_output_tokens'], ',.3f')} per million output tokens; "
+          f"TTFT p50/p99 {fmt(summary['ttft_s']['p50'])}/{fmt(summary['ttft_s']['p99'])} s, "
+          f"TPOT p50/p99 {fmt(summary['tpot_s']['p50'])}/{fmt(summary['tpot_s']['p99'])} s, "
           f"attainment {100 * att:.2f}% ({'meets' if met else 'MISSES'} the target)")
     print(f"scenario: {write_plan(planner, final, out)} ({time.perf_counter() - start:.1f} s)")
     return 0 if met else 1

@@ -44,7 +44,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     exp, runs = load_experiment(args.experiment)
     out = Path(args.out) if args.out else Path("results") / exp.name
     start = time.perf_counter()
-    data = run_sweep(exp, runs, out, args.backend, args.workers, args.address, progress=not args.quiet)
+    data = run_sweep(exp, runs, out, args.backend, args.workers, args.address, progress=not args.quiet,
+                     source=args.experiment)
     summary = summarize_sweep(data)
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.max_colwidth", 60):
         print(summary_table(summary, list(exp.metrics)).to_string())

@@ -106,3 +106,10 @@ class Experiment(BaseModel):
     replications: int = Field(default=1, ge=1, le=10_000)
     seed: int = Field(default=0, ge=0)
     metrics: tuple[str, ...] = Field(default=DEFAULT_METRICS, min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_metrics(self) -> Experiment:
+        twice = sorted({m for m in self.metrics if self.metrics.count(m) > 1})
+        if twice:
+            raise ValueError(f"metrics: {twice} listed more than once")
+        return self

@@ -1,9 +1,11 @@
 """Run an experiment's runs on a local process pool or on Ray, resumably, into a Parquet dataset.
 
-Each finished run is written at once, by the driver, to ``OUT/runs/<run id>.parquet`` (a temporary file renamed
-into place, so a killed sweep never leaves a half-written file): one row per metric, with the run's arm, its
-parameter values, replication, seed, id and resolved scenario. A re-run of the same experiment into the same
-folder skips the runs whose files exist. ``OUT/summary.csv`` holds each arm's mean, standard deviation and 95%
+Each simulation's summary is written at once, by the driver, to ``OUT/cache/<scenario id>.json`` (a temporary file
+renamed into place, so a killed sweep never leaves a half-written file); a re-run into the same folder simulates only
+the scenarios not cached, and arms that resolve to the same scenario share one simulation. The dataset,
+``OUT/runs/<run id>.parquet``, is built from the cache for the experiment as it is now: one file per run with one
+row per metric (the run's arm, parameter values, replication, seed, ids and resolved scenario); files of an earlier
+version of the experiment are removed. ``OUT/summary.csv`` holds each arm's mean, standard deviation and 95%
 confidence interval (Student t over the replications) per metric.
 """
 
@@ -41,9 +43,16 @@ class Run:
     scenario_json: str
 
     @property
-    def run_id(self) -> str:
-        """A hash of the resolved scenario (seed included): the same run has the same id in any sweep."""
+    def scenario_id(self) -> str:
+        """A hash of the resolved scenario (seed included): the simulation's identity, whatever arm asks for it."""
         return hashlib.sha256(self.scenario_json.encode()).hexdigest()[:16]
+
+    def run_id(self, exp: Experiment) -> str:
+        """A hash of the scenario, the arm, the replication and what the experiment keeps of it (name, metrics): a
+        changed experiment never reuses another's rows."""
+        key = json.dumps([self.scenario_id, exp.name, self.arm.label, self.arm.params_json(), self.replication,
+                          list(exp.metrics)])
+        return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def plan_runs(exp: Experiment, scenario_path: Path, source: str) -> list[Run]:
@@ -53,7 +62,7 @@ def plan_runs(exp: Experiment, scenario_path: Path, source: str) -> list[Run]:
     for arm in expand(exp):
         try:
             scenario = load_scenario_with(scenario_path, {**exp.set, **arm.values}, f"{source}: arm {arm.label!r}",
-                                          seeds[0])
+                                          seeds[0], values_base=Path(source).resolve().parent)
         except ScenarioError as err:
             raise SweepError(str(err)) from None
         for r, seed in enumerate(seeds):
@@ -92,7 +101,8 @@ def run_rows(exp: Experiment, run: Run, summary: dict) -> pd.DataFrame:
     n = len(values)
     return pd.DataFrame({
         "experiment": [exp.name] * n,
-        "run_id": [run.run_id] * n,
+        "run_id": [run.run_id(exp)] * n,
+        "scenario_id": [run.scenario_id] * n,
         "arm": np.full(n, run.arm.index, dtype=np.int64),
         "arm_label": [run.arm.label] * n,
         "params": [run.arm.params_json()] * n,
@@ -104,9 +114,9 @@ def run_rows(exp: Experiment, run: Run, summary: dict) -> pd.DataFrame:
     })
 
 
-def _write_atomic(frame: pd.DataFrame, path: Path) -> None:
+def _write_atomic(write: Callable[[Path], None], path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    frame.to_parquet(tmp, index=False)
+    write(tmp)
     os.replace(tmp, path)
 
 
@@ -117,12 +127,29 @@ def _local(todo: list[Run], workers: int) -> Iterator[tuple[Run, dict]]:
         return
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    pool = ProcessPoolExecutor(max_workers=workers)
+    try:
         pending = {pool.submit(simulate_summary, run.scenario_json): run for run in todo}
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in sorted(done, key=lambda f: pending[f].run_id):
+            for future in sorted(done, key=lambda f: pending[f].scenario_id):
                 yield pending.pop(future), future.result()
+    finally:  # a consumer that stops (an error, a bad metric) does not wait for the runs still queued
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _reachable(address: str) -> bool:
+    """Whether ``host:port`` accepts a connection within 2 s (``auto`` and other forms are left to Ray)."""
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        return True
+    try:
+        with socket.create_connection((host.removeprefix("ray://") or "127.0.0.1", int(port)), timeout=2):
+            return True
+    except OSError:
+        return False
 
 
 def _ray(todo: list[Run], workers: int, address: str | None) -> Iterator[tuple[Run, dict]]:
@@ -132,10 +159,15 @@ def _ray(todo: list[Run], workers: int, address: str | None) -> Iterator[tuple[R
         raise SweepError("--backend ray needs Ray: pip install 'fleetsim[ray]'") from None
     started = not ray.is_initialized()
     if started:
-        if address is not None:
-            ray.init(address=address, log_to_driver=False)  # the address exactly as given
-        else:
-            ray.init(num_cpus=max(1, workers), include_dashboard=False, log_to_driver=False)
+        if address is not None and not _reachable(address):
+            raise SweepError(f"--address {address}: no Ray cluster answers there")
+        try:
+            if address is not None:
+                ray.init(address=address, log_to_driver=False)  # the address exactly as given
+            else:
+                ray.init(num_cpus=max(1, workers), include_dashboard=False, log_to_driver=False)
+        except (ValueError, ConnectionError, RuntimeError) as err:
+            raise SweepError(f"--address {address}: cannot join a Ray cluster: {str(err).splitlines()[0]}") from None
     try:
         remote = ray.remote(simulate_summary)
         pending = {remote.remote(run.scenario_json): run for run in todo}
@@ -150,53 +182,80 @@ def _ray(todo: list[Run], workers: int, address: str | None) -> Iterator[tuple[R
 
 def run_sweep(exp: Experiment, runs: list[Run], out: Path, backend: str = "local", workers: int = 1,
               address: str | None = None, progress: bool = True,
-              on_run: Callable[[Run], None] | None = None) -> pd.DataFrame:
-    """Run every run of ``runs`` not already in ``out``, write each as it finishes, and return the whole dataset.
+              on_run: Callable[[Run], None] | None = None, source: str | None = None) -> pd.DataFrame:
+    """Simulate every scenario of ``runs`` not already cached in ``out``, then write and return the dataset.
 
     Parameters
     ----------
     exp, runs
         The experiment and its planned runs (:func:`plan_runs`).
     out
-        The results folder: ``runs/`` (the dataset) and ``summary.csv``.
+        The results folder: ``cache/`` (one summary per simulated scenario), ``runs/`` (the dataset) and
+        ``summary.csv``.
     backend, workers, address
         ``local`` (a process pool of ``workers``; 1: in this process) or ``ray`` (a local Ray instance with
         ``workers`` CPUs, or the cluster at ``address``, e.g. ``auto``).
     progress
         Show a progress bar with an ETA on stderr.
     on_run
-        Called after each run is written (tests use it).
+        Called after each simulation's summary is cached (tests use it).
+    source
+        The experiment file, for messages.
     """
     if backend not in BACKENDS:
         raise SweepError(f"--backend {backend!r}: allowed: {', '.join(BACKENDS)}")
-    folder = out / "runs"
-    folder.mkdir(parents=True, exist_ok=True)
-    for stale in folder.glob("*.tmp"):  # a run that was being written when a sweep was killed
-        stale.unlink()
-    done = {p.stem for p in folder.glob("*.parquet")}
-    todo = [run for run in runs if run.run_id not in done]
+    cache, folder = out / "cache", out / "runs"
+    for d in (cache, folder):
+        d.mkdir(parents=True, exist_ok=True)
+        for stale in d.glob("*.tmp"):  # a file that was being written when a sweep was killed
+            stale.unlink()
+    cached = {p.stem for p in cache.glob("*.json")}
+    unique = {run.scenario_id: run for run in runs}  # arms that resolve to one scenario share its simulation
+    todo = [run for sid, run in unique.items() if sid not in cached]
     from tqdm import tqdm
 
-    bar = tqdm(total=len(runs), initial=len(runs) - len(todo), desc=exp.name, unit="run", file=sys.stderr,
+    where = f"{source}: " if source else ""
+    bar = tqdm(total=len(unique), initial=len(unique) - len(todo), desc=exp.name, unit="run", file=sys.stderr,
                disable=not progress, dynamic_ncols=True)
-    source = _local(todo, workers) if backend == "local" else _ray(todo, workers, address)
+    results = _local(todo, workers) if backend == "local" else _ray(todo, workers, address)
+    checked = False
     try:
-        for run, summary in source:
-            try:
-                rows = run_rows(exp, run, summary)
-            except KeyError as err:
-                raise SweepError(f"metrics: {err.args[0]}") from None
-            _write_atomic(rows, folder / f"{run.run_id}.parquet")
+        for run, summary in results:
+            if not checked:  # the metric paths, on the first summary: a bad one stops the sweep at once
+                try:
+                    run_rows(exp, run, summary)
+                except KeyError as err:
+                    raise SweepError(f"{where}metrics: {err.args[0]}") from None
+                checked = True
+            text = json.dumps(summary)
+            _write_atomic(lambda tmp, text=text: tmp.write_text(text, encoding="utf-8"),
+                          cache / f"{run.scenario_id}.json")
             bar.update(1)
             if on_run is not None:
                 on_run(run)
     finally:
+        close = getattr(results, "close", None)
+        if close is not None:
+            close()
         bar.close()
-    wanted = {run.run_id for run in runs}
-    frames = [pd.read_parquet(p) for p in sorted(folder.glob("*.parquet")) if p.stem in wanted]
+    frames = []
+    for run in runs:
+        summary = json.loads((cache / f"{run.scenario_id}.json").read_text(encoding="utf-8"))
+        try:
+            rows = run_rows(exp, run, summary)
+        except KeyError as err:
+            raise SweepError(f"{where}metrics: {err.args[0]}") from None
+        path = folder / f"{run.run_id(exp)}.parquet"
+        if not path.exists():
+            _write_atomic(lambda tmp, rows=rows: rows.to_parquet(tmp, index=False), path)
+        frames.append(rows)
+    wanted = {run.run_id(exp) for run in runs}
+    for old in folder.glob("*.parquet"):  # rows of an earlier version of the experiment
+        if old.stem not in wanted:
+            old.unlink()
     data = pd.concat(frames, ignore_index=True).sort_values(["arm", "replication", "metric"], kind="mergesort")
     data = data.reset_index(drop=True)
-    summarize_sweep(data).to_csv(out / "summary.csv", index=False)
+    _write_atomic(lambda tmp: summarize_sweep(data).to_csv(tmp, index=False), out / "summary.csv")
     return data
 
 

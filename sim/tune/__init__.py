@@ -38,7 +38,7 @@ class Study:
         """The base scenario with ``set`` and ``values`` applied, validated."""
         try:
             return load_scenario_with(self.scenario_path, {**self.config.set, **values}, f"{self.source}: trial",
-                                      seed)
+                                      seed, values_base=Path(self.source).resolve().parent)
         except ScenarioError as err:
             raise SweepError(str(err)) from None
 
