@@ -127,7 +127,8 @@ def write_results(res: Results, out: Path) -> list[Path]:
     files = {"cost_by_hour.parquet": res.cost_by_hour, "replicas.parquet": res.replicas}
     for name in ("gpus", "nodes", "lifecycle", "scaling", "monitoring", "alerts", "maintenance"):
         frame = getattr(res, name)
-        if frame is not None and len(frame):
+        # An empty alerts or maintenance table is news too (nothing fired, nothing happened).
+        if frame is not None and (len(frame) or name in ("monitoring", "alerts", "maintenance")):
             files[f"{name}.parquet"] = frame
     written = []
     for name, parts, frame in (("requests", res.requests_parts, res.requests_in_memory),
@@ -388,7 +389,14 @@ def cmd_tco(args: argparse.Namespace) -> int:
         raise FleetsimError(f"ownership assumptions: {err}") from None
     if not 0 < args.target_utilisation <= 1:
         raise FleetsimError(f"--target-utilisation {args.target_utilisation}: must be in (0, 1]")
+    if not (math.isfinite(args.tpot_s) and args.tpot_s > 0):
+        raise FleetsimError(f"--tpot-s {args.tpot_s}: must be a positive number of seconds")
+    if not (math.isfinite(args.input_per_output) and args.input_per_output >= 0):
+        raise FleetsimError(f"--input-per-output {args.input_per_output}: must be 0 or more")
     deployments = gpu_comparison([args.model], args.gpus, [args.precision], tpot_s=args.tpot_s)
+    if not deployments["fits"].any():
+        raise FleetsimError(f"{args.model} in {args.precision} fits none of {', '.join(args.gpus)} at tensor "
+                            "parallelism <= 8")
     table = break_even_table(deployments, own, args.target_utilisation, args.input_per_output)
     shown = table.drop(columns=["model", "precision"])
     with pd.option_context("display.width", 220, "display.max_columns", 30):

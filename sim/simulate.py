@@ -159,7 +159,7 @@ def simulate(
     if scenario.monitoring is not None:
         cfg = scenario.monitoring
         monitoring = monitoring_frame(results.timeseries, results.requests, replicas, end_s, cfg.interval_s,
-                                      cfg.latency_window_s)
+                                      cfg.latency_window_s, fleet.pending_log)
         alerts = alerts_frame(monitoring, cfg.alerts, end_s)
         by_rule = alerts.groupby("alert")["duration_s"]
         fired, firing = by_rule.size(), by_rule.sum()

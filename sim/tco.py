@@ -43,8 +43,12 @@ class Ownership:
     licence_usd_per_gpu_year: float = 0.0  # e.g. 4500 for NVIDIA AI Enterprise
 
     def __post_init__(self) -> None:
-        if self.years <= 0 or self.usd_per_kwh < 0 or self.pue < 1 or not 0 <= self.utilisation <= 1:
-            raise ValueError("years > 0, usd_per_kwh >= 0, pue >= 1 and 0 <= utilisation <= 1")
+        values = (self.years, self.usd_per_kwh, self.pue, self.utilisation, self.server_overhead,
+                  self.licence_usd_per_gpu_year)
+        if not all(math.isfinite(v) for v in values) or self.years <= 0 or self.usd_per_kwh < 0 or self.pue < 1 or (
+                not 0 <= self.utilisation <= 1) or self.server_overhead < 0 or self.licence_usd_per_gpu_year < 0:
+            raise ValueError("years > 0, usd_per_kwh >= 0, pue >= 1, 0 <= utilisation <= 1, server_overhead >= 0 and "
+                             "licence >= 0, all finite")
 
 
 @cache

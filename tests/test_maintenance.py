@@ -82,3 +82,39 @@ def test_maintenance_errors_name_the_field():
         run({"w": {**WHOLE, "replicas": 2}}, 2, {"windows": [{"pool": "w", "host": 5, "start_s": 1, "duration_s": 1}]})
     with pytest.raises(ScenarioError, match=r"maintenance\.windows\.0\.pool: 'x' is not a pool"):
         run({"w": {**WHOLE, "replicas": 2}}, 2, {"windows": [{"pool": "x", "start_s": 1, "duration_s": 1}]})
+
+
+def test_a_stun_gives_the_same_records_in_both_stepping_modes():
+    """A MIG migration while a one-sequence decode run is sealed (nothing could join it): the stun still cuts it,
+    and is sized at its step boundary in both modes."""
+    from tests.test_fast_forward import assert_same, both_modes
+
+    mig = {"gpu": "h100_sxm", "model": "llama-3.1-8b", "engine": {"max_model_len": 4096, "max_num_seqs": 1},
+           "perf": {"model": "constant", "step_s": 0.125}, "sharing": {"mode": "mig", "profile": "3g.40gb"},
+           "replicas": 1}
+    patch = {"workload": {**TRAFFIC, "num_requests": 3, "output_tokens": {"dist": "fixed", "tokens": 40}},
+             "pools": {"p": None, "m": mig},
+             "maintenance": {"windows": [{"pool": "m", "host": 0, "start_s": 1.0, "duration_s": 60}],
+                             "switchover_s": 0.5}}
+    assert_same(*both_modes(scenario(patch)))
+
+
+def test_a_one_host_pool_holds_requests_through_its_window():
+    maint = {"windows": [{"pool": "w", "host": 0, "start_s": 0.3, "duration_s": 1.0}], "restart_s": 0.5}
+    res = run({"w": {**WHOLE, "replicas": 1}}, 20, maint)
+    counts = res.summary["requests"]
+    assert counts["rejected"] == 0 and counts["finished"] == 20
+    waited = res.requests[(res.requests["arrival_s"] > 0.3) & (res.requests["arrival_s"] < 1.8)]
+    assert (waited["first_token_s"] > 1.8).all()  # they waited at the gateway for the host to come back
+
+
+def test_a_replacement_started_during_the_window_is_not_doubled():
+    """With an HPA holding the pool at one replica, the autoscaler's replacement counts: the host restarts none."""
+    pool = {**WHOLE, "replicas": 1,
+            "autoscale": {"policy": "hpa", "min_replicas": 1, "max_replicas": 1,
+                          "metrics": [{"name": "queue_length", "target": 100}], "sync_period_s": 5}}
+    maint = {"windows": [{"pool": "w", "host": 0, "start_s": 10.0, "duration_s": 500.0}], "restart_s": 30.0}
+    res = run({"w": pool}, 200, maint)
+    alive_at_end = res.replicas[res.replicas["end_s"] >= res.summary["duration_s"]]
+    assert len(alive_at_end) == 1
+    assert res.summary["requests"]["finished"] == 200

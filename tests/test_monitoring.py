@@ -86,3 +86,18 @@ def test_alert_rules_are_checked():
     from sim.errors import ScenarioError
     with pytest.raises(ScenarioError, match="pool 'nope' is not a pool"):
         scenario({"monitoring": {"alerts": [{"name": "x", "metric": "queue_depth", "above": 1, "pool": "nope"}]}})
+
+
+def test_samples_stop_at_the_run_end_and_count_the_gateway():
+    sc = scenario({"workload": {"num_requests": 2000, "arrival": {"process": "poisson", "rate_per_s": 40.0}},
+                   "run": {"max_duration_s": 7.5}, "monitoring": {"interval_s": 5}})
+    mon = simulate(sc, seed=0).monitoring
+    assert mon["time_s"].max() == 7.5
+    assert (mon["gpu_utilisation"].dropna() <= 1.0 + 1e-12).all()
+    # A pool down for maintenance: the requests waiting at the gateway show in the fleet's queue depth.
+    down = scenario({"pools": {"p": {"replicas": 1}}, "workload": {"num_requests": 200},
+                     "maintenance": {"windows": [{"pool": "p", "start_s": 5.0, "duration_s": 20.0}]},
+                     "monitoring": {"interval_s": 5}})
+    res = simulate(down, seed=0)
+    rows = res.monitoring[(res.monitoring["pool"] == "all") & (res.monitoring["time_s"] == 20.0)]
+    assert rows["queue_depth"].iloc[0] > 10

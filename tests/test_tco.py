@@ -86,6 +86,7 @@ def test_utilisation_prices_the_time_the_gpus_were_not_busy():
     assert u["utilisation"] == pytest.approx(busy / billed) and 0 < u["utilisation"] < 0.8  # over-provisioned
     assert sum(u["usd"].values()) == pytest.approx(res.summary["cost"]["usd_total"])
     assert u["usd"]["busy"] == pytest.approx(busy * 2.0)
+    assert set(u["usd"]) == {"busy", "serving_not_busy", "cold_start", "no_replica"}
     assert u["usd_per_request"] == pytest.approx(res.summary["cost"]["usd_total"] / 60)
     assert u["usd_per_request_if_fully_used"] == pytest.approx(busy * 2.0 / 60)
 

@@ -117,6 +117,7 @@ class Fleet:
     kv_transfer: object = None  # disaggregated serving: the scenario's kv_transfer block (None: not disaggregated)
     pool_rules: PoolRules | None = None  # the router's rules and overflow (hybrid fleets), if any
     maintenance_log: list[dict] | None = None  # one row per maintenance window (sim/cluster/maintenance.py)
+    pending_log: list[tuple[float, int]] = field(default_factory=list)  # (time, requests at the gateway) changes
     transferring: list[Request] = field(default_factory=list)  # KV caches on their way to a decode replica
     link_free_s: dict[int, float] = field(default_factory=dict)  # per prefill replica: when its link is next free
     done: simpy.Event | None = None
@@ -258,7 +259,8 @@ class Fleet:
         """Whether some pool that serves class ``cls`` (in a disaggregated fleet: of ``role``) can ever have a
         replica (now, or by scaling)."""
         return any(self._serves(name, cls) and (role is None or self.plans[name].config.role == role)
-                   and (pool.active() or name in self.scalable) for name, pool in self.pools.items())
+                   and (pool.active() or name in self.scalable or pool.under_maintenance())
+                   for name, pool in self.pools.items())
 
     def _stage_limits(self, model: str | None) -> tuple[int, int]:
         """Disaggregated serving: the longest prompt + 1 a prefill pool of ``model`` takes and the longest request a
@@ -280,6 +282,8 @@ class Fleet:
         waiting, self.pending = self.pending, deque()
         for req in waiting:
             self._route(req)
+        if waiting:
+            self.pending_log.append((self.env.now, len(self.pending)))
 
     def _unroute(self, replica: Replica) -> None:
         self.routable.remove(replica)
@@ -362,6 +366,7 @@ class Fleet:
         if not eligible:
             if self.can_serve(req.cls, role):
                 self.pending.append(req)  # no ready replica can take it: it waits for one to become ready
+                self.pending_log.append((self.env.now, len(self.pending)))
                 return
             self._give_back([req], "no_replicas")  # no pool for its model will ever have a replica
             return
@@ -495,6 +500,7 @@ def build(scenario: Scenario, deployment: Deployment, streams: Streams, spill_di
         fleet.add_fleet_autoscaler(scenario.fleet_autoscale)
     if scenario.maintenance is not None:
         fleet.maintenance_log = start_maintenance(env, fleet, scenario.maintenance, scenario.name)
+        fleet.can_scale = True  # a request may wait at the gateway for a host to come back
     traffic = scenario.traffic()
     fleet.class_names = [name for name, _, _ in traffic]
     fleet.class_models = [wl.model for _, wl, _ in traffic]

@@ -33,7 +33,8 @@ def windows(cfg: MaintenanceConfig, fleet, source: str) -> list[tuple[str, int, 
         n = len(hosts_of(fleet, w.pool))
         if w.host >= n:
             raise ScenarioError(source, f"maintenance.windows.{i}.host",
-                                f"pool {w.pool} has {n} host{'s' if n != 1 else ''} at the start (0-{n - 1})")
+                                f"pool {w.pool} has {n} host{'s' if n != 1 else ''} at the start"
+                                + (f" (0-{n - 1})" if n else ""))
         out.append((w.pool, w.host, w.start_s, w.duration_s))
     roll = cfg.rolling
     if roll is not None:
@@ -65,22 +66,29 @@ def _window(env, fleet, cfg: MaintenanceConfig, pool: str, host: int, target, st
         # Every VM on the physical GPU moves to a spare host with the same driver: one stun each.
         placement = fleet.deployment.placement()
         on_gpu = [(name, i) for (name, i), (gpu, _) in placement.items() if gpu.gpu_id == target.gpu_id]
-        longest = 0.0
+        row.update(kind="migrated", replicas=0, end_s=env.now, capacity_lost_replica_s=0.0)
+        log.append(row)
+
+        def taken(stun_s: float, requests: int) -> None:  # the stun as it happened, at the VM's step boundary
+            row["stun_s"] += stun_s
+            row["capacity_lost_replica_s"] += stun_s
+            row["requests_delayed"] += requests
+            row["end_s"] = max(row["end_s"], env.now + stun_s)
+
         for name, i in on_gpu:
             members = fleet.pools[name].members
             if i >= len(members) or members[i].replica.stopped:
                 continue
-            replica = members[i].replica
-            p = fleet.plans[name]
-            state_bytes = p.sizing.weight_bytes_per_gpu + replica.state.used_blocks * p.sizing.block_size * (
-                p.sizing.kv_bytes_per_token_per_gpu)
-            stun_s = cfg.switchover_s + state_bytes / (cfg.migration_gb_s * 1e9)
-            row["requests_delayed"] += replica.pause(stun_s)
-            row["stun_s"] += stun_s
-            longest = max(longest, stun_s)
-        row.update(kind="migrated", replicas=len(on_gpu), end_s=env.now + longest,
-                   capacity_lost_replica_s=row["stun_s"])
-        log.append(row)
+            sizing = fleet.plans[name].sizing
+
+            def size(replica, sizing=sizing) -> float:
+                # The frame buffer in use: the weights and the KV blocks in use at the stun.
+                state_bytes = sizing.weight_bytes_per_gpu + replica.state.used_blocks * sizing.block_size * (
+                    sizing.kv_bytes_per_token_per_gpu)
+                return cfg.switchover_s + state_bytes / (cfg.migration_gb_s * 1e9)
+
+            members[i].replica.pause(size, taken)
+            row["replicas"] += 1
         return
     # Whole GPUs (or time-slicing / MPS, which have no live migration): down for the window, then a restart.
     node = target if not plan.shared else None

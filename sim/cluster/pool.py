@@ -70,6 +70,7 @@ class Node:
     ended_by: str = ""  # "", "released", "reclaimed", "failed"
     doomed: bool = False  # reclaim notice given or failing: no new replica is placed on it
     idle_since: float | None = None
+    maintenance: int = 0  # maintenance windows open on it: no new replica is placed on it meanwhile
 
 
 @dataclass
@@ -167,7 +168,7 @@ class PoolRuntime:
         back to be routed again; nothing is placed on it until :meth:`bring_up`. Returns (replicas stopped, requests
         re-queued). The node stays (and is billed): it is the operator's."""
         stopped = requeued = 0
-        node.doomed = True
+        node.maintenance += 1  # nothing is placed on it until its windows end (doomed is the hazards' flag)
         for m in [m for m in self.members if m.node is node and m.state not in TERMINAL]:
             if m.state in STARTING:
                 self._lose(m)
@@ -179,18 +180,31 @@ class PoolRuntime:
                 self.hooks.give_back(lost, "")
                 self._release(m)
             stopped += 1
-        node.idle_since = None  # not released while empty: it comes back
+        if stopped:
+            node.idle_since = None  # emptied by the window, not idle: not released while its replicas come back
         return stopped, requeued
 
     def bring_up(self, node: Node, replicas: int, restart_s: float) -> list[Member]:
-        """The end of ``node``'s maintenance: ``replicas`` start on it again, ready after ``restart_s``."""
-        node.doomed = False
+        """The end of one of ``node``'s maintenance windows: up to ``replicas`` start on it again, ready after
+        ``restart_s``; no more than the pool is short of its desired count (an autoscaler or a failure's
+        replacement may have started others meanwhile), and none on a node that ended meanwhile."""
+        node.maintenance -= 1
         out = []
-        for _ in range(min(replicas, node.free // self.tp)):
+        if node.maintenance or node.end_s is not None:
+            return out
+        short = self.desired - len(self.active())
+        for _ in range(max(0, min(replicas, short, node.free // self.tp))):
             member = self._add(node, "load")
             member.process = self.env.process(self._restart(member, restart_s))
             out.append(member)
+        if not out and node.free == node.gpus and node.idle_since is None:
+            node.idle_since = self.env.now  # back empty: released as any idle node is
+            self.env.process(self._release_node(node, self.env.now))
         return out
+
+    def under_maintenance(self) -> bool:
+        """Whether a node of the pool is in a maintenance window (its replicas come back)."""
+        return any(n.maintenance and n.end_s is None for n in self.nodes)
 
     def _restart(self, member: Member, restart_s: float):
         try:
@@ -219,10 +233,11 @@ class PoolRuntime:
 
     def _node_with_room(self, provision: bool) -> Node:
         for node in self.nodes:  # the oldest node with room: ready ones first
-            if node.end_s is None and not node.doomed and node.free >= self.tp and node.ready.triggered:
+            if (node.end_s is None and not node.doomed and not node.maintenance and node.free >= self.tp
+                    and node.ready.triggered):
                 return node
         for node in self.nodes:
-            if node.end_s is None and not node.doomed and node.free >= self.tp:
+            if node.end_s is None and not node.doomed and not node.maintenance and node.free >= self.tp:
                 return node
         now = self.env.now
         # A node to provision is billed from the start of the attempt that finds capacity (set then).

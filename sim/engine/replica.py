@@ -112,7 +112,8 @@ class Replica:
         self.group = DecodeGroup(block_size) if self.fast and events is None else None
         self._wake: simpy.Event | None = None
         self._hold = getattr(scheduler, "hold_s", None)  # static batching's wait for a fuller batch
-        self._pause_s = 0.0  # a stun to take at the next step boundary (live migration)
+        self._pauses: list = []  # stuns to take at the next step boundary (live migration): (size, taken)
+        self._in_run = False  # True while waiting inside a decode run (a pause cuts it even when sealed)
         self.stopped = False  # set by stop(): the process ends at its next resumption
         self._idle_waiters: list[simpy.Event] = []
         self._cuttable = False  # True while a decode run may be cut by an arrival (interrupting the process)
@@ -204,8 +205,15 @@ class Replica:
                 self._wake = None
             if self.stopped:
                 return
-            if self._pause_s > 0:  # a live migration's stun, at this step boundary
-                stun_s, self._pause_s = self._pause_s, 0.0
+            if self._pauses:  # a live migration's stun, at this step boundary, sized by the state here
+                pauses, self._pauses = self._pauses, []
+                if self.group is not None:  # the stun is a gap between tokens the group's step log does not hold
+                    self.group.dissolve(st.running)
+                stun_s = 0.0
+                for size, taken in pauses:
+                    s = size(self)
+                    taken(s, len(st.running) + len(st.waiting))
+                    stun_s += s
                 if self.events is not None:
                     for req in (*st.running, *st.waiting):
                         self.events.append((env.now, req.request_id, "stun", 0))
@@ -299,17 +307,13 @@ class Replica:
             times += piece
             self.step_end_s = t
             wait = env.timeout(t - env.now)
-            if sealed:
-                yield wait
-                if self.stopped:
-                    return
-                continue
-            self._cuttable = True
+            self._cuttable = not sealed  # arrivals cut only a run they could join; a pause cuts any run
+            self._in_run = True
             try:
                 yield wait
             except simpy.Interrupt:
                 cut = True
-            self._cuttable = False
+            self._cuttable = self._in_run = False
             if cut:
                 # The arrival joins at the end of the step in progress; at a tie with a step end, as per-step
                 # stepping orders it (see submit).
@@ -357,17 +361,18 @@ class Replica:
             accepted += 1
         return accepted
 
-    def pause(self, stun_s: float) -> int:
-        """Stun this replica for ``stun_s`` from its next step boundary (the step in progress, or the decode run's
-        step in progress, completes first); returns how many requests are on it (delayed by the stun)."""
-        self._pause_s += stun_s
+    def pause(self, size: Callable[[Replica], float], taken: Callable[[float, int], None]) -> None:
+        """Stun this replica from its next step boundary (the step in progress, or a decode run's step in progress,
+        completes first) for ``size(replica)`` seconds, computed there; ``taken(stun_s, requests_on_it)`` is told."""
+        self._pauses.append((size, taken))
         if self._wake is not None and not self._wake.triggered:
             self._wake.succeed()
-        elif self._cuttable:
-            self._cuttable = False
-            self._cut_at_tie = False
+        elif self._in_run:
+            self._cuttable = self._in_run = False
+            # A maintenance timer is scheduled at the start of the run, before any step end of its instant, so
+            # per-step stepping sees it at a step ending then: the run is cut there too.
+            self._cut_at_tie = True
             self.process.interrupt()
-        return len(self.state.running) + len(self.state.waiting)
 
     @property
     def has_work(self) -> bool:

@@ -5,7 +5,8 @@ Metrics at each sample time ``t`` (the end of the interval ``(t - interval_s, t]
 
 - ``gpu_utilisation``: busy replica-seconds over alive replica-seconds in the interval (DCGM's averaged
   utilisation; a replica is alive from its start, cold start included, to its end);
-- ``queue_depth``: requests waiting in the pool's queues at ``t`` (a gauge, read at the scrape);
+- ``queue_depth``: requests waiting in the pool's queues at ``t`` (a gauge, read at the scrape); the fleet's also
+  counts those waiting at the gateway for a replica (scale from zero, a pool down for maintenance);
 - ``ttft_p99_s``, ``tpot_p99_s``, ``e2e_p99_s``: the 99th percentile of the requests that reached that point
   (first token, or finish) within the last ``latency_window_s``; NaN when none did;
 - ``cost_per_request_usd``: the alive replicas' GPU cost in the interval over the requests finished in it.
@@ -68,11 +69,13 @@ def _rolling_p99(times: np.ndarray, values: np.ndarray, at: np.ndarray, window_s
 
 
 def monitoring_frame(timeseries: pd.DataFrame, requests: pd.DataFrame, replicas: pd.DataFrame, end_s: float,
-                     interval_s: float, latency_window_s: float) -> pd.DataFrame:
-    """The sampled metrics: one row per (sample time, pool), pools first and then ``all``."""
-    edges = np.arange(0.0, end_s + interval_s, interval_s)
-    if len(edges) < 2:
-        edges = np.array([0.0, max(end_s, interval_s)])
+                     interval_s: float, latency_window_s: float,
+                     gateway: list[tuple[float, int]] | None = None) -> pd.DataFrame:
+    """The sampled metrics: one row per (sample time, pool), pools first and then ``all``. The last interval ends at
+    the run's end. ``gateway``: (time, requests waiting at the gateway) changes, counted in the fleet's queue depth
+    (requests that no ready replica could take yet)."""
+    edges = np.arange(0.0, end_s, interval_s)
+    edges = np.append(edges, end_s) if end_s > 0 else np.array([0.0, interval_s])
     at = edges[1:]
     frames = []
     pools = [str(p) for p in dict.fromkeys(replicas["pool"].astype(str))]
@@ -88,6 +91,9 @@ def monitoring_frame(timeseries: pd.DataFrame, requests: pd.DataFrame, replicas:
             times = g["time_s"].to_numpy(float)
             busy += _step_integral(times, g["busy_replicas"].to_numpy(float), edges)
             waiting += _step_value(times, g["waiting"].to_numpy(float), at)
+        if pool is None and gateway:
+            g_times, g_values = (np.array(x, dtype=float) for x in zip(*gateway, strict=True))
+            waiting += _step_value(g_times, g_values, at)
         alive = _alive(rep, edges)
         cost = _alive(rep, edges, price[replicas.index.get_indexer(rep.index)])
         done = req[req["status"] == "finished"]
