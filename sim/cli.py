@@ -18,7 +18,7 @@ import yaml
 
 from sim.catalog import load_catalog
 from sim.cluster.deploy import plan_pools
-from sim.errors import CatalogError, FleetsimError, unknown_name
+from sim.errors import CatalogError, FleetsimError, InternalError, unknown_name
 from sim.results import Results
 from sim.scenario import load_scenario
 from sim.simulate import simulate
@@ -496,6 +496,9 @@ def main(argv: list[str] | None = None) -> int:
     except FleetsimError as err:
         print(f"fleetsim: error: {err}", file=sys.stderr)
         return 2
+    except InternalError as err:  # an invariant broke: a bug to report, with what reproduces it
+        print(f"fleetsim: {err}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         print("fleetsim: interrupted", file=sys.stderr)
         return 130

@@ -599,6 +599,8 @@ class RunConfig(BaseModel):
     spill_after_requests: int | None = Field(
         default=1_000_000, gt=0, description="past this many request records, write them to Parquet parts and "
         "keep only the summary's columns in memory (None: never)")
+    check_invariants: bool = Field(default=True, description="check the run's invariants at its end "
+                                   "(sim/invariants.py); off only for benchmarks")
     spill_dir: str | None = Field(default=None, description="folder for spilled records; default: a temporary "
                                   "folder (the CLI uses --out)")
 

@@ -16,6 +16,7 @@ from sim.cluster.build import build
 from sim.cluster.deploy import plan_pools
 from sim.cluster.maintenance import MAINTENANCE_COLUMNS
 from sim.config import Scenario, TraceWorkload
+from sim.invariants import check as check_invariants
 from sim.metrics.cost import energy_kwh
 from sim.metrics.lifecycle import hourly_cost, idle_node_kwh, lifecycle_frame, nodes_frame, state_gpu_hours
 from sim.metrics.monitoring import alerts_frame, monitoring_frame
@@ -146,6 +147,9 @@ def simulate(
     results = Results(scenario, seed_info, None if fleet.records.spilled else kept, timeseries, replicas, hourly,
                       summary, fleet.events, tuple(fleet.records.parts), tuple(monitor.store.parts), gpus, nodes,
                       lifecycle_frame(fleet.pools), pd.DataFrame(fleet.scaling, columns=SCALING_COLUMNS))
+    if scenario.run.check_invariants:
+        # On the records kept in memory (a spilled run keeps only the summary's columns: bounded memory).
+        check_invariants(kept, summary, replicas, gpus, hourly, scenario.name, seed_info)
     if fleet.maintenance_log is not None:
         log = pd.DataFrame(fleet.maintenance_log, columns=MAINTENANCE_COLUMNS).sort_values(["start_s", "pool", "host"],
                                                                                         ignore_index=True)
