@@ -24,7 +24,6 @@ import pandas as pd
 import yaml
 
 from sim.catalog import Catalog, load_catalog
-from sim.config import NVAIE_USD_PER_GPU_HOUR
 
 HOURS_PER_MONTH = 730.0
 #: The catalog's self_hosted prices spread the card price over this many hours (3 years).
@@ -146,5 +145,5 @@ def api_cost_of_run(requests: pd.DataFrame, apis: pd.DataFrame | None = None) ->
                          for _, a in apis.iterrows()])
 
 
-__all__ = ["NVAIE_USD_PER_GPU_HOUR", "Ownership", "api_cost_of_run", "api_prices", "break_even_table",
+__all__ = ["Ownership", "api_cost_of_run", "api_prices", "break_even_table",
            "break_even_tokens_per_month", "gpu_hour_prices", "owned_usd_per_gpu_hour", "self_hosting_usd_per_month"]
