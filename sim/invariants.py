@@ -4,7 +4,9 @@ stops with an :class:`~sim.errors.InternalError` naming the invariant, the scena
 
 Checked: every request that arrived is accounted for exactly once (finished, rejected or in flight); each request's
 timestamps are in order (arrival <= first scheduling <= first token <= finish) and no latency is negative; a finished
-request produced its output; no replica is busy longer than it lived; a shared GPU is busy at most all the time;
+request produced its output; every restart after a replica went away is counted alike by the request and by the
+gateway, a request rejected for it was interrupted, and a restarted request queued at least the service it lost; no
+replica is busy longer than it lived; a shared GPU is busy at most all the time;
 billed GPU-hours are at least the GPU-hours replicas were ready. (KV blocks never over-allocated is asserted at
 every allocation, in :mod:`sim.engine.state`.)
 """
@@ -19,9 +21,14 @@ from sim.errors import InternalError
 TOL_S = 1e-9
 
 
+#: Reasons a request is rejected when its replica goes away under it (the pool's ``on_...: fail``).
+FAULT_REASONS = ("spot_reclaimed", "gpu_failure", "drain_timeout")
+
+
 def violations(requests: pd.DataFrame, summary: dict, replicas: pd.DataFrame, gpus: pd.DataFrame | None,
-               hourly: pd.DataFrame) -> list[str]:
-    """Every invariant the run breaks, as one line each (empty: none)."""
+               hourly: pd.DataFrame, given_back: dict[str, int] | None = None) -> list[str]:
+    """Every invariant the run breaks, as one line each (empty: none). ``given_back``: the gateway's count of
+    requests handed back by replicas that went away (``restarted``, ``rejected``)."""
     out = []
     counts = summary["requests"]
     if counts["finished"] + counts["rejected"] + counts["in_flight"] != counts["arrived"]:
@@ -47,6 +54,18 @@ def violations(requests: pd.DataFrame, summary: dict, replicas: pd.DataFrame, gp
         values = requests[column].to_numpy(float)
         if (values < -TOL_S).any():
             out.append(f"negative {column} for request {int(ids[np.argmax(values < -TOL_S)])}")
+    restarts = int(requests["interruptions"].sum())
+    if given_back is not None and restarts != given_back["restarted"] + given_back["rejected"]:
+        out.append(f"retries: requests count {restarts} interruptions but replicas gave back "
+                   f"{given_back['restarted']} to restart and {given_back['rejected']} to reject")
+    # A restarted request's latency includes the service its lost attempts threw away.
+    short = requests["queue_s"].to_numpy(float) < requests["lost_s"].to_numpy(float) - 1e-6
+    if short.any():
+        out.append(f"retries: request {int(ids[np.argmax(short)])} queued less than the work it lost")
+    if full:
+        faulted = requests["reject_reason"].isin(FAULT_REASONS).to_numpy()
+        if (requests["interruptions"].to_numpy()[faulted] < 1).any():
+            out.append("retries: a request rejected for losing its replica was never interrupted")
     done = (requests["status"] == "finished").to_numpy()
     if done.any() and np.isnan(requests["ttft_s"].to_numpy(float)[done]).any():
         out.append("a finished request has no first token")
@@ -64,9 +83,9 @@ def violations(requests: pd.DataFrame, summary: dict, replicas: pd.DataFrame, gp
 
 
 def check(requests: pd.DataFrame, summary: dict, replicas: pd.DataFrame, gpus: pd.DataFrame | None,
-          hourly: pd.DataFrame, scenario_name: str, seed) -> None:
+          hourly: pd.DataFrame, scenario_name: str, seed, given_back: dict[str, int] | None = None) -> None:
     """Raise :class:`InternalError` on the first violations, naming the scenario and seed to reproduce them."""
-    found = violations(requests, summary, replicas, gpus, hourly)
+    found = violations(requests, summary, replicas, gpus, hourly, given_back)
     if found:
         raise InternalError(f"internal error (a bug in fleetsim, please report it): {'; '.join(found[:3])}; "
                             f"reproduce with scenario {scenario_name!r}, seed {seed}")

@@ -32,6 +32,9 @@ def test_a_passthrough_host_goes_down_and_comes_back():
     # Request 0 was on host 0 (round robin): stopped at 0.3 with its first token, routed to replica 1, restarted
     # from scratch in replica 1's next step (0.375).
     assert req.loc[0, ["replica_id", "interruptions", "first_token_s", "finish_s"]].tolist() == [1, 1, 0.5, 0.875]
+    # Its latency includes the lost attempt: it arrived at 0.125, was served from 0.125 to 0.3 (lost_s), queued
+    # until 0.375.
+    assert req.loc[0, ["lost_s", "queue_s", "e2e_s"]].tolist() == pytest.approx([0.175, 0.25, 0.75])
     assert [e for e in res.events if e[1] == 0 and e[2] == "prefill"] == [(0.125, 0, "prefill", 10),
                                                                            (0.375, 0, "prefill", 10)]
     row = res.maintenance.iloc[0]

@@ -121,6 +121,9 @@ class Fleet:
     transferring: list[Request] = field(default_factory=list)  # KV caches on their way to a decode replica
     link_free_s: dict[int, float] = field(default_factory=dict)  # per prefill replica: when its link is next free
     done: simpy.Event | None = None
+    # Requests given back by a replica that went away, counted here (the gateway's own count, beside each request's
+    # ``interruptions``; the invariants check that the two agree): routed again, or rejected with the pool's reason.
+    given_back: dict[str, int] = field(default_factory=lambda: {"restarted": 0, "rejected": 0})
 
     @property
     def plans(self) -> dict[str, PoolPlan]:
@@ -161,7 +164,7 @@ class Fleet:
             if runtime is not None:
                 self.shares[gpu.gpu_id] = runtime
         placement = self.deployment.placement()
-        hooks = PoolHooks(self._ready, self._unroute, self._give_back)
+        hooks = PoolHooks(self._ready, self._unroute, self._lost)
         for name, plan in self.plans.items():
             eng = plan.config.engine
             limits = EngineLimits(eng.max_num_seqs, plan.sizing.max_num_batched_tokens, eng.block_size,
@@ -290,6 +293,11 @@ class Fleet:
         self.routable_by_model[self.plans[replica.pool].config.model].remove(replica)
         self.shortest_len = min((r.max_model_len for r in self.routable), default=0)
         self.monitor.capacity(self.env.now, replica.pool, -replica.state.total_blocks)
+
+    def _lost(self, requests: list[Request], reason: str) -> None:
+        """Requests on a replica that went away (drained past its timeout, reclaimed, failed, taken down)."""
+        self.given_back["rejected" if reason else "restarted"] += len(requests)
+        self._give_back(requests, reason)
 
     def _give_back(self, requests: list[Request], reason: str) -> None:
         """Requests whose replica went away: routed again (they restart), or rejected with ``reason``."""

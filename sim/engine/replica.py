@@ -401,7 +401,7 @@ class Replica:
         self.step_end_s = self.env.now
         self._cuttable = False
         for req in out:
-            req.reset()
+            req.reset(self.env.now)
         self.state.running.clear()
         self.state.waiting.clear()
         self.state.free_blocks = self.state.total_blocks

@@ -38,6 +38,7 @@ class Request:
     finish_s: float | None = None
     preemptions: int = 0
     interruptions: int = 0  # times its replica went away under it (drain timeout, spot reclaim, failure)
+    lost_s: float = 0.0  # service thrown away by those: each attempt's first scheduling to its replica going away
     reject_reason: str | None = None
     handoff_output: int = 0  # disaggregated serving: the real output length while on a prefill replica (which
     # produces only the first token: ``output_tokens`` is 1 meanwhile); 0 otherwise
@@ -45,9 +46,12 @@ class Request:
     prefill_pool: str | None = None  # disaggregated: the pool that computed its prompt and first token
     done: Any = None  # a simpy.Event a closed-loop client waits on
 
-    def reset(self) -> None:
-        """Back to the arrival state after its replica went away (the restart is counted in ``interruptions``);
-        the arrival time is kept, so its latencies include the lost time."""
+    def reset(self, now_s: float) -> None:
+        """Back to the arrival state after its replica went away at ``now_s`` (the restart is counted in
+        ``interruptions``, the service thrown away in ``lost_s``); the arrival time is kept, so its latencies include
+        the lost time."""
+        if self.scheduled_s is not None:
+            self.lost_s += now_s - self.scheduled_s
         self.computed_tokens = self.generated_tokens = self.kv_blocks = self.group_tick = self.cached_tokens = 0
         self.scheduled_s = self.first_token_s = self.kv_transfer_s = self.prefill_pool = None
         self.last_token_s = self.max_itl_s = 0.0

@@ -11,16 +11,16 @@ from sim.engine.request import Request
 
 RECORD_COLUMNS = [
     "request_id", "class", "arrival_s", "first_token_s", "finish_s", "prompt_tokens", "output_tokens", "pool",
-    "gpu_type", "replica_id", "status", "reject_reason", "preemptions", "interruptions", "cached_tokens", "queue_s",
-    "ttft_s",
+    "gpu_type", "replica_id", "status", "reject_reason", "preemptions", "interruptions", "lost_s", "cached_tokens",
+    "queue_s", "ttft_s",
     "tpot_s", "max_itl_s", "e2e_s", "kv_transfer_s", "prefill_pool",
 ]
 
 
 #: The record columns the run's summary reads (kept in memory when records spill to disk).
-SUMMARY_COLUMNS = ["class", "pool", "status", "preemptions", "interruptions", "cached_tokens", "prompt_tokens",
-                   "output_tokens",
-                   "queue_s", "ttft_s", "tpot_s", "max_itl_s", "e2e_s", "kv_transfer_s", "prefill_pool"]
+SUMMARY_COLUMNS = ["class", "pool", "status", "preemptions", "interruptions", "lost_s", "cached_tokens",
+                   "prompt_tokens", "output_tokens", "queue_s", "ttft_s", "tpot_s", "max_itl_s", "e2e_s",
+                   "kv_transfer_s", "prefill_pool"]
 
 
 def empty_frame(gpu_of_pool: dict[str, str], classes: Sequence[str] = ("default",)) -> pd.DataFrame:
@@ -37,15 +37,16 @@ def requests_frame(requests: Sequence[Request], gpu_of_pool: dict[str, str],
     """The requests as a DataFrame with derived latency columns (NaN where not reached).
 
     ``class`` is the request's traffic class (``default`` for the scenario's ``workload``); ``queue_s`` is arrival
-    to first scheduling; ``ttft_s`` arrival to first token; ``tpot_s`` the mean time
-    per output token after the first, ``(finish - first_token) / (output_tokens - 1)`` (NaN for one-token
-    outputs); ``interruptions`` how often the request's replica went away under it and it restarted elsewhere
-    (drain timeout, spot reclaim, failure); ``max_itl_s`` the longest gap between two consecutive output tokens
-    (finished requests with two tokens or more, else NaN); ``cached_tokens`` the prompt tokens found in the
-    replica's prefix cache (their prefill skipped); ``e2e_s`` arrival to finish; ``kv_transfer_s`` (disaggregated
-    serving) the first token on the prefill replica to the KV cache's arrival at the decode replica, waiting for
-    the link included (NaN where there was no hand-off), and ``prefill_pool`` the pool that computed its prompt
-    (``pool`` is then the decode pool).
+    to first scheduling (of its last attempt, for a restarted request); ``ttft_s`` arrival to first token; ``tpot_s``
+    the mean time per output token after the first, ``(finish - first_token) / (output_tokens - 1)`` (NaN for
+    one-token outputs); ``interruptions`` how often the request's replica went away under it and it restarted
+    elsewhere (drain timeout, spot reclaim, failure), and ``lost_s`` the service thrown away by that (from each lost
+    attempt's first scheduling to its replica going away; ``queue_s`` includes it); ``max_itl_s`` the longest gap
+    between two consecutive output tokens (finished requests with two tokens or more, else NaN); ``cached_tokens``
+    the prompt tokens found in the replica's prefix cache (their prefill skipped); ``e2e_s`` arrival to finish;
+    ``kv_transfer_s`` (disaggregated serving) the first token on the prefill replica to the KV cache's arrival at the
+    decode replica, waiting for the link included (NaN where there was no hand-off), and ``prefill_pool`` the pool
+    that computed its prompt (``pool`` is then the decode pool).
     """
     arrival = np.array([r.arrival_s for r in requests], dtype=float)
     first = _opt(r.first_token_s for r in requests)
@@ -72,6 +73,7 @@ def requests_frame(requests: Sequence[Request], gpu_of_pool: dict[str, str],
         "reject_reason": pd.Series([r.reject_reason for r in requests], dtype="object"),
         "preemptions": np.array([r.preemptions for r in requests], dtype=np.int64),
         "interruptions": np.array([r.interruptions for r in requests], dtype=np.int64),
+        "lost_s": np.array([r.lost_s for r in requests], dtype=float),
         "cached_tokens": np.array([r.cached_tokens for r in requests], dtype=np.int64),
         "queue_s": scheduled - arrival,
         "ttft_s": first - arrival,

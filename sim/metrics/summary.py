@@ -55,6 +55,8 @@ def _block(requests: pd.DataFrame, slo: SloConfig | dict[str, SloConfig], durati
             "in_flight": int((status == "in_flight").sum()),
             "preemptions": int(requests["preemptions"].sum()),
             "interrupted": int((requests["interruptions"] > 0).sum()),
+            "restarts": int(requests["interruptions"].sum()),
+            "lost_work_s": float(requests["lost_s"].sum()),
         },
         # Prompt tokens whose prefill the prefix cache saved, over all prompt tokens of finished requests.
         "prefix_cache_hit_rate": (float(requests["cached_tokens"][finished].sum()
