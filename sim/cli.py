@@ -382,6 +382,16 @@ def cmd_tco(args: argparse.Namespace) -> int:
             raise CatalogError(f"--gpus: {unknown_name('GPU', gpu, catalog.gpus)}")
     if args.model not in catalog.models:
         raise CatalogError(f"--model: {unknown_name('model', args.model, catalog.models)}")
+    for flag, value, ok, allowed in (
+            ("--years", args.years, args.years > 0, "must be a positive number of years"),
+            ("--usd-per-kwh", args.usd_per_kwh, args.usd_per_kwh >= 0, "must be 0 or more"),
+            ("--pue", args.pue, args.pue >= 1, "must be at least 1 (1: all power reaches the GPUs)"),
+            ("--power-utilisation", args.power_utilisation, 0 <= args.power_utilisation <= 1, "must be in [0, 1]"),
+            ("--server-overhead", args.server_overhead, args.server_overhead >= 0, "must be 0 or more"),
+            ("--licence-usd-per-gpu-year", args.licence_usd_per_gpu_year, args.licence_usd_per_gpu_year >= 0,
+             "must be 0 or more")):
+        if not (math.isfinite(value) and ok):
+            raise FleetsimError(f"{flag} {value}: {allowed}" + ("" if math.isfinite(value) else " (finite)"))
     try:
         own = Ownership(args.years, args.usd_per_kwh, args.pue, args.power_utilisation, args.server_overhead,
                         args.licence_usd_per_gpu_year)

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from sim.engine.profiles import engine_defaults
+from sim.engine.profiles import engine_defaults, engine_profiles
+from sim.errors import unknown_name
+from sim.limits import MAX_CLIENTS, MAX_REPLICAS, MAX_REQUESTS, MAX_TOKENS
 from sim.scaling_config import (
     POD_METRICS,
     Autoscale,
@@ -24,7 +26,7 @@ from sim.scaling_config import (
 from sim.workload.arrivals import ArrivalProcess
 from sim.workload.lengths import LengthDist
 
-_FROZEN = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+_FROZEN = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
 WeightPrecision = Literal["bf16", "fp16", "fp8", "int8", "int4"]
 KvCacheDtype = Literal["auto", "bf16", "fp16", "fp8"]
@@ -57,7 +59,7 @@ class EngineConfig(BaseModel):
     scheduler: str = Field(default="vllm_v1", description="batch-formation policy (registry key); default: the "
                            "profile's")
     max_num_seqs: int = Field(default=256, gt=0)
-    max_num_batched_tokens: int | None = Field(default=8192, gt=0, description="tokens per step; null: "
+    max_num_batched_tokens: int | None = Field(default=8192, gt=0, le=MAX_TOKENS, description="tokens per step; null: "
                                                "max(max_model_len, 2048), the whole-prompt rule of vLLM V0")
     block_size: int = Field(default=16, gt=0, description="tokens per KV-cache block")
     gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
@@ -87,11 +89,17 @@ class EngineConfig(BaseModel):
         """Fill the fields not given from the profile's defaults (a profile is data: sim/engine/profiles)."""
         if not isinstance(data, dict):
             return data
-        try:
-            defaults = engine_defaults(data.get("profile", "vllm_v1"))
-        except (KeyError, TypeError) as err:
-            raise ValueError(str(err).strip("'\"")) from None
-        return {**defaults, **data}
+        profile = data.get("profile", "vllm_v1")
+        if not isinstance(profile, str) or profile not in engine_profiles():
+            return data  # the profile field's own check names it
+        return {**engine_defaults(profile), **data}
+
+    @field_validator("profile")
+    @classmethod
+    def _known_profile(cls, profile: str) -> str:
+        if profile not in engine_profiles():
+            raise ValueError(unknown_name("engine profile", profile, engine_profiles()))
+        return profile
 
 
 class RooflinePerf(BaseModel):
@@ -135,7 +143,7 @@ class KernelPerf(BaseModel):
         default=None, ge=0, description="extra host time per layer of a step above cudagraph_max_tokens; "
         "default: fitted")
     cudagraph_max_tokens: int = Field(default=512, ge=0, description="largest step replayed as a CUDA graph")
-    gpu_time_scale: float | None = Field(default=None, gt=0, description="GPU time x this (a serving stack's "
+    gpu_time_scale: float | None = Field(default=None, gt=0, le=1000, description="GPU time x this (a serving stack's "
                                          "kernels against vLLM's measured ones); default: the engine profile's")
     overlap_host: bool | None = Field(default=None, description="host work hidden behind the GPU's (a step takes "
                                       "the longer of the two); default: the engine profile's")
@@ -260,7 +268,7 @@ class PoolConfig(BaseModel):
     tensor_parallel: int = Field(default=1, gt=0, le=64)
     pipeline_parallel: int = Field(default=1, gt=0, le=16, description="pipeline stages (each holds a share of the "
                                    "layers on its own tensor_parallel GPUs)")
-    replicas: int = Field(default=1, ge=0)
+    replicas: int = Field(default=1, ge=0, le=MAX_REPLICAS)
     engine: EngineConfig = EngineConfig()
     perf: PerfConfig = KernelPerf()
     price: PriceConfig = PriceConfig()
@@ -310,14 +318,15 @@ class SharedPrefix(BaseModel):
     start). Drives prefix caching for synthetic traffic."""
 
     model_config = _FROZEN
-    tokens: int = Field(gt=0)
-    groups: int = Field(default=1, gt=0)
-    block_tokens: int = Field(default=16, gt=0, description="prefix-cache granularity (vLLM's block size)")
+    tokens: int = Field(gt=0, le=MAX_TOKENS)
+    groups: int = Field(default=1, gt=0, le=MAX_REQUESTS)
+    block_tokens: int = Field(default=16, gt=0, le=MAX_TOKENS, description="prefix-cache granularity (vLLM's block "
+                              "size)")
 
 
 class _BoundedWorkload(BaseModel):
     model_config = _FROZEN
-    num_requests: int | None = Field(default=None, gt=0)
+    num_requests: int | None = Field(default=None, gt=0, le=MAX_REQUESTS)
     duration_s: float | None = Field(default=None, gt=0, description="no arrivals after this time")
 
     @model_validator(mode="after")
@@ -338,6 +347,23 @@ class OpenLoopWorkload(_BoundedWorkload):
                               "any pool")
     shared_prefix: SharedPrefix | None = None
 
+    @model_validator(mode="after")
+    def _feasible(self) -> OpenLoopWorkload:
+        arrival = self.arrival
+        if self.num_requests is None:  # duration_s ends it: the arrivals in that time must be countable
+            expected = arrival.expected_arrivals(self.duration_s)
+            if expected > MAX_REQUESTS:
+                raise ValueError(f"duration_s: {self.duration_s:g} s at up to {arrival.peak_rate_per_s:g} requests/s "
+                                 f"is about {expected:.3g} requests; at most {MAX_REQUESTS:,} per run (lower the rate "
+                                 "or duration_s, or set num_requests)")
+        elif self.duration_s is None and arrival.ends_s is not None:
+            expected = arrival.expected_arrivals(arrival.ends_s)
+            if expected < self.num_requests:
+                raise ValueError(f"num_requests: the rate is 0 from {arrival.ends_s:g} s on (the last of "
+                                 f"rates_per_s, without period_s), so only about {expected:.0f} of {self.num_requests} "
+                                 "requests would arrive; give period_s, a last rate above 0, or fewer num_requests")
+        return self
+
 
 class ClosedLoopWorkload(_BoundedWorkload):
     """``clients`` users, each sending its next request ``think_time_s`` after the last one finished.
@@ -347,7 +373,7 @@ class ClosedLoopWorkload(_BoundedWorkload):
     """
 
     type: Literal["closed_loop"] = "closed_loop"
-    clients: int = Field(gt=0)
+    clients: int = Field(gt=0, le=MAX_CLIENTS)
     think_time_s: float = Field(default=0.0, ge=0)
     ramp_up_s: float = Field(default=0.0, ge=0)
     prompt_tokens: LengthDist
@@ -394,15 +420,26 @@ class TraceWorkload(BaseModel):
 
     @model_validator(mode="after")
     def _columns(self) -> TraceWorkload:
-        if self.format in ("csv", "parquet") and self.columns is None:
-            raise ValueError(f"format {self.format} needs columns: {{arrival, prompt_tokens, output_tokens}} (the "
-                             "file's column names)")
-        return self
+        return _check_columns(self)
 
     def reader_options(self) -> dict:
         if self.format in ("csv", "parquet"):
             return {"columns": self.columns.model_dump(), "time_unit": self.time_unit}
         return {}
+
+
+def _check_columns(wl):
+    """A generic csv or parquet trace names its columns; the other formats have fixed ones (and seconds)."""
+    if wl.format in ("csv", "parquet") and wl.columns is None:
+        raise ValueError(f"format {wl.format} needs columns: {{arrival, prompt_tokens, output_tokens}} (the "
+                         "file's column names)")
+    if wl.format not in ("csv", "parquet"):
+        # A dumped-and-reloaded scenario holds columns: null and time_unit: s, which say nothing.
+        given = [k for k, unset in (("columns", None), ("time_unit", "s")) if getattr(wl, k) != unset]
+        if given:
+            raise ValueError(f"{given[0]}: is for format csv or parquet; format {wl.format} has fixed columns and "
+                             "units (remove it, or set format: csv)")
+    return wl
 
 
 class FittedWorkload(BaseModel):
@@ -419,10 +456,12 @@ class FittedWorkload(BaseModel):
     rate_scale: float = Field(default=1.0, gt=0, le=1000)
     model: str | None = Field(default=None, description="the model these requests need (a pool's model)")
 
+    @model_validator(mode="after")
+    def _columns(self) -> FittedWorkload:
+        return _check_columns(self)
+
     def reader_options(self) -> dict:
         if self.format in ("csv", "parquet"):
-            if self.columns is None:
-                raise ValueError(f"format {self.format} needs columns")
             return {"columns": self.columns.model_dump(), "time_unit": self.time_unit}
         return {}
 
@@ -460,6 +499,15 @@ class RouteRule(BaseModel):
     max_output_tokens: int | None = Field(default=None, ge=0)
     traffic_class: str | None = Field(default=None, alias="class", description="a traffic class name (tenant)")
 
+    @model_validator(mode="after")
+    def _ranges(self) -> RouteRule:
+        for what in ("prompt", "output"):
+            low, high = getattr(self, f"min_{what}_tokens"), getattr(self, f"max_{what}_tokens")
+            if low is not None and high is not None and low > high:
+                raise ValueError(f"max_{what}_tokens: {high} is below min_{what}_tokens {low}; the rule could never "
+                                 "match")
+        return self
+
 
 class Overflow(BaseModel):
     """Burst overflow: a request bound for ``from`` goes to ``to`` when every ready replica of ``from`` has more than
@@ -469,6 +517,12 @@ class Overflow(BaseModel):
     from_pool: str = Field(alias="from")
     to: tuple[str, ...] = Field(min_length=1)
     queue_above: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _elsewhere(self) -> Overflow:
+        if self.from_pool in self.to:
+            raise ValueError(f"to: names {self.from_pool!r}, the pool it overflows from; overflow goes to other pools")
+        return self
 
 
 class RouterConfig(BaseModel):
@@ -529,6 +583,10 @@ class AlertRule(BaseModel):
     def _threshold(self) -> AlertRule:
         if self.above is None and self.below is None:
             raise ValueError(f"alert {self.name!r}: give above and/or below")
+        if self.above is not None and self.below is not None and self.above >= self.below:
+            raise ValueError(f"below: alert {self.name!r} fires while the value is above {self.above:g} and below "
+                             f"{self.below:g} at once, which never happens; give above < below (a band), or one of "
+                             "them")
         return self
 
 
@@ -550,6 +608,15 @@ class MonitoringConfig(BaseModel):
     interval_s: float = Field(default=15.0, gt=0)
     latency_window_s: float = Field(default=60.0, gt=0)
     alerts: tuple[AlertRule, ...] = DEFAULT_ALERTS
+
+    @model_validator(mode="after")
+    def _unique(self) -> MonitoringConfig:
+        names = [a.name for a in self.alerts]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise ValueError(f"alerts.{i}.name: {name!r} is the name of alert {names.index(name)} too; alert "
+                                 "names must be unique (each names a column of the alerts table)")
+        return self
 
 
 class MaintenanceWindow(BaseModel):
@@ -653,36 +720,42 @@ class Scenario(BaseModel):
 
     @model_validator(mode="after")
     def _alert_pools(self) -> Scenario:
-        for rule in self.monitoring.alerts if self.monitoring else ():
+        for i, rule in enumerate(self.monitoring.alerts if self.monitoring else ()):
             if rule.pool is not None and rule.pool not in self.pools:
-                raise ValueError(f"monitoring alert {rule.name!r}: pool {rule.pool!r} is not a pool of this scenario "
-                                 f"({', '.join(self.pools)})")
+                raise ValueError(f"monitoring.alerts.{i}.pool: alert {rule.name!r}: {rule.pool!r} is not a pool of "
+                                 f"this scenario ({', '.join(self.pools)})")
         return self
 
     @model_validator(mode="after")
     def _disaggregation(self) -> Scenario:
         roles = {name: pool.role for name, pool in self.pools.items()}
         if set(roles.values()) == {"both"}:
+            if self.kv_transfer is not None:
+                raise ValueError("kv_transfer: is for disaggregated serving, but no pool has role prefill or decode; "
+                                 "remove it, or give pools role prefill and decode")
             return self
         whole = sorted(n for n, r in roles.items() if r == "both")
         if whole:
-            raise ValueError(f"pools {whole} have role both in a disaggregated fleet; every pool must be role prefill "
-                             "or decode")
+            raise ValueError(f"pools.{whole[0]}.role: pools {whole} have role both in a disaggregated fleet; every "
+                             "pool must be role prefill or decode")
         for model in sorted({pool.model for pool in self.pools.values()}):
             have = {pool.role for pool in self.pools.values() if pool.model == model}
             if have != {"prefill", "decode"}:
                 missing = ({"prefill", "decode"} - have).pop()
-                raise ValueError(f"model {model} has no pool of role {missing}: a disaggregated model needs both a "
-                                 "prefill and a decode pool")
+                raise ValueError(f"pools: model {model} has no pool of role {missing}: a disaggregated model needs "
+                                 "both a prefill and a decode pool")
         if self.kv_transfer is None:
-            raise ValueError("kv_transfer (bandwidth_gb_s, latency_s) is needed when pools have role prefill/decode")
+            raise ValueError("kv_transfer: a kv_transfer block (bandwidth_gb_s, latency_s) is needed when pools have "
+                             "role prefill/decode")
         return self
 
     @model_validator(mode="after")
     def _class_names(self) -> Scenario:
         names = [c.name for c in self.classes]
-        if "default" in names or len(set(names)) != len(names):
-            raise ValueError(f"class names must be unique and not 'default' (the workload's class); got {names}")
+        for i, name in enumerate(names):
+            if name == "default" or name in names[:i]:
+                raise ValueError(f"classes.{i}.name: class names must be unique and not 'default' (the workload's "
+                                 f"class); got {names}")
         return self
 
     def traffic(self) -> list[tuple[str, Workload, SloConfig]]:

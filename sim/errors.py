@@ -9,9 +9,16 @@ from __future__ import annotations
 
 import difflib
 
+#: The characters that end a line (``str.splitlines``), written as escapes in a message.
+_LINE_BREAKS = str.maketrans({c: ascii(c)[1:-1] for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"})
+
 
 class FleetsimError(Exception):
-    """Base class of errors caused by user input; ``str(err)`` is the one-line message."""
+    """Base class of errors caused by user input; ``str(err)`` is the one-line message (a line break in a name the
+    user gave, a pool name or a ``--set`` key, is shown escaped)."""
+
+    def __str__(self) -> str:
+        return super().__str__().translate(_LINE_BREAKS)
 
 
 class ScenarioError(FleetsimError):
@@ -73,3 +80,20 @@ def unknown_name(kind: str, name: str, choices) -> str:
     close = difflib.get_close_matches(str(name), choices, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return f"unknown {kind} {name!r}{hint}; allowed: {', '.join(choices)}"
+
+
+def as_written(value) -> str:
+    """``value`` as a YAML user would write it (``true``, ``null``, ``'two'``, ``1.5``), for "got ..." in a message."""
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    return repr(value)
+
+
+def with_input(msg: str, value) -> str:
+    """A pydantic message ``msg`` ending in ", got VALUE" (pydantic's own "got a number with a fractional part" and
+    the like give way to the value itself); a mapping or list is not repeated back."""
+    msg = msg.removeprefix("Value error, ")
+    if isinstance(value, dict | list):
+        return msg
+    msg = msg.split(", got ")[0].removesuffix(", unable to parse string as a number")
+    return f"{msg}, got {as_written(value)}"

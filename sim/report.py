@@ -35,6 +35,8 @@ class ReportError(FleetsimError):
 def load_results(folder: str | Path) -> dict:
     """The tables and summary of a results folder (``requests`` from a file or a folder of parts)."""
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ReportError(f"{folder}: is a file, not a results folder (write one with fleetsim run SCENARIO --out DIR)")
     if not folder.is_dir():
         raise ReportError(f"{folder}: results folder not found (write one with fleetsim run SCENARIO --out DIR)")
     missing = [name for name in REQUIRED if not (folder / name).exists()]

@@ -11,7 +11,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-_FROZEN = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+from sim.limits import MAX_REPLICAS
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
 
 class FixedDuration(BaseModel):
@@ -197,7 +199,7 @@ class _Bounded(BaseModel):
     @model_validator(mode="after")
     def _bounds(self):
         if self.min_replicas > self.max_replicas:
-            raise ValueError(f"min_replicas ({self.min_replicas}) must not exceed max_replicas ({self.max_replicas})")
+            raise ValueError(f"min_replicas: {self.min_replicas} must not exceed max_replicas ({self.max_replicas})")
         return self
 
 
@@ -280,7 +282,7 @@ class KpaConfig(_Bounded):
 class ScheduleEntry(BaseModel):
     model_config = _FROZEN
     at_s: float = Field(ge=0, description="seconds into the period (e.g. 8 h = 28800 into a day)")
-    replicas: int = Field(ge=0)
+    replicas: int = Field(ge=0, le=MAX_REPLICAS)
 
 
 class ScheduledConfig(BaseModel):
@@ -295,8 +297,11 @@ class ScheduledConfig(BaseModel):
     def _ordered(self) -> ScheduledConfig:
         times = [e.at_s for e in self.schedule]
         if times != sorted(set(times)) or times[-1] >= self.period_s:
-            raise ValueError(f"schedule times must increase strictly and stay below period_s ({self.period_s:g}); "
+            raise ValueError(f"schedule: times must increase strictly and stay below period_s ({self.period_s:g}); "
                              f"got {times}")
+        if all(e.replicas == 0 for e in self.schedule):
+            raise ValueError("schedule: every entry has 0 replicas, so the pool would never serve; give some entry "
+                             "replicas >= 1 (or remove the pool)")
         return self
 
 
@@ -323,7 +328,8 @@ class PredictiveConfig(_Bounded):
     @model_validator(mode="after")
     def _history(self) -> PredictiveConfig:
         if self.history_s < 2 * self.bucket_s:
-            raise ValueError(f"history_s ({self.history_s:g}) must hold at least two buckets of {self.bucket_s:g} s")
+            raise ValueError(f"history_s: {self.history_s:g} s must hold at least two buckets of bucket_s "
+                             f"{self.bucket_s:g} s")
         return self
 
 
@@ -359,17 +365,26 @@ class FleetAutoscaleConfig(BaseModel):
 
     @model_validator(mode="after")
     def _complete(self) -> FleetAutoscaleConfig:
+        for i, p in enumerate(self.pools):
+            if p in self.pools[:i]:
+                raise ValueError(f"pools.{i}: {p!r} is listed twice")
         for table in ("capacity_rps", "min_replicas", "max_replicas"):
             extra = set(getattr(self, table)) - set(self.pools)
             if extra:
-                raise ValueError(f"{table} names {sorted(extra)}, which are not in pools {list(self.pools)}")
+                raise ValueError(f"{table}.{sorted(extra)[0]}: not one of pools {list(self.pools)}, which this "
+                                 "autoscaler sizes")
         missing = [p for p in self.pools if p not in self.capacity_rps]
         if missing:
             raise ValueError(f"capacity_rps is missing for {missing}")
-        if any(v <= 0 for v in self.capacity_rps.values()):
-            raise ValueError("capacity_rps must be positive")
+        for p, v in self.capacity_rps.items():
+            if v <= 0:
+                raise ValueError(f"capacity_rps.{p}: must be positive (requests/s one replica serves), got {v:g}")
         for p in self.pools:
             lo, hi = self.min_replicas.get(p, 0), self.max_replicas.get(p, 1000)
-            if not 0 <= lo <= hi:
-                raise ValueError(f"pool {p}: need 0 <= min_replicas ({lo}) <= max_replicas ({hi})")
+            if lo < 0:
+                raise ValueError(f"min_replicas.{p}: must be 0 or more, got {lo}")
+            if hi > MAX_REPLICAS:
+                raise ValueError(f"max_replicas.{p}: at most {MAX_REPLICAS} replicas per pool, got {hi}")
+            if lo > hi:
+                raise ValueError(f"min_replicas.{p}: {lo} is above max_replicas ({hi})")
         return self

@@ -88,7 +88,8 @@ def simulate(
     fleet = build(scenario, deployment, Streams(seed), Path(spill_dir) if spill_dir is not None else None)
     env = fleet.env
     limit = scenario.run.max_duration_s
-    stop = fleet.done if limit is None else env.any_of([fleet.done, env.timeout(limit)])
+    ends = [fleet.done] if limit is None else [fleet.done, env.timeout(limit)]
+    stop = fleet.done if limit is None else env.any_of(ends)
     if progress is None:
         try:
             env.run(until=stop)
@@ -100,7 +101,9 @@ def simulate(
         expected = _expected_requests(scenario)
         while not stop.triggered:
             # Slices of simulated time; the clock of the results is taken from the stop event, not from here.
-            env.run(until=env.any_of([stop, env.timeout(max(1.0, env.now * 0.05))]))
+            # The slice's condition lists the events that end the run, never ``stop`` itself: SimPy detaches a
+            # condition nested in another once the outer one fires, and ``stop`` would then never trigger.
+            env.run(until=env.any_of([*ends, env.timeout(max(1.0, env.now * 0.05))]))
             progress(env.now, fleet.arrived - fleet.unfinished, expected)
             if not stop.triggered and env.peek() == math.inf:
                 _stalled(fleet)
@@ -149,7 +152,7 @@ def simulate(
                       lifecycle_frame(fleet.pools), pd.DataFrame(fleet.scaling, columns=SCALING_COLUMNS))
     if scenario.run.check_invariants:
         # On the records kept in memory (a spilled run keeps only the summary's columns: bounded memory).
-        check_invariants(kept, summary, replicas, gpus, hourly, scenario.name, seed_info)
+        check_invariants(kept, summary, replicas, gpus, hourly, scenario.name, seed_info, fleet.given_back)
     if fleet.maintenance_log is not None:
         log = pd.DataFrame(fleet.maintenance_log, columns=MAINTENANCE_COLUMNS).sort_values(["start_s", "pool", "host"],
                                                                                         ignore_index=True)

@@ -122,7 +122,8 @@ def test_scenario_fields_override_the_profile():
 
 
 def test_unknown_profile_is_an_error_naming_the_known_ones():
-    with pytest.raises(ValueError, match="unknown engine profile 'vllm2'; known: ollama, sglang"):
+    with pytest.raises(ValueError,
+                       match=r"unknown engine profile 'vllm2' \(did you mean 'vllm_v1'\?\); allowed: ollama, sglang"):
         EngineConfig(profile="vllm2")
 
 

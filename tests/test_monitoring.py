@@ -84,7 +84,7 @@ def test_alert_rules_are_checked():
     with pytest.raises(ValueError, match="give above and/or below"):
         AlertRule(name="x", metric="queue_depth")
     from sim.errors import ScenarioError
-    with pytest.raises(ScenarioError, match="pool 'nope' is not a pool"):
+    with pytest.raises(ScenarioError, match=r"alerts.0.pool: alert 'x': 'nope' is not a pool of this scenario \(p\)"):
         scenario({"monitoring": {"alerts": [{"name": "x", "metric": "queue_depth", "above": 1, "pool": "nope"}]}})
 
 

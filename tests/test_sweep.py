@@ -139,8 +139,54 @@ def test_a_killed_sweep_resumes_to_the_same_results(tmp_path):
     pd.testing.assert_frame_equal(data, reference)
 
 
+def test_a_sweep_killed_at_random_moments_resumes_to_the_same_results(tmp_path):
+    """SIGKILL the sweep's process group at random moments (seeded: during start-up, simulations, cache writes or the
+    dataset's), again and again; the sweep run to the end afterwards writes the same dataset and summary.csv as an
+    uninterrupted one, and nothing half-written is left behind."""
+    path = write_experiment(tmp_path, set={"workload.num_requests": 400},
+                            parameters={"grid": {"workload.arrival.rate_per_s": [2.0, 4.0, 6.0, 8.0]}},
+                            replications=3)
+    cmd = [sys.executable, "-m", "sim", "sweep", str(path), "--workers", "2", "--quiet", "--out"]
+    subprocess.run([*cmd, str(tmp_path / "reference")], cwd=ROOT, check=True, capture_output=True)
+    out = tmp_path / "killed"
+    rng = np.random.default_rng(20261201)
+
+    def cached() -> int:
+        return len(list((out / "cache").glob("*.json")))
+
+    # Each kill comes a random moment after a random number of simulations are cached (so the kills fall across
+    # the whole sweep however fast this machine is), the first during start-up.
+    cached_at_kills = []
+    for attempt in range(8):
+        proc = subprocess.Popen([*cmd, str(out)], cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        target = 0 if attempt == 0 else int(rng.integers(cached(), 13))
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and cached() < target and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(float(rng.uniform(0.0, 0.4)))
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            cached_at_kills.append(cached())
+        if (out / "summary.csv").exists():
+            break
+    # Killed more than once, at least once with some simulations cached and others not.
+    assert len(cached_at_kills) >= 2 and any(0 < n < 12 for n in cached_at_kills), cached_at_kills
+    for part in (out / "cache").glob("*.json"):
+        json.loads(part.read_text())  # every file left behind is whole
+    subprocess.run([*cmd, str(out)], cwd=ROOT, check=True, capture_output=True)
+    assert not list(out.rglob("*.tmp"))
+    reference = pd.read_parquet(tmp_path / "reference" / "runs")
+    resumed = pd.read_parquet(out / "runs")
+    keys = ["arm", "replication", "metric"]
+    pd.testing.assert_frame_equal(resumed.sort_values(keys, ignore_index=True),
+                                  reference.sort_values(keys, ignore_index=True))
+    assert (out / "summary.csv").read_text() == (tmp_path / "reference" / "summary.csv").read_text()
+
+
 @pytest.mark.parametrize(("fields", "message"), [
-    ({"parameters": {"zip": {"a": [1, 2], "b": [1]}}}, "exp.yaml: parameters: zip: lists of different lengths"),
+    ({"parameters": {"zip": {"a": [1, 2], "b": [1]}}}, "exp.yaml: parameters.zip: lists of different lengths"),
     ({"replications": 0}, "replications: .*greater than or equal to 1"),
     ({"parameters": {"random": {"samples": 2, "parameters": {"a": {"uniform": [2, 1]}}}}}, "low 2.0 is above high"),
     ({"parameters": {"grid": {"router.policy": ["nope"]}}}, "arm 'router.policy=nope'.*router.policy: unknown router"),

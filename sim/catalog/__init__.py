@@ -16,10 +16,10 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from sim.errors import CatalogError
+from sim.errors import CatalogError, unknown_name, with_input
 from sim.yamlio import describe_yaml_error, load_yaml
 
-_FROZEN = ConfigDict(frozen=True, extra="forbid")
+_FROZEN = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 Architecture = Literal["turing", "ampere", "ada", "hopper", "blackwell"]
 Interconnect = Literal["pcie_gen3", "pcie_gen4", "pcie_gen5", "nvlink3", "nvlink4", "nvlink5", "nvlink_bridge"]
@@ -57,7 +57,7 @@ class GpuSpec(BaseModel):
     architecture: Architecture
     sm_version: int = Field(gt=0)
     sm_count: int = Field(gt=0)
-    memory_gib: float = Field(gt=0)
+    memory_gib: float = Field(gt=0, le=100_000)
     memory_bandwidth_gb_s: float = Field(gt=0)
     bf16_tflops: float = Field(gt=0, description="dense 16-bit tensor peak (fp16 where no bf16)")
     fp8_tflops: float | None = Field(default=None, gt=0)
@@ -70,6 +70,17 @@ class GpuSpec(BaseModel):
     mig_profiles: dict[str, MigProfile] = Field(default_factory=dict, description="MIG profiles by name")
     vgpu_profiles: dict[str, VgpuProfile] = Field(default_factory=dict, description="time-sliced vGPU profiles")
     sources: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _profiles_fit(self) -> GpuSpec:
+        # Profiles are named by nominal size (L40S-48C on a 48 GB = 44.99 GiB card): GB are allowed for GiB here.
+        most = self.memory_gib * 2**30 / 1e9
+        for kind, profiles in (("mig_profiles", self.mig_profiles), ("vgpu_profiles", self.vgpu_profiles)):
+            for name, profile in profiles.items():
+                if profile.memory_gib > most + 1e-9:
+                    raise ValueError(f"{kind}.{name}.memory_gib: {profile.memory_gib:g} is more than the GPU's whole "
+                                     f"memory ({self.memory_gib:g} GiB = {most:.4g} GB)")
+        return self
 
     @property
     def memory_bytes(self) -> float:
@@ -155,10 +166,14 @@ class Catalog(BaseModel):
 def _read_yaml(path: Path | str, text: str | None = None) -> dict:
     try:
         data = load_yaml(text if text is not None else Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as err:
-        raise CatalogError(f"{path}: cannot read catalog file: {getattr(err, 'strerror', None) or err}") from None
+    except UnicodeDecodeError as err:
+        raise CatalogError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except OSError as err:
+        raise CatalogError(f"{path}: cannot read catalog file: {err.strerror or err}") from None
     except yaml.YAMLError as err:
         raise CatalogError(f"{path}: not valid YAML: {describe_yaml_error(err)}") from None
+    if data is None:
+        raise CatalogError(f"{path}: empty file; a catalog file is a mapping with keys gpus, prices or models")
     if not isinstance(data, dict):
         raise CatalogError(f"{path}: a catalog file must be a mapping with keys gpus, prices or models")
     unknown = set(data) - {"gpus", "prices", "models"}
@@ -167,26 +182,47 @@ def _read_yaml(path: Path | str, text: str | None = None) -> dict:
     return data
 
 
+def _problem(schema: type[BaseModel], error: dict) -> tuple[str, str]:
+    """(dotted location, message) of a pydantic error on a catalog entry, worded as the scenario's errors are."""
+    loc = [str(p) for p in error["loc"]]
+    msg = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        allowed = [n for n in schema.model_fields if n != "key"] if len(loc) == 1 else []
+        msg = "unknown field" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
+    elif error["type"] == "missing":
+        msg = "required field is missing"
+    elif error["type"] == "value_error":
+        head, sep, rest = msg.partition(": ")
+        if sep and " " not in head:  # the check names its field first
+            loc, msg = [*loc, head], rest
+    else:
+        msg = with_input(msg, error.get("input"))
+    return ".".join(loc), msg
+
+
 def _validate(path: Path | str, data: dict) -> tuple[dict[str, GpuSpec], list[Price], dict[str, ModelSpec]]:
     gpus, prices, models = {}, [], {}
-    where = ""
-    try:
-        for key, body in (data.get("gpus") or {}).items():
-            where = f"gpus.{key}"
-            gpus[key] = GpuSpec(key=key, **body)
-        for i, body in enumerate(data.get("prices") or []):
-            where = f"prices[{i}]"
-            prices.append(Price(**body))
-        for key, body in (data.get("models") or {}).items():
-            where = f"models.{key}"
-            models[key] = ModelSpec(key=key, **body)
-    except ValidationError as err:
-        first = err.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
-        msg = first["msg"].removeprefix("Value error, ")
-        raise CatalogError(f"{path}: {where}{'.' + loc if loc else ''}: {msg}") from None
-    except (TypeError, AttributeError):
-        raise CatalogError(f"{path}: {where or 'top level'}: expected a mapping of fields") from None
+    blocks = (("gpus", dict, GpuSpec), ("prices", list, Price), ("models", dict, ModelSpec))
+    for block, kind, schema in blocks:
+        entries = data.get(block) or kind()
+        if not isinstance(entries, kind):
+            raise CatalogError(f"{path}: {block}: expected a {'mapping of names to' if kind is dict else 'list of'} "
+                               f"entries, got {type(entries).__name__}")
+        for key, body in entries.items() if kind is dict else enumerate(entries):
+            where = f"{block}.{key}"
+            if not isinstance(body, dict):
+                raise CatalogError(f"{path}: {where}: expected a mapping of fields, got {type(body).__name__}")
+            try:
+                entry = schema(**body) if kind is list else schema(**{**body, "key": key})
+            except ValidationError as err:
+                loc, msg = _problem(schema, err.errors()[0])
+                raise CatalogError(f"{path}: {where}{'.' + loc if loc else ''}: {msg}") from None
+            if block == "gpus":
+                gpus[key] = entry
+            elif block == "prices":
+                prices.append(entry)
+            else:
+                models[key] = entry
     return gpus, prices, models
 
 
@@ -216,6 +252,10 @@ def load_catalog(extra_files: tuple[Path, ...] = ()) -> Catalog:
         g, p, m = _validate(path, _read_yaml(path))
         gpus.update(g)
         models.update(m)
+        for i, price in enumerate(p):
+            if price.gpu not in gpus:
+                raise CatalogError(f"{path}: prices.{i}.gpu: {unknown_name('GPU', price.gpu, gpus)} (a price is for "
+                                   "a GPU of the catalog, shipped or in this file)")
         # A user's price for (gpu, provider, tier, instance) replaces the shipped one.
         keys = {(q.gpu, q.provider, q.tier, q.instance) for q in p}
         prices = [q for q in prices if (q.gpu, q.provider, q.tier, q.instance) not in keys] + p
@@ -276,5 +316,6 @@ def model_from_hf_config(path: Path | str) -> ModelSpec:
         if not loc and "n_kv_heads" in msg:
             loc = "num_key_value_heads"
             msg = f"num_attention_heads ({heads}) must be a multiple of num_key_value_heads"
-        raise CatalogError(f"{path}: {loc + ': ' if loc else ''}{msg}, got {first.get('input')!r}"
-                           if first["type"] != "value_error" else f"{path}: {loc + ': ' if loc else ''}{msg}") from None
+        if first["type"] != "value_error":
+            msg = with_input(msg, first.get("input"))
+        raise CatalogError(f"{path}: {loc + ': ' if loc else ''}{msg}") from None

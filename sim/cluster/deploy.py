@@ -210,6 +210,11 @@ def plan_pools(scenario: Scenario, catalog: Catalog, source: str) -> Deployment:
                 raise ScenarioError(source, f"{base}.engine.speculative.draft_model",
                                     unknown_name("model", spec.draft_model, catalog.models))
             draft = catalog.models[spec.draft_model]
+            if draft.n_params >= model.n_params:
+                raise ScenarioError(source, f"{base}.engine.speculative.draft_model",
+                                    f"{draft.name} ({draft.n_params / 1e9:.1f}B parameters) is not smaller than the "
+                                    f"model it drafts for, {model.name} ({model.n_params / 1e9:.1f}B); a draft model "
+                                    "must be smaller to save time")
         plans[name] = PoolPlan(name, pool, gpu, model, sizing, usd, label, draft)
     if sum(p.replicas for p in scenario.pools.values()) == 0 and scenario.fleet_autoscale is None and all(
             p.autoscale is None for p in scenario.pools.values()):

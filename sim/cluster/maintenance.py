@@ -25,6 +25,27 @@ def hosts_of(fleet, pool: str) -> list:
     return [n for n in fleet.pools[pool].nodes if n.end_s is None]
 
 
+def initial_hosts(plan, deployment) -> int:
+    """How many hosts a pool has at the start: its nodes (its replicas packed ``nodes.gpus_per_node`` GPUs to a node,
+    as :class:`sim.cluster.pool.PoolRuntime` starts them), or for a shared pool the physical GPUs holding its
+    replicas."""
+    if plan.shared:
+        return len(deployment.gpus_of(plan.name))
+    cfg = plan.config
+    per_node = max(1, (cfg.nodes.gpus_per_node or cfg.gpus_per_replica) // cfg.gpus_per_replica)
+    return -(-cfg.replicas // per_node)
+
+
+def check_windows(scenario, deployment, source: str) -> None:
+    """At load: every listed window's host exists at the start (:class:`ScenarioError` naming the window)."""
+    for i, w in enumerate(scenario.maintenance.windows):
+        n = initial_hosts(deployment.pools[w.pool], deployment)
+        if w.host >= n:
+            raise ScenarioError(source, f"maintenance.windows.{i}.host",
+                                f"pool {w.pool} has {n} host{'s' if n != 1 else ''} at the start"
+                                + (f" (0-{n - 1})" if n else "") + f", so there is no host {w.host}")
+
+
 def windows(cfg: MaintenanceConfig, fleet, source: str) -> list[tuple[str, int, float, float]]:
     """Every window as ``(pool, host, start_s, duration_s)``: the listed ones, then the rolling schedule (each pool's
     hosts in order, one at a time); a host index beyond the pool's hosts is a :class:`ScenarioError`."""

@@ -213,7 +213,7 @@ class QuantumGpu:
                     elapsed = env.now - idle_from
                     turned = int(elapsed // q)
                     slot = (slot + turned) % len(cycle)
-                    slot_left = q - (elapsed - turned * q)
+                    slot_left = max(0.0, q - (elapsed - turned * q))  # never below 0 by rounding
             slot = (slot + 1) % len(cycle)
             owner = cycle[slot]
             if owner is None or self.waiting[owner] is None:

@@ -10,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from sim.errors import ScenarioError
+from sim.limits import MAX_RUNS
 from sim.sweep.config import DEFAULT_METRICS, Experiment
-from sim.sweep.expand import Arm, expand, replication_seeds
+from sim.sweep.expand import Arm, count_arms, expand, replication_seeds
 from sim.sweep.files import SweepError, read_study_file
 from sim.sweep.runner import BACKENDS, Run, plan_runs, run_sweep, summarize_sweep
 
@@ -25,6 +26,11 @@ def load_experiment(path: str | Path) -> tuple[Experiment, list[Run]]:
         Naming the file and the field (or the arm and its scenario field) of the first problem.
     """
     exp, scenario_path = read_study_file(path, Experiment, "experiment")
+    arms = count_arms(exp)
+    if arms * exp.replications > MAX_RUNS:
+        raise SweepError(f"{path}: parameters: {arms:,} arms x {exp.replications} replications = "
+                         f"{arms * exp.replications:,} runs; at most {MAX_RUNS:,} per sweep (vary fewer values, or "
+                         "split the experiment)")
     try:
         runs = plan_runs(exp, scenario_path, str(path))
     except ScenarioError as err:

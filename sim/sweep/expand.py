@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,6 +37,15 @@ def _draw(rng: np.random.Generator, p: RandomParameter):
 
 def _label(value) -> str:
     return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def count_arms(exp: Experiment) -> int:
+    """How many arms :func:`expand` makes, without making them."""
+    par = exp.parameters
+    grid = math.prod(len(values) for values in par.grid.values())
+    rows = len(next(iter(par.zip.values()))) if par.zip else 1
+    samples = par.random.samples if par.random is not None else 1
+    return max(1, len(par.variants)) * grid * rows * samples
 
 
 def expand(exp: Experiment) -> list[Arm]:

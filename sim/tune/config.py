@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sim.sweep.config import RandomParameter
 
-_FROZEN = ConfigDict(frozen=True, extra="forbid")
+_FROZEN = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class Constraint(BaseModel):
@@ -23,6 +23,9 @@ class Constraint(BaseModel):
     def _bound(self) -> Constraint:
         if self.min is None and self.max is None:
             raise ValueError(f"constraint on {self.metric}: give min and/or max")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"max: {self.max:g} is below min {self.min:g}; no trial could meet the constraint on "
+                             f"{self.metric}")
         return self
 
     def violation(self, value: float) -> float:
@@ -38,7 +41,7 @@ class Objective(BaseModel):
     """Minimise ``minimize`` (a dotted summary path, e.g. ``cost.usd_total``) subject to ``constraints``."""
 
     model_config = _FROZEN
-    minimize: str = "cost.usd_total"
+    minimize: str = Field(default="cost.usd_total", min_length=1)
     constraints: tuple[Constraint, ...] = ()
 
 

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-_FROZEN = ConfigDict(frozen=True, extra="forbid")
+_FROZEN = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 def _renewal_times(draw, rng: np.random.Generator, n: int | None, until_s: float | None, rate: float):
@@ -40,6 +40,18 @@ class _RenewalArrivals(BaseModel):
     @property
     def mean_rate_per_s(self) -> float:
         return self.rate_per_s
+
+    @property
+    def peak_rate_per_s(self) -> float:
+        return self.rate_per_s
+
+    @property
+    def ends_s(self) -> float | None:
+        return None
+
+    def expected_arrivals(self, until_s: float) -> float:
+        """About how many arrivals come in ``[0, until_s)``."""
+        return self.rate_per_s * until_s
 
     def _gaps(self, rng: np.random.Generator, k: int) -> np.ndarray:  # pragma: no cover - overridden
         raise NotImplementedError
@@ -68,7 +80,7 @@ class GammaArrivals(_RenewalArrivals):
     """
 
     process: Literal["gamma"] = "gamma"
-    cv: float = Field(gt=0)
+    cv: float = Field(ge=1e-3, le=100, description="below 0.001 use constant arrivals")
 
     def _gaps(self, rng: np.random.Generator, k: int) -> np.ndarray:
         shape = 1 / self.cv**2
@@ -100,8 +112,18 @@ class _ThinnedArrivals(BaseModel):
     def peak_rate_per_s(self) -> float:  # pragma: no cover - overridden
         raise NotImplementedError
 
+    @property
+    def ends_s(self) -> float | None:
+        """The time after which the rate is 0 for ever (None: never)."""
+        return None
+
+    def expected_arrivals(self, until_s: float) -> float:
+        """About how many arrivals come in ``[0, until_s)`` (an upper bound: the peak rate throughout)."""
+        return self.peak_rate_per_s * min(until_s, self.ends_s if self.ends_s is not None else until_s)
+
     def sample_times(self, rng: np.random.Generator, n: int | None = None, until_s: float | None = None):
         peak = self.peak_rate_per_s
+        horizon = min(t for t in (until_s, self.ends_s, np.inf) if t is not None)
         out, last, accepted = [], 0.0, 0
         chunk = 4096
         while True:
@@ -110,7 +132,8 @@ class _ThinnedArrivals(BaseModel):
             last = float(cand[-1])
             out.append(keep)
             accepted += len(keep)
-            if (n is not None and accepted >= n) or (n is None and last >= until_s):
+            # Enough arrivals, or past the end (of the workload, or of a rate that stays 0 from then on).
+            if (n is not None and accepted >= n) or last >= horizon:
                 break
         times = np.concatenate(out)
         if n is not None:
@@ -146,6 +169,18 @@ class PiecewiseArrivals(_ThinnedArrivals):
     @property
     def peak_rate_per_s(self) -> float:
         return max(self.rates_per_s)
+
+    @property
+    def ends_s(self) -> float | None:
+        return self.times_s[-1] if self.period_s is None and self.rates_per_s[-1] == 0 else None
+
+    def expected_arrivals(self, until_s: float) -> float:
+        edges = [*self.times_s, np.inf] if self.period_s is None else [*self.times_s, self.period_s]
+        one = sum(r * max(0.0, min(b, until_s) - a) for r, a, b in zip(self.rates_per_s, edges, edges[1:],
+                                                                         strict=False))
+        if self.period_s is None:
+            return one
+        return self.mean_rate_per_s * until_s + one  # whole periods, plus at most one more
 
     @property
     def mean_rate_per_s(self) -> float:

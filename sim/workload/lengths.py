@@ -8,6 +8,7 @@ and its documented ``mean`` is the truncated one.
 
 from __future__ import annotations
 
+import csv
 import math
 from functools import cache
 from typing import Annotated, Literal
@@ -16,8 +17,10 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sim.errors import TraceError
+from sim.limits import MAX_TOKENS
+from sim.workload.traces import reading
 
-_FROZEN = ConfigDict(frozen=True, extra="forbid")
+_FROZEN = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class FixedLength(BaseModel):
@@ -25,7 +28,7 @@ class FixedLength(BaseModel):
 
     model_config = _FROZEN
     dist: Literal["fixed"] = "fixed"
-    tokens: int = Field(gt=0)
+    tokens: int = Field(gt=0, le=MAX_TOKENS)
 
     @property
     def mean(self) -> float:
@@ -44,8 +47,8 @@ class UniformLength(BaseModel):
 
     model_config = _FROZEN
     dist: Literal["uniform"] = "uniform"
-    low: int = Field(gt=0)
-    high: int = Field(gt=0)
+    low: int = Field(gt=0, le=MAX_TOKENS)
+    high: int = Field(gt=0, le=MAX_TOKENS)
 
     @model_validator(mode="after")
     def _ordered(self) -> UniformLength:
@@ -75,9 +78,9 @@ class LogNormalLength(BaseModel):
 
     model_config = _FROZEN
     dist: Literal["lognormal"] = "lognormal"
-    mean_tokens: float = Field(gt=0, alias="mean")
-    cv_value: float = Field(gt=0, alias="cv")
-    max_tokens: int | None = Field(default=None, gt=0)
+    mean_tokens: float = Field(gt=0, le=MAX_TOKENS, alias="mean")
+    cv_value: float = Field(gt=0, le=100, alias="cv")
+    max_tokens: int | None = Field(default=None, gt=0, le=MAX_TOKENS)
 
     @property
     def _frozen(self):
@@ -118,7 +121,7 @@ class GeometricLength(BaseModel):
 
     model_config = _FROZEN
     dist: Literal["geometric"] = "geometric"
-    mean_tokens: float = Field(ge=1, alias="mean")
+    mean_tokens: float = Field(ge=1, le=MAX_TOKENS, alias="mean")
 
     @property
     def mean(self) -> float:
@@ -173,23 +176,32 @@ LengthDist = Annotated[
 @cache
 def read_length_column(path: str, column: str) -> np.ndarray:
     """Positive integer lengths from ``column`` of the CSV at ``path``; a bad row names its line."""
-    import pandas as pd
-
-    try:
-        frame = pd.read_csv(path, usecols=lambda c: c == column, dtype=str, keep_default_na=False)
-    except FileNotFoundError:
-        raise TraceError(path, 0, "file not found") from None
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise TraceError(path, 0, f"cannot read as CSV: {str(err).splitlines()[0]}") from None
-    if column not in frame.columns:
-        header = pd.read_csv(path, nrows=0).columns.tolist()
-        raise TraceError(path, 1, f"no column {column!r}; columns are {header}")
-    values = pd.to_numeric(frame[column], errors="coerce").to_numpy()
-    bad = np.flatnonzero(~np.isfinite(values) | (values < 1) | (values != np.round(values)))
-    if len(bad):
-        row = int(bad[0])
-        raw = frame[column].iloc[row]
-        raise TraceError(path, row + 2, f"column {column!r} must hold positive integers, got {raw!r}")
-    if len(values) == 0:
+    values = []
+    with reading(path), open(path, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if header is None:
+            raise TraceError(path, 0, f"empty file; expected a header row naming column {column!r}")
+        if column not in header:
+            raise TraceError(path, 1, f"no column {column!r}; columns are {header}")
+        at = header.index(column)
+        for row in reader:
+            if not row:
+                continue
+            line = reader.line_num
+            if len(row) != len(header):
+                raise TraceError(path, line, f"expected {len(header)} fields, got {len(row)}")
+            raw = row[at]
+            try:
+                number = float(raw)
+            except ValueError:
+                number = float("nan")
+            if not (math.isfinite(number) and number >= 1 and number == round(number)):
+                raise TraceError(path, line, f"column {column!r} must hold positive integers, got {raw!r}")
+            if number > MAX_TOKENS:
+                raise TraceError(path, line, f"column {column!r} must hold lengths up to {MAX_TOKENS:,} tokens "
+                                 f"(no model's context is longer), got {raw!r}")
+            values.append(int(number))
+    if not values:
         raise TraceError(path, 0, f"column {column!r} has no rows")
-    return values.astype(np.int64)
+    return np.asarray(values, dtype=np.int64)

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 
-from sim.errors import TraceError
+from sim.errors import TraceError, as_written
 from sim.workload.traces import (
     TraceArrays,
     check_sorted,
@@ -30,9 +31,9 @@ def _float(value, path: str, line: int, column: str) -> float:
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise TraceError(path, line, f"{column} must be a number, got {value!r}") from None
+        raise TraceError(path, line, f"{column} must be a number, got {as_written(value)}") from None
     if not np.isfinite(number) or number < 0:
-        raise TraceError(path, line, f"{column} must be a finite number >= 0, got {value!r}")
+        raise TraceError(path, line, f"{column} must be a finite number >= 0, got {as_written(value)}")
     return number
 
 
@@ -46,7 +47,7 @@ def read_mooncake(path: str | Path) -> TraceArrays:
     path = str(path)
     times, prompts, outputs, prefixes = [], [], [], []
     previous = None
-    with reading(path), open(path, encoding="utf-8") as handle:
+    with reading(path), open(path, encoding="utf-8-sig") as handle:  # a byte-order mark is not part of the JSON
         for line, text in enumerate(handle, start=1):
             if not text.strip():
                 continue
@@ -128,7 +129,13 @@ def read_table(path: str | Path, columns: dict[str, str], time_unit: str = "s") 
         raise TraceError(path, 0, "file not found") from None
     except UnicodeDecodeError as err:
         raise TraceError(path, first_undecodable_line(path), f"not UTF-8 text ({err.reason})") from None
+    except pd.errors.EmptyDataError:
+        raise TraceError(path, 0, "empty file; expected a header naming the columns "
+                         f"{', '.join(columns.values())}") from None
     except (ValueError, OSError, pd.errors.ParserError) as err:
+        ragged = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(err))
+        if ragged:
+            raise TraceError(path, int(ragged[2]), f"expected {ragged[1]} fields, got {ragged[3]}") from None
         raise TraceError(path, 0, f"cannot read as {'Parquet' if path.endswith('.parquet') else 'CSV'}: "
                          f"{str(err).splitlines()[0]}") from None
     missing = [name for name in columns.values() if name not in frame.columns]
@@ -141,6 +148,10 @@ def read_table(path: str | Path, columns: dict[str, str], time_unit: str = "s") 
     for i, (t, p, o) in enumerate(zip(frame[columns["arrival"]], frame[columns["prompt_tokens"]],
                                       frame[columns["output_tokens"]], strict=True)):
         line = first_line + i
+        for name, value in zip((columns["arrival"], columns["prompt_tokens"], columns["output_tokens"]), (t, p, o),
+                               strict=True):
+            if value is None or (isinstance(value, float) and np.isnan(value)):
+                raise TraceError(path, line, f"{name} is empty")
         stamp = _float(t, path, line, columns["arrival"]) * scale
         check_sorted(path, line, stamp, previous, columns["arrival"])
         previous = stamp

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from sim.errors import TraceError
-from sim.workload.traces import TraceArrays
+from sim.limits import MAX_TOKENS
+from sim.workload.traces import TraceArrays, reading
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +54,12 @@ def renewal_arrivals(w: Windows, rng: np.random.Generator, scale: float = 1.0) -
             t = steps[-1] + gaps[-1]
         out.append(np.concatenate(times) if times else np.empty(0))
     return np.sort(np.concatenate(out)) if out else np.empty(0)
+
+
+def expected_arrivals(w: Windows, start_s: float, end_s: float) -> float:
+    """The mean number of arrivals of ``w`` in ``[start_s, end_s)`` (each window's rate times its overlap)."""
+    overlap = np.clip(np.minimum(w.start_s + w.window_s, end_s) - np.maximum(w.start_s, start_s), 0, None)
+    return float(np.sum(w.rate_per_s * overlap))
 
 
 def fit_trace(arrays: TraceArrays, window_s: float) -> Windows:
@@ -92,13 +99,40 @@ class ServeGenClient:
 def _pmf(text: str, path: str, what: str) -> tuple[np.ndarray, np.ndarray]:
     try:
         table = ast.literal_eval(text) if isinstance(text, str) else text
-        values = np.asarray([int(k) for k in table], dtype=np.int64)
+        tokens = [int(k) for k in table]
         probs = np.asarray([float(v) for v in table.values()], dtype=float)
-    except (ValueError, SyntaxError, TypeError, AttributeError):
+    except (ValueError, SyntaxError, TypeError, AttributeError, MemoryError, RecursionError):
         raise TraceError(path, 0, f"{what} is not a {{tokens: probability}} table") from None
-    if len(values) == 0 or (probs < 0).any() or probs.sum() <= 0:
+    bad = [t for t in tokens if not 0 <= t <= MAX_TOKENS]
+    if bad:
+        raise TraceError(path, 0, f"{what}: token count {bad[0]} is outside 0-{MAX_TOKENS:,}")
+    if len(tokens) == 0 or not np.isfinite(probs).all() or (probs < 0).any() or probs.sum() <= 0:
         raise TraceError(path, 0, f"{what} has no positive probability")
-    return values, probs / probs.sum()
+    return np.asarray(tokens, dtype=np.int64), probs / probs.sum()
+
+
+def _dataset(path: Path) -> dict:
+    """A client's ``-dataset.json``: window start (s) -> its length tables, checked."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise TraceError(str(path), 0, f"not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except json.JSONDecodeError as err:
+        raise TraceError(str(path), err.lineno, f"not valid JSON: {err.msg}") from None
+    if not isinstance(data, dict):
+        raise TraceError(str(path), 0, f"expected a JSON object of windows (start s -> length tables), got "
+                         f"{type(data).__name__}")
+    out = {}
+    for key, window in data.items():
+        try:
+            start = float(key)
+        except ValueError:
+            raise TraceError(str(path), 0, f"window {key!r}: the key must be the window's start in seconds") from None
+        if not isinstance(window, dict):
+            raise TraceError(str(path), 0, f"window {key}: expected an object with input_tokens and output_tokens, "
+                             f"got {type(window).__name__}")
+        out[start] = window
+    return out
 
 
 def read_servegen(folder: str | Path, clients: list[str] | None = None) -> list[ServeGenClient]:
@@ -108,6 +142,8 @@ def read_servegen(folder: str | Path, clients: list[str] | None = None) -> list[
     if not folder.is_dir():
         raise TraceError(str(folder), 0, "not a folder of ServeGen chunk-<client>-trace.csv files")
     found = sorted(p.name[len("chunk-"):-len("-trace.csv")] for p in folder.glob("chunk-*-trace.csv"))
+    if not found:
+        raise TraceError(str(folder), 0, "no ServeGen chunk-<client>-trace.csv files in it")
     wanted = found if clients is None else [str(c) for c in clients]
     missing = [c for c in wanted if c not in found]
     if missing:
@@ -116,7 +152,7 @@ def read_servegen(folder: str | Path, clients: list[str] | None = None) -> list[
     for client in wanted:
         trace = folder / f"chunk-{client}-trace.csv"
         starts, rates, cvs = [], [], []
-        with open(trace, newline="", encoding="utf-8") as handle:
+        with reading(str(trace)), open(trace, newline="", encoding="utf-8") as handle:
             for line, row in enumerate(csv.reader(handle), start=1):
                 if not row:
                     continue
@@ -129,8 +165,14 @@ def read_servegen(folder: str | Path, clients: list[str] | None = None) -> list[
                 except ValueError:
                     raise TraceError(str(trace), line,
                                      f"window start, rate and cv must be numbers: {row[:3]}") from None
-                if rate < 0 or cv < 0:
-                    raise TraceError(str(trace), line, f"rate and cv must be >= 0, got {rate}, {cv}")
+                if not all(np.isfinite((start, rate, cv))) or start < 0 or rate < 0 or cv < 0:
+                    raise TraceError(str(trace), line, f"window start, rate and cv must be finite and >= 0, got "
+                                     f"{row[0]}, {row[1]}, {row[2]}")
+                if 0 < cv < 1e-3 or cv > 100:
+                    raise TraceError(str(trace), line, f"cv must be 0 (unknown), or 0.001 to 100, got {cv:g}")
+                if starts and start <= starts[-1]:
+                    raise TraceError(str(trace), line, f"window start {start:g} s is not after the previous one "
+                                     f"({starts[-1]:g} s); windows must be in time order")
                 starts.append(start)
                 rates.append(rate)
                 cvs.append(cv)
@@ -139,12 +181,13 @@ def read_servegen(folder: str | Path, clients: list[str] | None = None) -> list[
         window_s = float(np.median(np.diff(starts))) if len(starts) > 1 else 600.0
         dataset = folder / f"chunk-{client}-dataset.json"
         if not dataset.is_file():
-            raise TraceError(str(dataset), 0, "missing: a client's lengths come from its dataset file")
-        data = json.loads(dataset.read_text(encoding="utf-8"))
+            raise TraceError(str(dataset), 0,
+                             "file not found (a client's lengths come from its dataset file, next to its trace file)")
+        data = _dataset(dataset)
         # A window without traffic has empty tables: its requests (if rates say there are any) take the lengths of
         # the nearest earlier window that has some (the first one, before any).
-        lengths = {float(k): (*_pmf(v["input_tokens"], str(dataset), f"window {k} input_tokens"),
-                              *_pmf(v["output_tokens"], str(dataset), f"window {k} output_tokens"))
+        lengths = {k: (*_pmf(v["input_tokens"], str(dataset), f"window {k:g} input_tokens"),
+                       *_pmf(v.get("output_tokens"), str(dataset), f"window {k:g} output_tokens"))
                    for k, v in data.items() if v.get("input_tokens") not in ("{}", {}, None)}
         if not lengths:
             raise TraceError(str(dataset), 0, "no window has length tables")

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sim.errors import TraceError
+from sim.errors import TraceError, as_written
+from sim.limits import MAX_TOKENS
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,15 +55,18 @@ AZURE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
 def positive_int(value, path: str, line: int, column: str, minimum: int) -> int:
     """An integer field of a trace row (text, or a whole number from JSON or Parquet), at least ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise TraceError(path, line, f"{column} must be an integer, got {value!r}")
+        raise TraceError(path, line, f"{column} must be an integer, got {as_written(value)}")
     try:
         number = int(value) if not isinstance(value, float) or value.is_integer() else None
     except ValueError:
         number = None
     if number is None:
-        raise TraceError(path, line, f"{column} must be an integer, got {value!r}")
+        raise TraceError(path, line, f"{column} must be an integer, got {as_written(value)}")
     if number < minimum:
         raise TraceError(path, line, f"{column} must be >= {minimum}, got {number}")
+    if number > MAX_TOKENS:
+        raise TraceError(path, line, f"{column} must be at most {MAX_TOKENS:,} tokens (no model's context is longer), "
+                         f"got {number}")
     return number
 
 
@@ -78,6 +82,8 @@ def reading(path: str):
         yield
     except FileNotFoundError:
         raise TraceError(path, 0, "file not found") from None
+    except IsADirectoryError:
+        raise TraceError(path, 0, "is a folder, expected a file") from None
     except UnicodeDecodeError as err:
         raise TraceError(path, first_undecodable_line(path), f"not UTF-8 text ({err.reason})") from None
     except csv.Error as err:
