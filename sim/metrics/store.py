@@ -15,7 +15,9 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from pandas.api.types import union_categoricals
 
 from sim.errors import FleetsimError
 
@@ -40,6 +42,9 @@ class RowStore:
         self.spill_dir = Path(spill_dir) if spill_dir is not None else None
         self.keep = list(keep)
         self.chunks: list[pd.DataFrame] = []
+        # Once spilled: the kept columns of each chunk, as arrays (joined column by column at the end, each
+        # column's pieces freed as it is joined, so the join never holds the rows twice).
+        self.slim: list[dict[str, np.ndarray]] = []
         self.rows = 0
         self.parts: list[Path] = []
 
@@ -55,19 +60,25 @@ class RowStore:
         self.rows += len(chunk)
         if self.spilled:
             self._write(chunk)
-            self.chunks.append(self._slim(chunk))
+            self.slim.append(self._slim(chunk))
             return
         self.chunks.append(chunk)
         if self.spill_rows is not None and self.rows > self.spill_rows:
             held, self.chunks = self.chunks, []
             for frame in held:
                 self._write(frame)
-                self.chunks.append(self._slim(frame))
+                self.slim.append(self._slim(frame))
 
-    def _slim(self, frame: pd.DataFrame) -> pd.DataFrame:
-        slim = frame[self.keep]
-        narrow = {c: "int32" for c in self.keep if slim[c].dtype == "int64"}
-        return slim.astype(narrow) if narrow else slim
+    def _slim(self, frame: pd.DataFrame) -> dict[str, np.ndarray | pd.Categorical]:
+        return {c: frame[c].array.copy() if isinstance(frame[c].dtype, pd.CategoricalDtype)
+                else frame[c].to_numpy(dtype="int32" if frame[c].dtype == "int64" else None, copy=True)
+                for c in self.keep}
+
+    @staticmethod
+    def _join(pieces: list) -> np.ndarray | pd.Categorical:
+        if isinstance(pieces[0], pd.Categorical):
+            return union_categoricals(pieces)
+        return np.concatenate(pieces)
 
     def _write(self, frame: pd.DataFrame) -> None:
         try:
@@ -85,7 +96,13 @@ class RowStore:
     def kept(self, empty: pd.DataFrame) -> pd.DataFrame:
         """The in-memory columns of every row (all columns unless spilled); ``empty`` gives the dtypes of a
         table with no rows."""
-        frames = self.chunks or [empty if not self.spilled else self._slim(empty)]
+        if self.spilled and self.slim:
+            columns = {c: self._join([chunk.pop(c) for chunk in self.slim]) for c in self.keep}
+            self.slim = []
+            self.chunks = [pd.DataFrame(columns, copy=False)]
+        if self.spilled:
+            return self.chunks[0] if self.chunks else pd.DataFrame({c: empty[c] for c in self.keep})
+        frames = self.chunks or [empty]
         if len(frames) > 1:
             self.chunks = [pd.concat(frames, ignore_index=True)]  # hold one copy, not the chunks and their join
             frames = self.chunks

@@ -41,33 +41,40 @@ def _targets(slo: SloConfig | dict[str, SloConfig]) -> dict:
     return {k: v for k, v in slo.model_dump().items() if v is not None}
 
 
-def _block(requests: pd.DataFrame, slo: SloConfig | dict[str, SloConfig], duration_s: float) -> dict:
-    # Column by column under a mask, not a filtered copy of the table: a long run's records are large.
-    status = requests["status"]
+def _block(requests: pd.DataFrame, slo: SloConfig | dict[str, SloConfig], duration_s: float,
+           rows: np.ndarray | None = None) -> dict:
+    """The figures of the requests in ``rows`` (a boolean mask; None: all of them)."""
+
+    # Column by column under the mask, never a filtered copy of the table: a long run's records are large.
+    def column(name: str) -> pd.Series:
+        return requests[name] if rows is None else requests[name][rows]
+
+    status = column("status")
     finished = (status == "finished").to_numpy()
     n_finished = int(finished.sum())
     judged = int((status != "in_flight").sum())
+    interruptions = column("interruptions")
     out = {
         "requests": {
-            "arrived": len(requests),
+            "arrived": len(status),
             "finished": n_finished,
             "rejected": int((status == "rejected").sum()),
             "in_flight": int((status == "in_flight").sum()),
-            "preemptions": int(requests["preemptions"].sum()),
-            "interrupted": int((requests["interruptions"] > 0).sum()),
-            "restarts": int(requests["interruptions"].sum()),
-            "lost_work_s": float(requests["lost_s"].sum()),
+            "preemptions": int(column("preemptions").sum()),
+            "interrupted": int((interruptions > 0).sum()),
+            "restarts": int(interruptions.sum()),
+            "lost_work_s": float(column("lost_s").sum()),
         },
         # Prompt tokens whose prefill the prefix cache saved, over all prompt tokens of finished requests.
-        "prefix_cache_hit_rate": (float(requests["cached_tokens"][finished].sum()
-                                        / requests["prompt_tokens"][finished].sum()) if n_finished else None),
+        "prefix_cache_hit_rate": (float(column("cached_tokens")[finished].sum()
+                                        / column("prompt_tokens")[finished].sum()) if n_finished else None),
     }
     for metric in LATENCY_METRICS:
-        out[metric] = _stats(requests[metric][finished])
-    if "kv_transfer_s" in requests and requests["kv_transfer_s"].notna().any():  # disaggregated serving
-        out["kv_transfer_s"] = _stats(requests["kv_transfer_s"][finished])
-    out_tokens = float(requests["output_tokens"][finished].to_numpy().sum(dtype=np.int64))
-    in_tokens = float(requests["prompt_tokens"][finished].to_numpy().sum(dtype=np.int64))
+        out[metric] = _stats(column(metric)[finished])
+    if "kv_transfer_s" in requests and column("kv_transfer_s").notna().any():  # disaggregated serving
+        out["kv_transfer_s"] = _stats(column("kv_transfer_s")[finished])
+    out_tokens = float(column("output_tokens")[finished].to_numpy().sum(dtype=np.int64))
+    in_tokens = float(column("prompt_tokens")[finished].to_numpy().sum(dtype=np.int64))
     out["throughput"] = {
         "requests_per_s": n_finished / duration_s if duration_s > 0 else None,
         "output_tokens_per_s": out_tokens / duration_s if duration_s > 0 else None,
@@ -77,7 +84,8 @@ def _block(requests: pd.DataFrame, slo: SloConfig | dict[str, SloConfig], durati
     out["slo"] = {
         "targets": targets,
         # Rejected requests count as misses; requests still in flight are not judged.
-        "attainment": float(slo_met(requests, slo).sum() / judged) if judged and targets else None,
+        "attainment": (float((slo_met(requests, slo) if rows is None else slo_met(requests, slo)[rows]).sum() / judged)
+                       if judged and targets else None),
     }
     return out
 
@@ -116,14 +124,14 @@ def summarize(requests: pd.DataFrame, hourly_cost: pd.DataFrame, pool_prices: di
     for pool, price in pool_prices.items():
         # A prefill pool of a disaggregated fleet: the requests whose prompts it computed.
         mask = (requests["pool"] == pool).to_numpy() | (requests["prefill_pool"] == pool).to_numpy()
-        block = _block(requests[mask], slo, duration_s)
+        block = _block(requests, slo, duration_s, mask)
         usd = float(hourly_cost.loc[hourly_cost["pool"] == pool, "usd"].sum()) if len(hourly_cost) else 0.0
         block["cost"] = {"usd_total": usd, "usd_per_hour": usd / hours if hours > 0 else None, "price": price}
         block["gpu_hours"] = _gpu_hours(hourly_cost[hourly_cost["pool"] == pool] if len(hourly_cost) else hourly_cost)
         pools[pool] = block
     summary["pools"] = pools
     if isinstance(slo, dict) and len(slo) > 1:
-        summary["classes"] = {cls: _block(requests[(requests["class"] == cls).to_numpy()], cls_slo, duration_s)
+        summary["classes"] = {cls: _block(requests, cls_slo, duration_s, (requests["class"] == cls).to_numpy())
                               for cls, cls_slo in slo.items()}
     return summary
 
