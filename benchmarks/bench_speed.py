@@ -12,6 +12,8 @@ Scenarios (files in benchmarks/scenarios/):
 - b: one Llama-3.1-8B H100 replica at high load (17 req/s of chat-like traffic), 50,000 requests.
 - c: 100 such replicas behind power-of-two routing, 1,200 req/s, 1,000,000 requests.
 - d: the same with 10,000,000 requests (records spill to Parquet parts past 1,000,000).
+- e: a day of traffic (issue #10): 10,000,000 requests over 24 simulated hours on a daily cycle, an HPA-scaled H100
+  pool (6 to 20 replicas, cold starts) with GPU failures; ``--requests`` does not apply (it ends at 24 h).
 
 Each figure is the median over ``--repeat`` runs. ``wall s`` times :func:`sim.simulate` only (build, run,
 results); ``start s`` is the process's time before it (imports, scenario load). ``peak MiB`` is the process's
@@ -38,6 +40,7 @@ SCENARIOS = {
     "b": ("one H100 replica at high load, 50k req", HERE / "one_replica_high_load.yaml", []),
     "c": ("100 replicas, 1M req", HERE / "fleet_100.yaml", []),
     "d": ("100 replicas, 10M req", HERE / "fleet_100.yaml", ["workload.num_requests=10000000"]),
+    "e": ("24 h, 10M req, autoscaled, failures", HERE / "day_10m.yaml", []),
 }
 
 
@@ -47,7 +50,7 @@ def one(name: str, requests: int | None) -> dict:
     import sim
 
     _, path, overrides = SCENARIOS[name]
-    overrides = [*overrides, *([f"workload.num_requests={requests}"] if requests else [])]
+    overrides = [*overrides, *([f"workload.num_requests={requests}"] if requests and name != "e" else [])]
     scenario = sim.load_scenario(path, overrides)
     start_s = time.perf_counter() - started
     with tempfile.TemporaryDirectory() as spill:
@@ -56,10 +59,12 @@ def one(name: str, requests: int | None) -> dict:
         wall = time.perf_counter() - t0
         engine = res.summary["engine"]
         n = res.summary["requests"]["arrived"]
+        counts = {k: res.summary["requests"][k] for k in ("arrived", "finished", "rejected", "in_flight", "restarts")}
+        simulated_s = res.summary["duration_s"]
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {"requests": n, "wall_s": wall, "start_s": start_s, "steps": engine["steps"],
             "events": engine["simpy_events"], "spilled": engine["records_spilled_to"] is not None,
-            "peak_mib": peak_kib / 1024}
+            "peak_mib": peak_kib / 1024, "counts": counts, "simulated_h": simulated_s / 3600}
 
 
 def main() -> None:
@@ -88,6 +93,9 @@ def main() -> None:
         print(f"{name:3} {SCENARIOS[name][0]:46} {n:10,d} {wall:8.2f} {start:7.2f} {n / wall:10,.0f} "
               f"{(events or 0) / wall:10,.0f} {runs[0]['steps'] / wall:10,.0f} "
               f"{max(r['peak_mib'] for r in runs):8.0f}", flush=True)
+        simulated_h = runs[0]["simulated_h"]
+        print(f"{'':3} {simulated_h * 3600:,.0f} simulated seconds ({simulated_h:.2f} h); requests: "
+              + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in runs[0]["counts"].items()), flush=True)
 
 
 if __name__ == "__main__":

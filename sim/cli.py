@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
 import sys
 import time
@@ -19,6 +20,7 @@ import yaml
 from sim.catalog import load_catalog
 from sim.cluster.deploy import plan_pools
 from sim.errors import CatalogError, FleetsimError, InternalError, unknown_name
+from sim.outpaths import out_file, out_folder
 from sim.results import Results
 from sim.scenario import load_scenario
 from sim.simulate import simulate
@@ -28,6 +30,10 @@ def _fmt(value, scale: float = 1.0, digits: int = 1) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     return f"{value * scale:,.{digits}f}"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def summary_text(res: Results) -> str:
@@ -93,9 +99,10 @@ def summary_text(res: Results) -> str:
                        "; not busy: " + ", ".join(f"{k} ${v:,.4f}" for k, v in idle.items()) if idle else ""))
     m = s.get("maintenance")
     if m:
-        out.append(f"maintenance: {m['windows']} windows; {m['replicas_down']} replicas down, {m['replicas_migrated']} "
-                   f"live-migrated ({m['stun_s']:.2f} s of stun); {m['requests_requeued']} requests re-queued, "
-                   f"{m['requests_delayed']} delayed; {m['capacity_lost_replica_s']:,.0f} replica-seconds lost")
+        out.append(f"maintenance: {_count(m['windows'], 'window')}; {_count(m['replicas_down'], 'replica')} down, "
+                   f"{m['replicas_migrated']} live-migrated ({m['stun_s']:.2f} s of stun); "
+                   f"{_count(m['requests_requeued'], 'request')} re-queued, {m['requests_delayed']} delayed; "
+                   f"{m['capacity_lost_replica_s']:,.0f} replica-seconds lost")
     alerts = s.get("alerts")
     if alerts:
         out.append("alerts: " + "; ".join(f"{name} fired {a['fired']}x ({a['firing_s']:,.0f} s)" if a["fired"]
@@ -138,6 +145,9 @@ def write_results(res: Results, out: Path) -> list[Path]:
             continue
         folder = out / name
         folder.mkdir(exist_ok=True)
+        if parts and parts[0].parent.resolve() != folder.resolve():  # an earlier run's parts would join these
+            for stale in folder.glob("part-*.parquet"):
+                stale.unlink()
         for part in parts:
             if part.parent.resolve() != folder.resolve():
                 shutil.copyfile(part, folder / part.name)
@@ -145,11 +155,33 @@ def write_results(res: Results, out: Path) -> list[Path]:
     for name, frame in files.items():
         frame.to_parquet(out / name, index=False)
         written.append(out / name)
+    _remove_stale(out, {p.name for p in written} | {p.parent.name for p in written if p.parent != out})
     (out / "summary.json").write_text(json.dumps(res.summary, indent=2) + "\n", encoding="utf-8")
     (out / "scenario.yaml").write_text(
         yaml.safe_dump(res.scenario.model_dump(mode="json", by_alias=True), sort_keys=False), encoding="utf-8")
     written += [out / "summary.json", out / "scenario.yaml"]
     return written
+
+
+#: Every file and folder :func:`write_results` may write: one of these left by an earlier run into the same folder,
+#: and not written by this one, is removed (a report would read it as this run's).
+RESULT_NAMES = ("requests.parquet", "requests", "timeseries.parquet", "timeseries", "cost_by_hour.parquet",
+                "replicas.parquet", "gpus.parquet", "nodes.parquet", "lifecycle.parquet", "scaling.parquet",
+                "monitoring.parquet", "alerts.parquet", "maintenance.parquet")
+
+
+def _remove_stale(out: Path, written: set[str]) -> None:
+    for name in RESULT_NAMES:
+        path = out / name
+        if name in written or not path.exists():
+            continue
+        if path.is_dir():  # a spilled run's parts, and the folder if nothing else is in it
+            for part in path.glob("part-*.parquet"):
+                part.unlink()
+            if not any(path.iterdir()):
+                path.rmdir()
+        else:
+            path.unlink()
 
 
 class _Bar:
@@ -176,8 +208,8 @@ class _Bar:
 
 def cmd_run(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario, args.set or ())
-    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
-        raise FleetsimError(f"--out {args.out}: exists and is not a folder")
+    if args.out:
+        out_folder(args.out, "--out")
     bar = _Bar(args.quiet)
     started = time.perf_counter()
     try:
@@ -185,13 +217,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     wall = time.perf_counter() - started
-    print(summary_text(res))
-    print(f"wall time {wall:.2f} s")
-    if args.out:
+    if args.out:  # written before anything is printed: a reader that goes away (| head) loses no results
         try:
             write_results(res, Path(args.out))
         except OSError as err:
             raise FleetsimError(f"--out {args.out}: cannot write results: {err.strerror or err}") from None
+    print(summary_text(res))
+    print(f"wall time {wall:.2f} s")
+    if args.out:
         print(f"results written to {args.out}/")
     return 0
 
@@ -286,15 +319,14 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         gpu = args.gpu
     spec = catalog.gpus[gpu]
     seed = 0 if args.seed is None else args.seed
+    out = out_file(args.out, "--out")
     started = time.perf_counter()
     if kind == "aiconfigurator":
         tables = read_aiconfigurator(root, gpu, spec.architecture)
     else:
         tables = read_csv_measurements(source)
     cal, errors = calibrate(tables, spec, seed)
-    out = Path(args.out)
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
         cal.write(out)
     except OSError as err:
         raise FleetsimError(f"--out {args.out}: cannot write the calibration: {err.strerror or err}") from None
@@ -321,9 +353,7 @@ def cmd_perf_report(args: argparse.Namespace) -> int:
     if missing:
         raise FleetsimError(f"--data {data}: no {', '.join(f'{g}/vllm/' for g in missing)} folder of AIConfigurator "
                             f"tables")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise FleetsimError(f"--out {args.out}: exists and is not a folder")
+    out = out_folder(args.out, "--out")
     started = time.perf_counter()
     catalog = load_catalog()
     tables = rp.load_measured(data, catalog)
@@ -363,9 +393,13 @@ def cmd_perf_report(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from sim.report import write_report
+    from sim.report import load_results, write_report
 
-    written = write_report(args.results, args.html, args.png)
+    results = load_results(args.results)
+    out_file(args.html, "--html")  # checked before the figures are drawn
+    if args.png:
+        out_folder(args.png, "--png")
+    written = write_report(results, args.html, args.png)
     print(f"report written to {written[0]}" + (f" and {len(written) - 1} PNGs to {args.png}" if args.png else ""))
     return 0
 
@@ -409,6 +443,10 @@ def cmd_tco(args: argparse.Namespace) -> int:
                             "parallelism <= 8")
     table = break_even_table(deployments, own, args.target_utilisation, args.input_per_output)
     shown = table.drop(columns=["model", "precision"])
+    for column in shown.columns:
+        if column.startswith("break_even_vs_"):  # output tokens per month, in millions as the README's table
+            shown[column] = [("-" if not math.isfinite(v) else f"{v / 1e6:,.0f} M" if v >= 1e8 else f"{v / 1e6:.3g} M")
+                             for v in shown[column]]
     with pd.option_context("display.width", 220, "display.max_columns", 30):
         print(f"{args.model} {args.precision}, TPOT <= {args.tpot_s * 1e3:g} ms, fleets at "
               f"{100 * args.target_utilisation:g}% of capacity, {args.input_per_output:g} input tokens per output "
@@ -424,21 +462,32 @@ def cmd_tco(args: argparse.Namespace) -> int:
     return 0
 
 
+def _seed(text: str) -> int:
+    """A ``--seed`` value: a non-negative integer (argparse reports anything else under the subcommand's usage)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid seed {text!r}: give a non-negative integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"invalid seed {value}: give a non-negative integer")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="fleetsim", description="Simulate LLM inference fleets: latency and cost.")
     sub = top.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="simulate a scenario and print its summary")
     run.add_argument("scenario", help="scenario YAML file")
-    run.add_argument("--seed", type=int, default=None, help="random seed (default: the scenario's)")
+    run.add_argument("--seed", type=_seed, default=None, help="random seed (default: the scenario's)")
     run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a field, e.g. pools.l4.replicas=3")
     run.add_argument("--out", help="folder for requests.parquet, timeseries.parquet, cost_by_hour.parquet, ...")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(func=cmd_run)
 
     val = sub.add_parser("validate", help="check a scenario and print it resolved, or the first error")
-    val.add_argument("scenario")
-    val.add_argument("--set", action="append", metavar="KEY=VALUE")
+    val.add_argument("scenario", help="scenario YAML file")
+    val.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a field, e.g. pools.l4.replicas=3")
     val.set_defaults(func=cmd_validate)
 
     cat = sub.add_parser("catalog", help="list the GPUs, models, prices or engine profiles in the catalog")
@@ -451,7 +500,7 @@ def parser() -> argparse.ArgumentParser:
                      help="'aiconfigurator DIR' (AIConfigurator systems data: DIR/<gpu>/vllm/...) or 'csv FILE'")
     cal.add_argument("--gpu", required=True, help="catalog key of the measured GPU, e.g. h100_sxm")
     cal.add_argument("--out", required=True, help="calibration YAML to write")
-    cal.add_argument("--seed", type=int, default=None, help="seed of the held-out split (default 0)")
+    cal.add_argument("--seed", type=_seed, default=None, help="seed of the held-out split (default 0)")
     cal.add_argument("--catalog", action="append", help="an extra catalog YAML (for a GPU not in the shipped one)")
     cal.set_defaults(func=cmd_calibrate)
 
@@ -459,7 +508,7 @@ def parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", required=True, help="folder for fidelity.md and the PNG plots")
     rep.add_argument("--data", help="AIConfigurator systems data folder (default ../shared/data/calibration/"
                                     "aiconfigurator next to the source checkout)")
-    rep.add_argument("--seed", type=int, default=None,
+    rep.add_argument("--seed", type=_seed, default=None,
                      help="held-out split seed (default: the shipped calibrations'; another seed refits)")
     rep.add_argument("--refit", action="store_true",
                      help="refit the held-out calibrations instead of evaluating the shipped ones")
@@ -467,19 +516,23 @@ def parser() -> argparse.ArgumentParser:
     rep.set_defaults(func=cmd_perf_report)
 
     from sim.plan.cli import add_parser as add_plan
-    tco = sub.add_parser("tco", help="cost of a GPU-hour rented or owned, and break-even against hosted APIs")
-    tco.add_argument("--model", default="llama-3.1-8b")
-    tco.add_argument("--precision", default="fp8", choices=["bf16", "fp16", "fp8", "int8", "int4"])
-    tco.add_argument("--gpus", nargs="+", default=["l4", "l40s", "h100_sxm"])
+    tco = sub.add_parser("tco", help="cost of a GPU-hour rented or owned, and break-even against hosted APIs",
+                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    tco.add_argument("--model", default="llama-3.1-8b", help="catalog key of the model served")
+    tco.add_argument("--precision", default="fp8", choices=["bf16", "fp16", "fp8", "int8", "int4"],
+                     help="weight precision")
+    tco.add_argument("--gpus", nargs="+", default=["l4", "l40s", "h100_sxm"],
+                     help="catalog keys of the GPUs to compare")
     tco.add_argument("--tpot-s", type=float, default=0.1, help="the latency target the capacity is measured at")
     tco.add_argument("--target-utilisation", type=float, default=0.6, help="fleet load as a share of capacity")
     tco.add_argument("--input-per-output", type=float, default=2.0, help="input tokens per output token")
     tco.add_argument("--years", type=float, default=3.0, help="owned: amortisation period")
-    tco.add_argument("--usd-per-kwh", type=float, default=0.12)
-    tco.add_argument("--pue", type=float, default=1.4, help="power usage effectiveness (cooling, delivery)")
+    tco.add_argument("--usd-per-kwh", type=float, default=0.12, help="owned: electricity price")
+    tco.add_argument("--pue", type=float, default=1.4, help="owned: power usage effectiveness (cooling, delivery)")
     tco.add_argument("--power-utilisation", type=float, default=0.6, help="owned: load between idle and TDP watts")
     tco.add_argument("--server-overhead", type=float, default=0.0, help="owned: server share of the card price")
-    tco.add_argument("--licence-usd-per-gpu-year", type=float, default=0.0, help="e.g. 4500 (NVIDIA AI Enterprise)")
+    tco.add_argument("--licence-usd-per-gpu-year", type=float, default=0.0,
+                     help="owned: software licence per GPU-year, e.g. 4500 (NVIDIA AI Enterprise)")
     tco.set_defaults(func=cmd_tco)
 
     rpt = sub.add_parser("report", help="an HTML report (and PNGs) of a results folder from fleetsim run --out")
@@ -499,8 +552,6 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if getattr(args, "seed", None) is not None and args.seed < 0:
-        parser().error("--seed must be a non-negative integer")
     try:
         return args.func(args)
     except FleetsimError as err:
@@ -512,6 +563,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fleetsim: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of stdout went away (``| head``): stop printing quietly, as a Unix tool does. Stdout is pointed
+        # at /dev/null so that Python's flush at exit does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool killed by a broken pipe
 
 
 if __name__ == "__main__":

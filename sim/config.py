@@ -44,7 +44,17 @@ class SpeculativeConfig(BaseModel):
     num_tokens: int = Field(gt=0, le=16)
     acceptance_rate: float = Field(gt=0, lt=1)
     draft_model: str | None = Field(default=None, description="catalog key of a small draft model")
-    draft_step_s: float = Field(default=0.0, ge=0, description="drafting cost per step without a draft model")
+    draft_step_s: float | None = Field(default=None, ge=0, description="drafting cost per step without a draft "
+                                       "model")
+
+    @model_validator(mode="after")
+    def _one_drafter(self):
+        # Without either, drafting would silently cost nothing: the user must say so (draft_step_s: 0).
+        if (self.draft_model is None) == (self.draft_step_s is None):
+            raise ValueError("give one of draft_model (a catalog key: the draft is priced on the same GPU) or "
+                             "draft_step_s (drafting seconds per step: 0 for n-gram lookup)"
+                             + ("" if self.draft_model is None else ", not both"))
+        return self
 
 
 class EngineConfig(BaseModel):

@@ -77,7 +77,10 @@ class InternalError(RuntimeError):
 def unknown_name(kind: str, name: str, choices) -> str:
     """'unknown X 'name'; did you mean ...; allowed: ...' for a bad registry or catalog key."""
     choices = sorted(choices)
-    close = difflib.get_close_matches(str(name), choices, n=1)
+    # Case does not matter for the hint: 'L4' and 'L4x' both suggest 'l4'.
+    folded = {str(c).casefold(): c for c in choices}
+    close = difflib.get_close_matches(str(name).casefold(), list(folded), n=1)
+    close = [folded[close[0]]] if close else []
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return f"unknown {kind} {name!r}{hint}; allowed: {', '.join(choices)}"
 

@@ -143,9 +143,10 @@ def render_html(results: dict, images: dict[str, bytes]) -> str:
     return "\n".join(parts)
 
 
-def write_report(folder: str | Path, html_path: str | Path, png_dir: str | Path | None = None) -> list[Path]:
-    """Write the HTML report of ``folder`` to ``html_path`` (and the PNGs to ``png_dir``); return what was written."""
-    results = load_results(folder)
+def write_report(folder: str | Path | dict, html_path: str | Path, png_dir: str | Path | None = None) -> list[Path]:
+    """Write the HTML report of ``folder`` (a results folder, or what :func:`load_results` read from one) to
+    ``html_path`` (and the PNGs to ``png_dir``); return what was written."""
+    results = folder if isinstance(folder, dict) else load_results(folder)
     images = figures(results)
     html_path = Path(html_path)
     html_path.parent.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,7 @@ from sim.cluster.router import ROUTERS
 from sim.config import FittedWorkload, Scenario, ServeGenWorkload, TraceWorkload
 from sim.errors import CatalogError, ScenarioError, unknown_name, with_input
 from sim.limits import MAX_REQUESTS, MAX_SECONDS, MAX_WINDOWS
+from sim.perf.kernel import Calibration
 from sim.workload.source import trace_arrays
 from sim.workload.synthesis import expected_arrivals, read_servegen
 from sim.workload.traces import read_trace
@@ -140,6 +141,9 @@ def _resolve_paths(data: dict, base: Path) -> None:
         for pool in pools.values():
             if isinstance(pool, dict) and isinstance(pool.get("model"), str) and pool["model"].endswith(".json"):
                 pool["model"] = fix(pool["model"])
+            perf = pool.get("perf") if isinstance(pool, dict) else None
+            if isinstance(perf, dict) and "calibration_file" in perf:
+                perf["calibration_file"] = fix(perf["calibration_file"])
 
 
 def _members(annotation) -> list:
@@ -345,6 +349,15 @@ def validate_scenario(data: dict, source: str) -> Scenario:
         catalog = load_catalog(tuple(Path(p) for p in scenario.catalog_files))
     except CatalogError as err:
         raise ScenarioError(source, "catalog_files", str(err)) from None
+    for name, pool in scenario.pools.items():
+        if getattr(pool.perf, "calibration_file", None) is not None:
+            file = pool.perf.calibration_file
+            try:
+                Calibration.read(file)
+            except CatalogError as err:
+                problem = str(err).removeprefix(f"{file}: ")
+                raise ScenarioError(source, f"pools.{name}.perf.calibration_file", f"{file}: {problem}"
+                                    if problem == str(err) else f"{problem}: {file}") from None
     served = {p.model for p in scenario.pools.values()}
     for i, (_, wl, _) in enumerate(scenario.traffic()):
         at = "workload" if i == 0 else f"classes.{i - 1}.workload"
@@ -414,6 +427,9 @@ def load_scenario(path: str | Path, overrides: Iterable[str] = ()) -> Scenario:
         for assignment, made in reversed(list(zip(overrides, created, strict=True))):
             if _owns(assignment.partition("=")[0].strip(), made, err.field):
                 raise type(err)(f"--set {assignment}", err.field, err.message) from None
+        if overrides:  # a rule across fields: the file and the overrides together broke it
+            raise type(err)(err.source, err.field, err.message + " (with " + ", ".join(
+                f"--set {a}" for a in overrides) + ")") from None
         raise
 
 

@@ -82,6 +82,9 @@ def simulate(
     if not isinstance(scenario, Scenario):
         scenario = load_scenario(scenario)
     seed = scenario.seed if seed is None else seed
+    if isinstance(seed, int | np.integer) and seed != scenario.seed:
+        # The results carry the scenario that ran: written out, it re-runs with the same seed.
+        scenario = scenario.model_copy(update={"seed": int(seed)})
     catalog = load_catalog(tuple(Path(p) for p in scenario.catalog_files))
     deployment = plan_pools(scenario, catalog, source=scenario.name)
     plans = deployment.pools
@@ -156,6 +159,10 @@ def simulate(
     if fleet.maintenance_log is not None:
         log = pd.DataFrame(fleet.maintenance_log, columns=MAINTENANCE_COLUMNS).sort_values(["start_s", "pool", "host"],
                                                                                         ignore_index=True)
+        # A host still down when the run ends shows its planned end; only the capacity lost within the run counts.
+        down = log["kind"] == "down"
+        log.loc[down, "capacity_lost_replica_s"] = log.loc[down, "replicas"] * (
+            log.loc[down, "end_s"].clip(upper=end_s) - log.loc[down, "start_s"]).clip(lower=0.0)
         summary["maintenance"] = {
             "windows": len(log), "replicas_down": int(log.loc[log["kind"] == "down", "replicas"].sum()),
             "replicas_migrated": int(log.loc[log["kind"] == "migrated", "replicas"].sum()),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -189,3 +190,87 @@ def test_entry_points(tmp_path):
     assert done.returncode == 2
     assert done.stderr == f"fleetsim: error: {missing}: file not found\n"
     assert done.stdout == ""
+
+
+def test_seed_option_is_written_into_the_scenario(quickstart_run, tmp_path):
+    """``--seed 7`` runs seed 7, and the scenario.yaml written beside the results re-runs it exactly."""
+    first = run_to(tmp_path / "a", "--seed", "7")
+    assert first["seed"] == 7
+    assert load_scenario(tmp_path / "a" / "scenario.yaml").seed == 7
+    rc, _, err = fleetsim("run", tmp_path / "a" / "scenario.yaml", "--quiet", "--out", tmp_path / "b")
+    assert (rc, err) == (0, "")
+    assert json.loads((tmp_path / "b" / "summary.json").read_text(encoding="utf-8")) == first
+
+
+def _parts(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.glob("part-*.parquet"))
+
+
+def test_reused_out_folder_keeps_no_stale_results(tmp_path):
+    """A run into a folder an earlier run wrote leaves only its own results: a spilled run's part files and the
+    single-file tables replace each other, and a shorter spilled run leaves none of a longer run's parts."""
+    out = tmp_path / "out"
+    spill = ("--set", "run.spill_after_requests=50")
+    run_to(out, *spill, "--set", "workload.num_requests=400")
+    assert not (out / "requests.parquet").exists()
+    assert len(pd.read_parquet(out / "requests")) == 400
+    # A longer run would have left more parts than the next one writes.
+    shutil.copyfile(out / "requests" / "part-00000.parquet", out / "requests" / "part-00007.parquet")
+    run_to(out, *spill, "--set", "workload.num_requests=120")
+    assert _parts(out / "requests") == ["part-00000.parquet"]
+    assert len(pd.read_parquet(out / "requests")) == 120
+    run_to(out)  # in memory: requests.parquet, and the spilled folders go
+    assert len(pd.read_parquet(out / "requests.parquet")) == 200
+    assert not (out / "requests").exists() and not (out / "timeseries").exists()
+    run_to(out, *spill)
+    assert not (out / "requests.parquet").exists() and len(pd.read_parquet(out / "requests")) == 200
+
+
+def test_spilled_parts_copied_over_an_earlier_runs_parts(tmp_path):
+    """Parts spilled to a temporary folder, then copied into an --out that has more parts from before."""
+    from sim import simulate
+    from sim.cli import write_results
+
+    scenario = load_scenario(QUICKSTART, ["workload.num_requests=400", "run.spill_after_requests=50"])
+    write_results(simulate(scenario), tmp_path)
+    shutil.copyfile(tmp_path / "requests" / "part-00000.parquet", tmp_path / "requests" / "part-00007.parquet")
+    small = load_scenario(QUICKSTART, ["workload.num_requests=120", "run.spill_after_requests=50"])
+    write_results(simulate(small, spill_dir=tmp_path / "elsewhere"), tmp_path)
+    assert len(pd.read_parquet(tmp_path / "requests")) == 120
+
+
+def test_output_paths_are_checked_before_the_work(tmp_path):
+    """A file in the way of an output path is reported before anything runs, naming the option."""
+    taken = tmp_path / "taken"
+    taken.write_text("x", encoding="utf-8")
+    rc, out, err = fleetsim("run", QUICKSTART, "--quiet", *SMALL, "--out", taken / "sub")
+    assert (rc, out) == (2, "")
+    assert err == f"fleetsim: error: --out {taken / 'sub'}: cannot create the folder: {taken} is a file\n"
+    results = tmp_path / "results"
+    run_to(results)
+    rc, out, err = fleetsim("report", results, "--html", taken / "r.html")
+    assert (rc, out) == (2, "")
+    assert err == f"fleetsim: error: --html {taken / 'r.html'}: cannot create its folder: {taken} is a file\n"
+    rc, _, err = fleetsim("report", results, "--html", tmp_path / "r.html", "--png", taken)
+    assert (rc, err) == (2, f"fleetsim: error: --png {taken}: exists and is not a folder\n")
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_a_reader_that_goes_away_loses_no_results(tmp_path):
+    """``fleetsim run ... | head -1``: no traceback, the 128 + SIGPIPE status, and the results are written."""
+    script = Path(sys.executable).with_name("fleetsim")
+    with subprocess.Popen([str(script), "run", str(QUICKSTART), "--quiet", *SMALL, "--out", str(tmp_path / "r")],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        proc.stdout.close()  # as head does once it has its lines
+        err = proc.stderr.read().decode()
+        rc = proc.wait(timeout=120)
+    assert "Traceback" not in err and err == ""
+    assert rc == 141
+    assert json.loads((tmp_path / "r" / "summary.json").read_text(encoding="utf-8"))["requests"]["arrived"] == 200
+
+
+def test_cross_field_error_names_the_overrides(capsys):
+    rc, _, err = fleetsim("validate", QUICKSTART, "--set", "pools.l4.replicas=0", "--set", "pools.h100.replicas=0")
+    assert rc == 2
+    assert err.startswith(f"fleetsim: error: {QUICKSTART}: pools: every pool has 0 replicas")
+    assert err.endswith("(with --set pools.l4.replicas=0, --set pools.h100.replicas=0)\n")

@@ -85,6 +85,9 @@ class RowStore:
             if self.spill_dir is None:
                 self.spill_dir = Path(tempfile.mkdtemp(prefix="fleetsim-"))
             self.spill_dir.mkdir(parents=True, exist_ok=True)
+            if not self.parts:  # parts of an earlier run in the same folder would be read back with these
+                for stale in self.spill_dir.glob("part-*.parquet"):
+                    stale.unlink()
             path = self.spill_dir / f"part-{len(self.parts):05d}.parquet"
             frame.to_parquet(path, index=False)
         except OSError as err:

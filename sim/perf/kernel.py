@@ -138,8 +138,15 @@ class Calibration:
             return cls.from_dict(data)
         except FileNotFoundError:
             raise CatalogError(f"{path}: calibration file not found") from None
-        except (KeyError, TypeError, ValueError, yaml.YAMLError) as err:
-            raise CatalogError(f"{path}: not a fleetsim calibration file ({type(err).__name__}: {err})") from None
+        except IsADirectoryError:
+            raise CatalogError(f"{path}: is a folder, not a calibration file") from None
+        except KeyError as err:
+            raise CatalogError(f"{path}: not a fleetsim calibration file (no {err.args[0]!r} entry; write one with "
+                               "fleetsim calibrate)") from None
+        except (AttributeError, TypeError, ValueError, yaml.YAMLError) as err:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise CatalogError(f"{path}: not a fleetsim calibration file ({first}; write one with fleetsim "
+                               "calibrate)") from None
 
 
 def _calibration_files() -> dict[str, object]:

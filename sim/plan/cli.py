@@ -6,6 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
+from sim.outpaths import out_folder
 from sim.plan import adjust, first_cut, load_plan, write_plan
 
 
@@ -24,7 +25,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     planner = load_plan(args.plan)
     cfg = planner.config
-    out = Path(args.out) if args.out else Path("results") / cfg.name
+    out = out_folder(args.out or Path("results") / cfg.name, "--out")
     slo = planner.base.slo.model_dump(exclude_none=True)
     print(f"plan {cfg.name!r}: {planner.rate_rps:.3g} req/s, mean prompt {planner.mean_prompt:,.0f} and output "
           f"{planner.mean_output:,.0f} tokens; SLO {slo} for {100 * cfg.target_attainment:g}% of requests\n")

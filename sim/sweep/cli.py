@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from sim.outpaths import out_folder
 from sim.sweep import BACKENDS, SweepError, load_experiment, run_sweep, summarize_sweep
 
 
@@ -42,7 +43,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.address is not None and args.backend != "ray":
         raise SweepError("--address is for --backend ray")
     exp, runs = load_experiment(args.experiment)
-    out = Path(args.out) if args.out else Path("results") / exp.name
+    out = out_folder(args.out or Path("results") / exp.name, "--out")
     start = time.perf_counter()
     data = run_sweep(exp, runs, out, args.backend, args.workers, args.address, progress=not args.quiet,
                      source=args.experiment)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from sim.outpaths import out_folder
 from sim.sweep import SweepError
 from sim.tune import load_study, run_study, write_results
 
@@ -26,7 +27,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         raise SweepError(f"--workers {args.workers}: must be at least 1")
     study = load_study(args.study)
     cfg = study.config
-    out = Path(args.out) if args.out else Path("results") / cfg.name
+    out = out_folder(args.out or Path("results") / cfg.name, "--out")
     start = time.perf_counter()
     table = run_study(study, args.workers, progress=not args.quiet)
     result = write_results(study, table, out)
