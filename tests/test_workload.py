@@ -84,3 +84,26 @@ def test_closed_loop_ramp_up_spreads_the_first_wave():
     # Each request takes 200 steps of 0.01 s, so the first wave is exactly the ramp: i x 0.5 s.
     assert df["arrival_s"].iloc[:4].tolist() == [0.0, 0.5, 1.0, 1.5]
     assert len(df) == 12 and (df["status"] == "finished").all()
+
+
+@pytest.mark.parametrize(("mean", "cv", "max_tokens"), [(1000, 1.0, 7000), (200, 1.0, 1000), (37.5, 0.3, None),
+                                                        (5000, 4.0, None), (300, 2.5, 301), (12, 0.05, 12)])
+def test_lognormal_draws_are_scipy_lognorm_bit_for_bit(mean, cv, max_tokens):
+    """The sampler computes the law with scipy.special (no scipy.stats import at run time): the same integers as
+    scipy.stats.lognorm's rvs, or its cdf and ppf for the truncated law, from the same generator."""
+    import math
+
+    from scipy import stats
+
+    from sim.workload.lengths import LogNormalLength
+
+    dist = LogNormalLength(mean=mean, cv=cv, max_tokens=max_tokens)
+    sigma = math.sqrt(math.log1p(cv**2))
+    law = stats.lognorm(s=sigma, scale=math.exp(math.log(mean) - sigma**2 / 2))
+    ref_rng = np.random.default_rng(7)
+    if max_tokens is None:
+        expected = np.ceil(law.rvs(size=20_000, random_state=ref_rng)).astype(np.int64)
+    else:
+        u = ref_rng.random(20_000) * law.cdf(max_tokens)
+        expected = np.minimum(np.ceil(law.ppf(u)), max_tokens).astype(np.int64)
+    np.testing.assert_array_equal(dist.sample(np.random.default_rng(7), 20_000), expected)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import simpy
 
@@ -31,9 +31,9 @@ def decode_step_times_s(perf: PerfModel, n: int, kv_tokens: int, steps: int) -> 
     return [perf.step_time_s(BatchShape((), n, kv_tokens + n * j, n)) for j in range(steps)]
 
 
-@dataclass(frozen=True, slots=True)
-class ReplicaView:
-    """Read-only snapshot of a replica, as routers see it.
+class ReplicaView(NamedTuple):
+    """Read-only snapshot of a replica, as routers see it (a named tuple: a router looks at one per candidate
+    per request, and a tuple is made three times faster than a frozen dataclass).
 
     Queue lengths and outstanding counts are exact at any instant. ``kv_free_blocks`` is exact between steps;
     inside a fast-stepped decode run it is the value at the run's start (the run's KV growth is applied when
