@@ -355,6 +355,10 @@ def cmd_perf_report(args: argparse.Namespace) -> int:
                             f"tables")
     out = out_folder(args.out, "--out")
     started = time.perf_counter()
+    # A minute or more of silence would look like a hang: say what is going on (stderr, as a progress bar would).
+    print(f"fleetsim: evaluating the kernel model on the measured tables in {data}"
+          + ("" if args.skip_e2e else " and the end-to-end serving runs") + " (about a minute; more with --refit)",
+          file=sys.stderr, flush=True)
     catalog = load_catalog()
     tables = rp.load_measured(data, catalog)
     report = rp.build_report(tables, catalog, seed=args.seed, refit=args.refit, data_label=str(data),

@@ -67,7 +67,8 @@ def apply_override(data: dict, assignment: str) -> None:
         value = load_yaml(raw)
     except yaml.YAMLError as err:
         raise ScenarioError(source, key, f"cannot parse value {raw!r} ({describe_yaml_error(err)})") from None
-    if isinstance(value, str):  # YAML 1.1 reads 1e9 as a string; a number is what anyone means
+    if isinstance(value, str) and raw.strip()[:1] not in ("'", '"'):
+        # YAML 1.1 reads 1e9 as a string; a number is what anyone means (unless the value was quoted: text)
         with contextlib.suppress(ValueError):
             value = float(value) if not value.strip().lstrip("+-").isdigit() else int(value)
     return assign(data, key, value, source)
@@ -426,7 +427,11 @@ def load_scenario(path: str | Path, overrides: Iterable[str] = ()) -> Scenario:
         # A problem in a field that an override set (or made) is the override's, not the file's.
         for assignment, made in reversed(list(zip(overrides, created, strict=True))):
             if _owns(assignment.partition("=")[0].strip(), made, err.field):
-                raise type(err)(f"--set {assignment}", err.field, err.message) from None
+                message = err.message
+                if "valid string" in message:  # 123, true or null where text was meant: YAML read it as such
+                    key, _, value = assignment.partition("=")
+                    message += f" (--set values are read as YAML; for text, quote it: --set '{key}=\"{value}\"')"
+                raise type(err)(f"--set {assignment}", err.field, message) from None
         if overrides:  # a rule across fields: the file and the overrides together broke it
             raise type(err)(err.source, err.field, err.message + " (with " + ", ".join(
                 f"--set {a}" for a in overrides) + ")") from None

@@ -274,3 +274,14 @@ def test_cross_field_error_names_the_overrides(capsys):
     assert rc == 2
     assert err.startswith(f"fleetsim: error: {QUICKSTART}: pools: every pool has 0 replicas")
     assert err.endswith("(with --set pools.l4.replicas=0, --set pools.h100.replicas=0)\n")
+
+
+def test_set_text_that_looks_like_a_number():
+    """``--set name=123`` reads a number, and the error says how to write text; quoted, it is text."""
+    rc, _, err = fleetsim("validate", QUICKSTART, "--set", "name=123")
+    assert rc == 2
+    assert err == ("fleetsim: error: --set name=123: name: Input should be a valid string, got 123 (--set values are "
+                   "read as YAML; for text, quote it: --set 'name=\"123\"')\n")
+    rc, out, err = fleetsim("validate", QUICKSTART, "--set", 'name="123"')
+    assert (rc, err) == (0, "")
+    assert out.startswith("name: '123'\n")

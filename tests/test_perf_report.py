@@ -306,7 +306,8 @@ def test_held_out_errors_equal_the_shipped_fit_report(gpu):
 def test_perf_report_on_the_real_tables(tmp_path):
     out = tmp_path / "report"
     rc, stdout, err = fleetsim("perf-report", "--out", out, "--data", AIC, "--skip-e2e")
-    assert (rc, err) == (0, "")
+    assert rc == 0
+    assert err.startswith("fleetsim: evaluating the kernel model on the measured tables") and err.count("\n") == 1
     assert "held-out numbers are equal to the shipped calibrations' fit_report" in stdout
     names = {p.name for p in out.iterdir()}
     assert names == {"fidelity.md", "predicted_vs_measured_h100_sxm.png", "predicted_vs_measured_l40s.png",
