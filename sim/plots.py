@@ -135,14 +135,19 @@ def plot_pareto(trials: pd.DataFrame, objective: str, other: str, front: pd.Data
 
 def plot_sweep_metric(summary: pd.DataFrame, metric: str, x: str, *, by: str | None = None, ax=None):
     """A sweep's per-arm means (``fleetsim sweep`` summary) of ``metric`` against parameter ``x``, one line per value
-    of parameter (or variant) ``by``, with the 95% confidence intervals as error bars."""
+    of parameter ``by`` (default: one line per setting of everything else the arms vary, the variant included; a
+    single line when ``x`` is all they vary), with the 95% confidence intervals as error bars."""
     import json
 
     ax = _axes(ax)
     rows = summary[summary["metric"] == metric].copy()
     params = rows["params"].map(json.loads)
     rows["_x"] = params.map(lambda p: p.get(x))
-    rows["_by"] = params.map(lambda p: p.get(by)) if by else rows["arm_label"].str.split(",").str[0]
+    if by:
+        rows["_by"] = params.map(lambda p: p.get(by))
+    else:  # the arm's label ("variant, key=value, ...") without x's part
+        rows["_by"] = rows["arm_label"].map(
+            lambda label: ", ".join(part for part in label.split(", ") if not part.startswith(f"{x}=")) or metric)
     for name, group in rows.groupby("_by", sort=False):
         group = group.sort_values("_x")
         err = (group["ci_high"] - group["ci_low"]) / 2

@@ -24,6 +24,7 @@ from sim.plots import (
     plot_replicas_over_time,
     plot_slo_attainment,
 )
+from sim.results import read_table
 
 REQUIRED = ("summary.json", "scenario.yaml", "cost_by_hour.parquet", "replicas.parquet")
 
@@ -49,7 +50,7 @@ def load_results(folder: str | Path) -> dict:
         results = {
             "summary": json.loads((folder / "summary.json").read_text(encoding="utf-8")),
             "scenario": yaml.safe_load((folder / "scenario.yaml").read_text(encoding="utf-8")),
-            "requests": pd.read_parquet(requests),
+            "requests": read_table(folder, "requests"),
             "cost_by_hour": pd.read_parquet(folder / "cost_by_hour.parquet"),
             "replicas": pd.read_parquet(folder / "replicas.parquet"),
         }

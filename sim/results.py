@@ -18,7 +18,8 @@ class Results:
     Attributes
     ----------
     scenario
-        The resolved scenario that ran.
+        The resolved scenario that ran, with the seed it ran when that was an integer (a ``SeedSequence``, as a
+        sweep's replications use, is recorded in ``seed`` and ``summary["seed"]`` only).
     seed
         The seed used (an int, or the entropy and spawn key of a ``SeedSequence``).
     requests
@@ -26,7 +27,8 @@ class Results:
         For a run that spilled its records to disk (more than ``run.spill_after_requests``), reading this
         attribute loads them from ``requests_parts``.
     timeseries
-        Pool state change points: ``time_s, pool, running, waiting, kv_used_blocks, busy_replicas, kv_utilization``.
+        Pool state change points: ``time_s, pool, running, waiting, kv_used_blocks, busy_replicas, kv_total_blocks,
+        kv_utilization``.
     replicas
         One row per replica lifetime: pool, GPU, GPUs, start/end, busy seconds, price and power.
     cost_by_hour
@@ -36,7 +38,10 @@ class Results:
     events
         The per-request event log ``(time_s, request_id, event, value)`` when ``run.trace_events`` is on.
     requests_parts, timeseries_parts
-        The Parquet part files of spilled records (request rows in completion order), else empty.
+        The Parquet part files of spilled records (request rows in completion order), else empty. Unless the run
+        was given a spill folder (``spill_dir``, ``run.spill_dir`` or the CLI's ``--out``), they are in a temporary
+        folder removed once these results (and every copy of them) are gone, or when Python exits: copy them (or
+        use :func:`sim.cli.write_results`) to keep them.
     gpus
         One row per shared physical GPU (vGPU, MIG, time-slicing, MPS): its tenants, busy fraction, switch time
         and hourly cost including any vGPU licence (see :func:`sim.metrics.usage.usage_frames`); empty when no
@@ -60,6 +65,9 @@ class Results:
     monitoring: pd.DataFrame | None = None  # with a scenario's monitoring block (sim/metrics/monitoring.py)
     alerts: pd.DataFrame | None = None
     maintenance: pd.DataFrame | None = None  # with a scenario's maintenance block: one row per window and host
+    # The temporary folders of spilled parts (sim.metrics.store.TempFolder), held so that they last as long as these
+    # results (and their copies) and are removed after.
+    spill_folders: tuple = ()
 
     @property
     def requests(self) -> pd.DataFrame:
@@ -79,3 +87,13 @@ class Results:
     def table(self) -> pd.DataFrame:
         """Per-pool headline figures (latency percentiles, throughput, SLO attainment, USD per hour)."""
         return pool_table(self.summary)
+
+
+def read_table(folder: str | Path, name: str) -> pd.DataFrame:
+    """The table ``name`` of a results folder written by ``fleetsim run --out``: ``NAME.parquet``, or the ``NAME/``
+    folder of Parquet parts a spilled run writes (its request rows put back in arrival order)."""
+    path = Path(folder) / f"{name}.parquet"
+    frame = pd.read_parquet(path if path.exists() else Path(folder) / name)
+    if name == "requests" and not path.exists():  # parts hold the rows in completion order
+        frame = frame.sort_values("request_id", kind="stable", ignore_index=True)
+    return frame

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import types
 import typing
@@ -416,9 +417,17 @@ def load_scenario(path: str | Path, overrides: Iterable[str] = ()) -> Scenario:
     ScenarioError
         With the file and the field of the first problem.
     """
+    if not isinstance(path, str | os.PathLike):
+        raise ScenarioError("path", "", f"give the path of a scenario file, not a {type(path).__name__}")
+    if isinstance(overrides, str | bytes) or not isinstance(overrides, Iterable):
+        raise ScenarioError("overrides", "", f"give a list of 'dotted.key=value' strings, not a "
+                            f"{type(overrides).__name__}")
+    overrides = list(overrides)
+    for item in overrides:
+        if not isinstance(item, str):
+            raise ScenarioError("overrides", "", f"each override is a 'dotted.key=value' string, not {item!r}")
     path = Path(path)
     data = read_yaml(path)
-    overrides = list(overrides)
     created = [apply_override(data, assignment) for assignment in overrides]
     _resolve_paths(data, path.parent)
     try:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import math
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import simpy
 
 from sim.autoscale.runner import SCALING_COLUMNS
 from sim.catalog import load_catalog
@@ -16,6 +17,7 @@ from sim.cluster.build import build
 from sim.cluster.deploy import plan_pools
 from sim.cluster.maintenance import MAINTENANCE_COLUMNS
 from sim.config import Scenario, TraceWorkload
+from sim.errors import FleetsimError
 from sim.invariants import check as check_invariants
 from sim.metrics.cost import energy_kwh
 from sim.metrics.lifecycle import hourly_cost, idle_node_kwh, lifecycle_frame, nodes_frame, state_gpu_hours
@@ -74,17 +76,30 @@ def simulate(
         Called now and then with the simulated time and request counts (the CLI draws a progress bar).
     spill_dir
         Where request records go if the run has more than ``run.spill_after_requests`` of them (overrides
-        ``run.spill_dir``; default a temporary folder). Then ``Results.requests`` reads them back on access.
+        ``run.spill_dir``; default a temporary folder, removed once the results are gone). Then
+        ``Results.requests`` reads them back on access.
 
     The run ends when every request has finished after the last arrival, or at ``run.max_duration_s``.
     Every request that arrived is in ``Results.requests``: finished, rejected (with a reason) or in flight.
     """
     if not isinstance(scenario, Scenario):
+        if not isinstance(scenario, str | os.PathLike):
+            raise FleetsimError(f"scenario: give a Scenario or the path of a scenario file, not a "
+                                f"{type(scenario).__name__}")
         scenario = load_scenario(scenario)
+    if seed is not None and not isinstance(seed, np.random.SeedSequence):
+        if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+            raise FleetsimError(f"seed: {seed!r} is not a non-negative integer or a numpy SeedSequence")
+        seed = int(seed)  # a numpy integer too: the summary must serialise to JSON
+    if spill_dir is not None and not isinstance(spill_dir, str | os.PathLike):
+        raise FleetsimError(f"spill_dir: give a folder path, not a {type(spill_dir).__name__}")
+    if progress is not None and not callable(progress):
+        raise FleetsimError(f"progress: give a function of (now_s, done, expected), not a {type(progress).__name__}")
     seed = scenario.seed if seed is None else seed
-    if isinstance(seed, int | np.integer) and seed != scenario.seed:
-        # The results carry the scenario that ran: written out, it re-runs with the same seed.
-        scenario = scenario.model_copy(update={"seed": int(seed)})
+    if isinstance(seed, int) and seed != scenario.seed:
+        # The results carry the scenario that ran: written out, it re-runs with the same seed. (A SeedSequence has
+        # no place in a scenario file: the summary's seed block records it.)
+        scenario = scenario.model_copy(update={"seed": seed})
     catalog = load_catalog(tuple(Path(p) for p in scenario.catalog_files))
     deployment = plan_pools(scenario, catalog, source=scenario.name)
     plans = deployment.pools
@@ -93,24 +108,29 @@ def simulate(
     limit = scenario.run.max_duration_s
     ends = [fleet.done] if limit is None else [fleet.done, env.timeout(limit)]
     stop = fleet.done if limit is None else env.any_of(ends)
+    rescheduled = 0  # SimPy's own re-scheduling of the stop event when env.run returns: not the simulation's
     if progress is None:
         try:
             env.run(until=stop)
+            rescheduled = 1
         except RuntimeError as err:  # SimPy ran out of events before the stop
             if "No scheduled events left" not in str(err):
                 raise
             _stalled(fleet)
     else:
+        # Stepped by hand, with no event of its own (a slice's timeout would count in simpy_events and could order
+        # same-instant events differently): exactly the events of env.run(until=stop), the same results.
         expected = _expected_requests(scenario)
-        while not stop.triggered:
-            # Slices of simulated time; the clock of the results is taken from the stop event, not from here.
-            # The slice's condition lists the events that end the run, never ``stop`` itself: SimPy detaches a
-            # condition nested in another once the outer one fires, and ``stop`` would then never trigger.
-            env.run(until=env.any_of([*ends, env.timeout(max(1.0, env.now * 0.05))]))
-            progress(env.now, fleet.arrived - fleet.unfinished, expected)
-            if not stop.triggered and env.peek() == math.inf:
-                _stalled(fleet)
-                env.run(until=stop)
+        next_report_s = 0.0
+        try:
+            while not stop.processed:
+                env.step()
+                if env.now >= next_report_s:
+                    progress(env.now, fleet.arrived - fleet.unfinished, expected)
+                    next_report_s = env.now + max(1.0, env.now * 0.05)
+        except simpy.core.EmptySchedule:  # as env.run's "No scheduled events left"
+            _stalled(fleet)
+        progress(env.now, fleet.arrived - fleet.unfinished, expected)
     end_s = fleet.done.value if fleet.done.triggered else float(limit)
     if fleet.events is not None:
         for replica in fleet.replicas:
@@ -145,14 +165,18 @@ def simulate(
     summary["scenario"] = scenario.name
     eid = getattr(env, "_eid", None)  # SimPy's event counter (a private attribute; None if it moves)
     summary["engine"] = {"steps": sum(r.steps for r in fleet.replicas),
-                         "simpy_events": next(eid) if eid is not None else None,
+                         "simpy_events": next(eid) - rescheduled if eid is not None else None,
                          "records_spilled_to": str(fleet.records.spill_dir) if fleet.records.spilled else None}
     monitor = fleet.monitor
     monitor.finish()
     timeseries = None if monitor.store.spilled else monitor.frame()
     results = Results(scenario, seed_info, None if fleet.records.spilled else kept, timeseries, replicas, hourly,
                       summary, fleet.events, tuple(fleet.records.parts), tuple(monitor.store.parts), gpus, nodes,
-                      lifecycle_frame(fleet.pools), pd.DataFrame(fleet.scaling, columns=SCALING_COLUMNS))
+                      lifecycle_frame(fleet.pools), pd.DataFrame(fleet.scaling, columns=SCALING_COLUMNS),
+                      spill_folders=tuple(s.temp for s in (fleet.records, monitor.store) if s.temp is not None))
+    # From here the results alone hold the temporary folders (the fleet is a reference cycle, freed only by the
+    # garbage collector): they go as soon as the results do.
+    fleet.records.temp = monitor.store.temp = None
     if scenario.run.check_invariants:
         # On the records kept in memory (a spilled run keeps only the summary's columns: bounded memory).
         check_invariants(kept, summary, replicas, gpus, hourly, scenario.name, seed_info, fleet.given_back)

@@ -64,3 +64,30 @@ def test_changing_the_router_leaves_the_workload_unchanged():
     b = simulate(scenario({**BATCHING, "router": {"policy": "round_robin"}}), seed=5).requests
     np.testing.assert_array_equal(a["arrival_s"], b["arrival_s"])
     np.testing.assert_array_equal(a["output_tokens"], b["output_tokens"])
+
+
+def test_a_progress_callback_changes_nothing():
+    """``fleetsim run`` draws a progress bar, ``--quiet`` does not: the same summary (SimPy's event count included)
+    and the same records, for a run that ends by itself, one cut by the clock, an autoscaled one with spot
+    capacity, and one that stalls (spot capacity reclaimed and never found again)."""
+    from sim import load_scenario
+    from tests.conftest import ROOT
+    from tests.test_lifecycle import hpa_pool, step_workload
+
+    stalling = hpa_pool(replicas=1, spot={"reclaims_per_gpu_hour": 30.0, "notice_s": 10},
+                        nodes={"stockout_probability": 1.0, "provision_timeout_s": 60, "retry_backoff_s": 60})
+    del stalling["autoscale"]
+    quickstart = ROOT / "configs" / "quickstart.yaml"
+    cases = [load_scenario(quickstart, ["workload.num_requests=300"]),
+             load_scenario(quickstart, ["workload.num_requests=3000", "run.max_duration_s=60"]),
+             load_scenario(ROOT / "configs" / "spot_first_l40s.yaml", ["workload.duration_s=600"]),
+             scenario({"workload": step_workload(100, 1.0, 1.0, 400, out_tokens=(50, 100)), "pools": {"p": stalling}})]
+    for i, sc in enumerate(cases):
+        calls = []
+        quiet = simulate(sc, seed=1)
+        shown = simulate(sc, seed=1, progress=lambda now_s, done, expected, calls=calls: calls.append((now_s, done)))
+        assert shown.summary == quiet.summary, i
+        pd.testing.assert_frame_equal(shown.requests, quiet.requests)
+        assert calls and calls == sorted(calls), i  # time and finished requests only grow
+        assert calls[-1][1] == quiet.summary["requests"]["finished"] + quiet.summary["requests"]["rejected"], i
+    assert "stalled" in quiet.summary

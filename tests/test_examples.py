@@ -105,3 +105,27 @@ def test_engine_and_disaggregation_experiments(tmp_path, script, args, expect):
     assert proc.returncode == 0, proc.stderr
     assert expect in proc.stdout
     assert list(tmp_path.glob("*.csv"))
+
+
+def test_plot_sweep_metric_draws_one_line_per_setting_of_the_rest():
+    """Against x, one line per setting of the other parameters (and variant); a single line when x is all that
+    varies."""
+    import json
+
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from sim.plots import plot_sweep_metric
+
+    def summary(arms):
+        return pd.DataFrame([{"metric": "m", "params": json.dumps(params), "arm_label": label, "mean": float(i),
+                              "ci_low": i - 0.5, "ci_high": i + 0.5} for i, (label, params) in enumerate(arms)])
+
+    one = summary([(f"rate={r}", {"rate": r}) for r in (4, 8, 12)])
+    ax = plot_sweep_metric(one, "m", "rate")
+    assert len(ax.containers) == 1 and list(ax.containers[0].lines[0].get_xdata()) == [4, 8, 12]
+    two = summary([(f"h100, rate={r}, router={p}", {"rate": r, "router": p}) for p in ("a", "b") for r in (4, 8)])
+    ax = plot_sweep_metric(two, "m", "rate")
+    assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == ["h100, router=a", "h100, router=b"]
+    assert len(ax.containers) == 2 and all(len(c.lines[0].get_xdata()) == 2 for c in ax.containers)
+    plt.close("all")

@@ -87,3 +87,30 @@ def test_unwritable_spill_folder_is_a_clear_error(tmp_path):
     assert rc.returncode == 2
     assert rc.stderr.startswith(f"fleetsim: error: {blocked}/requests: cannot write spilled records")
     assert "Traceback" not in rc.stderr
+
+
+def test_temporary_spill_folders_go_with_the_results(small_chunks, tmp_path, monkeypatch):
+    """Without a spill folder, parts go to a temporary folder that lasts as long as the results (and their copies)
+    and is removed after: a sweep's spilled runs, of which only the summary is kept, leave nothing behind."""
+    import dataclasses
+    import gc
+    import tempfile
+
+    from sim.sweep.runner import simulate_summary
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    spilling = scenario({**PATCH, "run": {"spill_after_requests": 120}})
+    res = simulate(spilling)
+    folders = sorted(tmp_path.glob("fleetsim-*"))
+    assert len(folders) == 2  # records and change points
+    assert all(p.parent in folders for p in res.requests_parts)
+    copy = dataclasses.replace(res, summary={})
+    del res
+    gc.collect()
+    assert len(copy.requests) == 600  # the copy still reads its parts
+    del copy
+    gc.collect()
+    assert not list(tmp_path.glob("fleetsim-*"))
+    summary = simulate_summary(spilling.model_dump_json(by_alias=True))
+    assert summary["engine"]["records_spilled_to"] is not None
+    assert not list(tmp_path.glob("fleetsim-*"))

@@ -267,3 +267,17 @@ def test_paths_in_an_experiment_are_relative_to_it(tmp_path):
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
     with pytest.raises(SweepError, match=r"workload\.path: .*trace file not found: .*sub/missing\.csv"):
         load_experiment(path)
+
+
+def test_confidence_intervals_stay_within_what_a_figure_can_take():
+    """An attainment near 1 over few replications: Student t would pass 1; the interval stops there (and at 0)."""
+    import pandas as pd
+
+    from sim.sweep.runner import summarize_sweep
+
+    rows = [{"arm": 0, "arm_label": "a", "metric": metric, "value": v, "params": "{}"}
+            for metric, values in (("slo.attainment", (1.0, 0.95, 1.0)), ("ttft_s.p99", (0.1, 2.0, 0.1)))
+            for v in values]
+    summary = summarize_sweep(pd.DataFrame(rows)).set_index("metric")
+    assert summary.loc["slo.attainment", "ci_high"] == 1.0 and summary.loc["slo.attainment", "ci_low"] < 0.95
+    assert summary.loc["ttft_s.p99", "ci_low"] == 0.0 and summary.loc["ttft_s.p99", "ci_high"] > 2.0

@@ -20,6 +20,7 @@ from sim.engine.replica import Replica
 from sim.engine.request import Request
 from sim.engine.scheduler import SCHEDULERS, EngineLimits
 from sim.engine.sizing import kv_bytes_per_token
+from sim.errors import ScenarioError, unknown_name
 from sim.metrics.records import SUMMARY_COLUMNS, requests_frame
 from sim.metrics.store import RowStore
 from sim.metrics.timeseries import PoolMonitor
@@ -487,6 +488,8 @@ def build(scenario: Scenario, deployment: Deployment, streams: Streams, spill_di
     if spill_dir is None and scenario.run.spill_dir is not None:
         spill_dir = Path(scenario.run.spill_dir)
     # The pool change points (about three per request) spill on the same scale as the records.
+    if scenario.router.policy not in ROUTERS:  # a scenario changed in code (model_copy) skips the file's checks
+        raise ScenarioError(scenario.name, "router.policy", unknown_name("router", scenario.router.policy, ROUTERS))
     spill = scenario.run.spill_after_requests
     env = simpy.Environment()
     plans = deployment.pools

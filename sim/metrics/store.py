@@ -11,7 +11,9 @@ returns the whole table either way (reading the parts back when spilled, so call
 
 from __future__ import annotations
 
+import shutil
 import tempfile
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,6 +24,16 @@ from pandas.api.types import union_categoricals
 from sim.errors import FleetsimError
 
 
+class TempFolder:
+    """A temporary folder of spilled parts, removed with everything in it once no one holds this object (the
+    results of the run and their copies), or at the latest when the interpreter exits: a sweep of a thousand spilled
+    runs must not leave a thousand copies of their records behind."""
+
+    def __init__(self) -> None:
+        self.path = Path(tempfile.mkdtemp(prefix="fleetsim-"))
+        self._remove = weakref.finalize(self, shutil.rmtree, self.path, ignore_errors=True)
+
+
 class RowStore:
     """A table built chunk by chunk, in memory or spilled to Parquet parts.
 
@@ -30,7 +42,8 @@ class RowStore:
     spill_rows
         Rows held in memory before the store spills to disk (None: never spill).
     spill_dir
-        Folder for the part files (created if needed); None: a fresh temporary folder when the store spills.
+        Folder for the part files (created if needed); None: a fresh :class:`TempFolder` when the store spills
+        (held in :attr:`temp`: whoever reads the parts later holds it too).
     keep
         Columns kept in memory once spilled (what the run's summary needs), with 64-bit integers narrowed to
         32 bits; every column is kept, unchanged, in the parts.
@@ -47,6 +60,7 @@ class RowStore:
         self.slim: list[dict[str, np.ndarray]] = []
         self.rows = 0
         self.parts: list[Path] = []
+        self.temp: TempFolder | None = None
 
     @property
     def spilled(self) -> bool:
@@ -83,7 +97,8 @@ class RowStore:
     def _write(self, frame: pd.DataFrame) -> None:
         try:
             if self.spill_dir is None:
-                self.spill_dir = Path(tempfile.mkdtemp(prefix="fleetsim-"))
+                self.temp = TempFolder()
+                self.spill_dir = self.temp.path
             self.spill_dir.mkdir(parents=True, exist_ok=True)
             if not self.parts:  # parts of an earlier run in the same folder would be read back with these
                 for stale in self.spill_dir.glob("part-*.parquet"):

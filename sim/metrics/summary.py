@@ -126,7 +126,10 @@ def summarize(requests: pd.DataFrame, hourly_cost: pd.DataFrame, pool_prices: di
         mask = (requests["pool"] == pool).to_numpy() | (requests["prefill_pool"] == pool).to_numpy()
         block = _block(requests, slo, duration_s, mask)
         usd = float(hourly_cost.loc[hourly_cost["pool"] == pool, "usd"].sum()) if len(hourly_cost) else 0.0
-        block["cost"] = {"usd_total": usd, "usd_per_hour": usd / hours if hours > 0 else None, "price": price}
+        pool_tokens = float(requests["output_tokens"].to_numpy()[finished & mask].sum(dtype=np.int64))
+        block["cost"] = {"usd_total": usd, "usd_per_hour": usd / hours if hours > 0 else None,
+                         "usd_per_million_output_tokens": usd / pool_tokens * 1e6 if pool_tokens else None,
+                         "price": price}
         block["gpu_hours"] = _gpu_hours(hourly_cost[hourly_cost["pool"] == pool] if len(hourly_cost) else hourly_cost)
         pools[pool] = block
     summary["pools"] = pools

@@ -189,10 +189,12 @@ def write_plan(planner: Planner, counts: dict[str, int], out: Path) -> Path:
     """The plan as a ready scenario file, ``out/plan.yaml``."""
     import yaml
 
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "plan.yaml"
     header = (f"# Capacity plan {planner.config.name!r}: {json.dumps({k: v for k, v in counts.items() if v})}, "
               f"${planner.cost(counts):,.2f}/h\n")
-    path.write_text(header + yaml.safe_dump(planner.scenario(counts).model_dump(mode="json", by_alias=True),
-                                            sort_keys=False), encoding="utf-8")
+    data = planner.scenario(counts).model_dump(mode="json", by_alias=True)
+    data["name"] = planner.config.name  # its runs are the plan's, not the base scenario's
+    path.write_text(header + yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return path

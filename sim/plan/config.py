@@ -12,7 +12,9 @@ _FROZEN = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 class PlanConfig(BaseModel):
     """Find the cheapest mix of ``candidates`` (pool settings: ``gpu``, ``precision``, ``tensor_parallel``, any other
     pool field) serving ``model`` for the workload, SLO and router of ``scenario`` (its own pools are replaced), so
-    that at least ``target_attainment`` of the requests meet the SLO in simulation."""
+    that at least ``target_attainment`` of the requests meet the SLO in simulation. A candidate starts from the
+    scenario's first pool (less its replicas, price, autoscale, spot, failures, sharing and role): what it does not
+    set (precision, engine, perf, ...) it takes from there."""
 
     model_config = _FROZEN
     name: str = "plan"

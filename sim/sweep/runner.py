@@ -204,6 +204,7 @@ def run_sweep(exp: Experiment, runs: list[Run], out: Path, backend: str = "local
     """
     if backend not in BACKENDS:
         raise SweepError(f"--backend {backend!r}: allowed: {', '.join(BACKENDS)}")
+    out = Path(out)
     cache, folder = out / "cache", out / "runs"
     for d in (cache, folder):
         d.mkdir(parents=True, exist_ok=True)
@@ -259,10 +260,20 @@ def run_sweep(exp: Experiment, runs: list[Run], out: Path, backend: str = "local
     return data
 
 
+def _metric_range(metric: str) -> tuple[float, float]:
+    """The values a summary figure can take: [0, 1] for an attainment, utilisation or fraction, else >= 0 (counts,
+    seconds, tokens, dollars, kWh)."""
+    last = metric.rsplit(".", 1)[-1]
+    if last in ("attainment", "utilisation", "kv_utilization") or "fraction" in last or last == "gpu_time_share":
+        return 0.0, 1.0
+    return 0.0, float("inf")
+
+
 def summarize_sweep(data: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
     """Per arm and metric: replications, mean, standard deviation and the ``confidence`` interval of the mean
-    (Student t with n - 1 degrees of freedom; NaN half-width for one replication). NaN values (a figure a run
-    did not reach, e.g. no finished request) are left out and counted in ``missing``."""
+    (Student t with n - 1 degrees of freedom; NaN half-width for one replication), clipped to the values the figure
+    can take (:func:`_metric_range`: an attainment's interval never passes 1). NaN values (a figure a run did not
+    reach, e.g. no finished request) are left out and counted in ``missing``."""
     rows = []
     for (arm, label, metric), group in data.groupby(["arm", "arm_label", "metric"], sort=True):
         values = group["value"].to_numpy(dtype=float)
@@ -271,7 +282,8 @@ def summarize_sweep(data: pd.DataFrame, confidence: float = 0.95) -> pd.DataFram
         mean = float(ok.mean()) if n else float("nan")
         sd = float(ok.std(ddof=1)) if n > 1 else float("nan")
         half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / np.sqrt(n)) if n > 1 else float("nan")
+        low, high = _metric_range(metric)
         rows.append({"arm": arm, "arm_label": label, "metric": metric, "n": n, "missing": len(values) - n,
-                     "mean": mean, "std": sd, "ci_low": mean - half, "ci_high": mean + half,
+                     "mean": mean, "std": sd, "ci_low": max(mean - half, low), "ci_high": min(mean + half, high),
                      "params": group["params"].iloc[0]})
     return pd.DataFrame(rows)

@@ -197,6 +197,7 @@ def best_trial(table: pd.DataFrame, objective: str) -> pd.Series | None:
 def write_results(study: Study, table: pd.DataFrame, out: Path) -> dict:
     """Write ``trials.csv``, ``pareto.csv`` and (when a trial is feasible) ``best_scenario.yaml`` to ``out``."""
     cfg = study.config
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "trials.csv", index=False)
     objective = cfg.objective.minimize

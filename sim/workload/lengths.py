@@ -20,7 +20,7 @@ from sim.errors import TraceError
 from sim.limits import MAX_TOKENS
 from sim.workload.traces import reading
 
-_FROZEN = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+_FROZEN = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
 
 class FixedLength(BaseModel):
