@@ -75,6 +75,11 @@ def summary_text(res: Results) -> str:
         f"${_fmt(cost['usd_per_million_output_tokens'], 1, 3)} per million output tokens; "
         f"energy {s['energy_kwh']:.4f} kWh",
     ]
+    if req["in_flight"] and not s.get("stalled"):
+        # A clock limit that cuts a busy run: the figures above judge the requests that finished, a biased sample.
+        out.append(f"note: {req['in_flight']} requests ({100 * req['in_flight'] / max(req['arrived'], 1):.1f}% of "
+                   f"arrivals) were still in flight at the clock limit ({s['duration_s']:,.1f} s); latency, "
+                   "throughput and SLO figures judge only the finished and rejected ones")
     if s.get("stalled"):
         st = s["stalled"]
         out.append(f"WARNING: the run stalled at {st['at_s']:,.1f} s: {st['waiting']} requests left in flight "

@@ -285,3 +285,13 @@ def test_set_text_that_looks_like_a_number():
     rc, out, err = fleetsim("validate", QUICKSTART, "--set", 'name="123"')
     assert (rc, err) == (0, "")
     assert out.startswith("name: '123'\n")
+
+
+def test_a_clock_limit_that_cuts_the_run_is_pointed_out():
+    rc, out, _ = fleetsim("run", QUICKSTART, "--quiet", "--set", "workload.num_requests=3000",
+                          "--set", "run.max_duration_s=60")
+    assert rc == 0
+    note = next(line for line in out.splitlines() if line.startswith("note: "))
+    assert "were still in flight at the clock limit (60.0 s)" in note and "judge only the finished" in note
+    rc, out, _ = fleetsim("run", QUICKSTART, "--quiet", *SMALL)
+    assert "note: " not in out
