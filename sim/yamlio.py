@@ -37,6 +37,21 @@ _StrictSafeLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
 
 
+_WHOLE_EXPONENT = re.compile(r"^[-+]?[0-9][0-9_]*[eE]\+?[0-9]+$")
+
+
+def _number(loader: _StrictSafeLoader, node: yaml.ScalarNode) -> float | int:
+    """A float, except that a whole number written with an exponent and no point (``1e6``) is an int: a count
+    written so is what anyone means, and an int fills a float field too."""
+    value = loader.construct_yaml_float(node)
+    if _WHOLE_EXPONENT.match(node.value) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    return value
+
+
+_StrictSafeLoader.add_constructor("tag:yaml.org,2002:float", _number)
+
+
 #: Deeper nesting is refused: a scenario needs a handful of levels, and a few hundred exhaust Python's recursion
 #: limit in the parser or the validator (or never end: an alias inside the node it names).
 MAX_DEPTH = 64

@@ -74,3 +74,12 @@ def test_a_ray_address_is_used_exactly_as_given(monkeypatch):
     with pytest.raises(FleetsimError, match="cannot join a Ray cluster"):
         next(runner._ray([], 1, "ray://head.example:10001"))
     assert seen["address"] == "ray://head.example:10001"
+
+
+def test_a_whole_number_with_an_exponent_is_a_count():
+    """``num_requests: 1e6`` is a million requests (YAML 1.1 would read a string, a float would fail an int field);
+    ``1.5e3`` and ``2e-1`` stay floats."""
+    from sim.yamlio import load_yaml
+
+    assert load_yaml("a: 1e6\nb: 1.5e3\nc: 2e-1\nd: -3E+2\n") == {"a": 1_000_000, "b": 1500.0, "c": 0.2, "d": -300}
+    assert type(load_yaml("a: 1e6")["a"]) is int and type(load_yaml("a: 1.5e3")["a"]) is float
