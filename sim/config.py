@@ -319,6 +319,12 @@ class PoolConfig(BaseModel):
             raise ValueError(f"autoscaling, spot or failures on a pool with sharing mode {self.sharing.mode!r} are not "
                              "supported: replicas on shared GPUs are placed once, at the start; use whole-GPU or "
                              "passthrough pools")
+        shared = self.sharing is not None and self.sharing.mode != "passthrough"
+        if shared and self.billing != type(self.billing)():  # the default survives a dump and a reload
+            # Its GPUs live the whole run and are paid by the second: a billing block would be silently ignored.
+            raise ValueError(f"billing on a pool with sharing mode {self.sharing.mode!r} is not supported: its "
+                             "physical GPUs are placed once and billed by the second for the whole run; remove "
+                             "billing, or use a whole-GPU or passthrough pool")
         return self
 
 

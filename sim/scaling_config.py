@@ -85,7 +85,7 @@ class NodesConfig(BaseModel):
     model_config = _FROZEN
     gpus_per_node: int | None = Field(default=None, gt=0, le=64, description="default: one replica's GPUs "
                                       "(tensor_parallel)")
-    release_after_idle_s: float = Field(default=0.0, ge=0, description="how long an empty node is kept (and "
+    release_after_idle_s: float = Field(default=600.0, ge=0, description="how long an empty node is kept (and "
                                         "billed) before release; the Cluster Autoscaler waits 600 s (NODE-1)")
     stockout_probability: float = Field(default=0.0, ge=0, le=1, description="chance that a provisioning attempt "
                                         "finds no capacity (GPU stock-outs, common for H100; NODE-5)")
@@ -101,8 +101,9 @@ class SpotConfig(BaseModel):
     ReplicaSet keeps its count), on new nodes."""
 
     model_config = _FROZEN
-    reclaims_per_gpu_hour: float = Field(gt=0, description="e.g. AWS Advisor bucket 10-20%/month ~ 0.15 per "
-                                         "instance-month = 2e-4 per hour")
+    reclaims_per_gpu_hour: float = Field(gt=0, description="per GPU: a node of G GPUs is reclaimed at G times this "
+                                         "rate. AWS Advisor's 10-20%/month bucket, ~0.15 per instance-month, is 2e-4 "
+                                         "per instance-hour: 2e-4 for 1-GPU instances, 2.5e-5 for 8-GPU ones")
     notice_s: float = Field(default=120.0, ge=0)
     on_reclaim: Literal["requeue", "fail"] = "requeue"
 
@@ -264,7 +265,8 @@ class KpaConfig(_Bounded):
     model_config = _FROZEN
     policy: Literal["kpa"] = "kpa"
     metric: Literal["concurrency", "rps"] = "concurrency"
-    target: float = Field(default=100.0, gt=0, description="container-concurrency-target-default (rps: 200)")
+    target: float = Field(default=100.0, gt=0, description="per pod; default container-concurrency-target-default "
+                          "100, or requests-per-second-target-default 200 with metric rps")
     target_utilization: float = Field(default=0.7, gt=0, le=1)
     stable_window_s: float = Field(default=60.0, ge=6, le=3600)
     panic_window_percentage: float = Field(default=10.0, ge=1, le=100)
@@ -277,6 +279,14 @@ class KpaConfig(_Bounded):
     max_replicas: int = Field(gt=0, le=10_000, description="max-scale")
     activation_scale: int = Field(default=1, ge=1)
     tick_s: float = Field(default=2.0, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _rps_default(cls, data):
+        """Table 1.3: the target's default depends on the metric (200 requests/s per pod with ``rps``)."""
+        if isinstance(data, dict) and data.get("metric") == "rps" and "target" not in data:
+            return {**data, "target": 200.0}
+        return data
 
 
 class ScheduleEntry(BaseModel):

@@ -52,7 +52,8 @@ def test_a_numpy_seed_runs_as_its_integer_and_serialises(small):
     assert res.summary == sim.simulate(small, seed=5).summary
 
 
-@pytest.mark.parametrize("name", ["quickstart", "azure_code_hpa_l4", "hybrid_code_l4_h100"])
+@pytest.mark.parametrize("name", ["quickstart", "azure_code_hpa_l4", "hybrid_code_l4_h100", "l4_vgpu_consolidation",
+                                  "rolling_maintenance", "spot_first_l40s"])
 def test_a_scenario_round_trips_through_its_dump(name):
     scenario = sim.load_scenario(ROOT / "configs" / f"{name}.yaml")
     assert Scenario.model_validate(scenario.model_dump()) == scenario

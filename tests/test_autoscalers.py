@@ -90,7 +90,9 @@ def test_keda_activates_from_zero_on_its_poll_and_returns_to_zero_after_the_cool
     wl = {"type": "open_loop", "duration_s": 800, "num_requests": None,
           "arrival": {"process": "piecewise", "times_s": [0, 100, 200, 700], "rates_per_s": [0.0, 1.0, 0.0, 0.2]},
           "prompt_tokens": {"dist": "fixed", "tokens": 100}, "output_tokens": {"dist": "fixed", "tokens": 20}}
-    res = simulate(scenario({"workload": wl, "pools": {"p": pool(keda, replicas=0)}}))
+    # Empty nodes go at once (release_after_idle_s 0): each activation provisions a node, which the test reads.
+    now = {"release_after_idle_s": 0}
+    res = simulate(scenario({"workload": wl, "pools": {"p": pool(keda, replicas=0, nodes=now)}}))
     arrivals = res.requests["arrival_s"]
     first, last = arrivals.min(), arrivals[arrivals < 700].max()
     node = lifecycle_of(res, "node")["time_s"]
@@ -218,3 +220,38 @@ def test_hpa_configurations_that_could_never_scale_are_errors(autoscale, replica
 
     with pytest.raises(ScenarioError, match=message):
         scenario({"pools": {"p": pool(autoscale, replicas=replicas)}})
+
+
+def test_kpa_activation_scale_holds_after_the_first_tick():
+    """KPA-5 as Knative does it: every non-zero count is at least activation-scale, so the pods started from zero
+    are not cancelled at the next tick while they start."""
+    kpa = Kpa(target=70.0, activation_scale=3)
+    for t in range(1, 5):
+        kpa.observe(float(t), 10.0)
+    assert kpa.decide(2.0, 0, 0) == 3
+    assert kpa.decide(4.0, 0, 3) == 3
+
+
+def test_kpa_rps_target_defaults_to_200():
+    """Table 1.3: requests-per-second-target-default is 200 with metric rps, concurrency's is 100."""
+    from sim.scaling_config import KpaConfig
+
+    assert KpaConfig(metric="rps", max_replicas=4).target == 200.0
+    assert KpaConfig(max_replicas=4).target == 100.0
+    assert KpaConfig(metric="rps", target=50, max_replicas=4).target == 50.0
+
+
+def test_keda_takes_a_pool_that_was_never_active_to_zero_at_its_first_poll():
+    """KEDA with initialCooldownPeriod 0 (Table 1.2): a pool with replicas but no traffic yet goes to zero at the first
+    poll, not a cooldown after start; traffic later brings it back."""
+    keda = {"policy": "keda", "max_replicas": 3, "polling_interval_s": 30, "cooldown_s": 300,
+            "triggers": [{"name": "request_rate", "target": 5.0, "window_s": 30}]}
+    wl = {"type": "open_loop", "duration_s": 600, "num_requests": None,
+          "arrival": {"process": "piecewise", "times_s": [0, 400], "rates_per_s": [0.0, 1.0]},
+          "prompt_tokens": {"dist": "fixed", "tokens": 100}, "output_tokens": {"dist": "fixed", "tokens": 20}}
+    now = {"release_after_idle_s": 0}
+    res = simulate(scenario({"workload": wl, "pools": {"p": pool(keda, replicas=2, nodes=now)}}))
+    # Its HPA (minimum 1) takes 2 to 1 at its first sync, 15 s; KEDA's poll takes the last one away at 30 s.
+    assert list(lifecycle_of(res, "draining")["time_s"][:2]) == [15.0, 30.0]
+    assert (lifecycle_of(res, "node")["time_s"] > 400).any()
+    assert (res.requests["status"] == "finished").all()

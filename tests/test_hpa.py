@@ -138,3 +138,14 @@ def test_multiple_metrics_take_the_max_and_a_failed_metric_blocks_scale_down():
 def test_scaled_to_zero_by_hand_the_hpa_stands_aside_unless_min_is_zero():
     assert Hpa(min_replicas=1, max_replicas=5).decide(0.0, 0, [3]) == 0
     assert Hpa(min_replicas=0, max_replicas=5).decide(0.0, 0, [3]) == 3
+
+
+def test_tolerance_holds_at_exactly_ten_percent_either_way():
+    """HPA-3 as Kubernetes tests it, 1 - tol <= ratio <= 1 + tol: 11 against a target of 10 holds, as 9 does (abs(1 -
+    ratio) would round 1.1 outside)."""
+    assert pods_proposal(ready(*[11] * 10), 10, 10, TOL) == 10
+    assert pods_proposal(ready(*[9] * 10), 10, 10, TOL) == 10
+    assert pods_proposal(ready(5.5, 5.5, 5.5, 5.5), 4, 5, TOL) == 4
+    assert external_proposal(4.4, 4, 4, 1, TOL, True) == 4
+    assert external_proposal(11.0, 4, 4, 10, TOL, False) == 4
+    assert pods_proposal(ready(*[11.01] * 10), 10, 10, TOL) == 12  # just outside: ceil(1.101 x 10)

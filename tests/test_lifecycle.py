@@ -57,10 +57,12 @@ class FakeReplica:
         return out
 
 
-def fake_pool(env, gpus_per_node=None, **lifecycle):
+def fake_pool(env, gpus_per_node=None, release_after_idle_s=0.0, **lifecycle):
+    """A pool of fake replicas; its empty nodes go at once unless ``release_after_idle_s`` says otherwise."""
     plan = SimpleNamespace(name="p", model=MODEL, config=SimpleNamespace(
         lifecycle=LifecycleConfig.model_validate({**FIXED, **lifecycle}),
-        nodes=NodesConfig(gpus_per_node=gpus_per_node), tensor_parallel=1, gpus_per_replica=1, precision="bf16"))
+        nodes=NodesConfig(gpus_per_node=gpus_per_node, release_after_idle_s=release_after_idle_s), tensor_parallel=1,
+        gpus_per_replica=1, precision="bf16"))
     made, events = [], []
     hooks = PoolHooks(ready=lambda r: events.append((env.now, "ready", r.replica_id)),
                       unroute=lambda r: events.append((env.now, "unroute", r.replica_id)),
@@ -349,3 +351,20 @@ def test_a_pool_that_can_never_come_back_ends_the_run_as_stalled():
     stalled = res.summary["stalled"]
     assert stalled["waiting"] == res.summary["requests"]["in_flight"] > 0
     assert "nothing progressed" in stalled["reason"]
+
+
+def test_a_rate_metric_reads_the_rate_from_the_start_of_the_run():
+    """A steady 4 req/s with a target of 1 per replica and 4 replicas warm from the start: the rate over a window
+    longer than the run so far is taken over the run so far, so the first syncs see about 4 req/s and keep the
+    fleet (dividing by the whole 60 s window would read 1 req/s at 15 s and drain three replicas)."""
+    from sim.autoscale.metrics import observed_rate
+
+    assert observed_rate(60, 60.0, 15.0) == 4.0 and observed_rate(240, 60.0, 120.0) == 4.0
+    assert observed_rate(0, 60.0, 0.0) == 0.0
+    pool = hpa_pool(replicas=4, autoscale={"policy": "hpa", "min_replicas": 1, "max_replicas": 8,
+                                           "metrics": [{"name": "request_rate", "target": 1.0}]})
+    wl = step_workload(1000, 4.0, 4.0, 120, out_tokens=(5, 20))
+    wl["arrival"] = {"process": "constant", "rate_per_s": 4.0}
+    res = simulate(scenario({"workload": wl, "pools": {"p": pool}}))
+    drained = res.lifecycle[(res.lifecycle["state"] == "draining") & (res.lifecycle["time_s"] < 60)]
+    assert drained.empty, drained

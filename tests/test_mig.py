@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from sim.catalog import load_catalog
-from sim.sharing.mig import PlacementError, check_placement, first_fit, instance_spec
+from sim.sharing.mig import PlacementError, check_placement, instance_spec, layout
+from tests.conftest import scenario
 
 GPUS = load_catalog().gpus
 H100 = GPUS["h100_sxm"]
@@ -45,16 +46,45 @@ def test_invalid_combinations_name_the_rule(placement, rule):
 @pytest.mark.parametrize("gpu", ["l4", "l40s", "t4"])
 def test_mig_on_gpus_without_it_is_an_error(gpu):
     with pytest.raises(PlacementError, match="does not support MIG"):
-        first_fit(GPUS[gpu], ["1g.10gb"])
+        layout(GPUS[gpu], ["1g.10gb"])
 
 
-def test_first_fit_packs_and_refuses_what_does_not_fit():
-    assert first_fit(H100, ["3g.40gb", "3g.40gb"]) == [("3g.40gb", 0), ("3g.40gb", 4)]
-    assert first_fit(H100, ["1g.10gb"] * 7) == [("1g.10gb", i) for i in range(7)]
-    with pytest.raises(PlacementError, match=r"no room for 1g\.10gb"):
-        first_fit(H100, ["4g.40gb", "3g.40gb", "1g.10gb"])
-    with pytest.raises(PlacementError, match=r"no room for 1g\.10gb"):
-        first_fit(H100, ["1g.10gb"] * 8)
+def test_layout_packs_and_refuses_what_does_not_fit():
+    assert layout(H100, ["3g.40gb", "3g.40gb"]) == [("3g.40gb", 0), ("3g.40gb", 4)]
+    assert layout(H100, ["1g.10gb"] * 7) == [("1g.10gb", i) for i in range(7)]
+    with pytest.raises(PlacementError, match=r"4g\.40gb, 3g\.40gb, 1g\.10gb need 9 memory slots of 8"):
+        layout(H100, ["4g.40gb", "3g.40gb", "1g.10gb"])
+    with pytest.raises(PlacementError, match=r"no valid layout holds 4g\.40gb, 2g\.20gb, 2g\.20gb"):
+        layout(H100, ["4g.40gb", "2g.20gb", "2g.20gb"])  # 8 slots, but no 2g may start at 6
+    with pytest.raises(PlacementError, match=r"8 x 1g\.10gb \(MIG-3: at most 7 per GPU\)"):
+        layout(H100, ["1g.10gb"] * 8)
+
+
+@pytest.mark.parametrize(("names", "expected"), [
+    # The lowest free start for each in turn would put 3g at 0 and leave no start for the second 2g.
+    (["3g.40gb", "2g.20gb", "2g.20gb"], [("3g.40gb", 4), ("2g.20gb", 0), ("2g.20gb", 2)]),
+    (["3g.40gb", "4g.40gb"], [("3g.40gb", 4), ("4g.40gb", 0)]),
+    (["1g.20gb", *["1g.10gb"] * 5], [("1g.20gb", 0), *[("1g.10gb", i) for i in range(2, 7)]]),
+])
+def test_layout_finds_the_valid_layouts_of_mixed_profiles(names, expected):
+    """MIG-3's own examples of valid mixed layouts are found whatever the order the instances come in."""
+    assert layout(H100, names) == expected
+    assert sorted(layout(H100, names[::-1])) == sorted(expected)
+
+
+def test_a_sharing_group_of_mixed_mig_profiles_fits_one_gpu():
+    """Two pools in one MIG group, 3g.40gb and 2 x 2g.20gb: one H100, in either order of the pools."""
+    from sim import simulate
+
+    def fleet(first, second):
+        pools = {name: {"gpu": "h100_sxm", "model": "llama-3.2-1b", "replicas": n, "engine": {"max_model_len": 4096},
+                        "sharing": {"mode": "mig", "profile": prof, "group": "box"}}
+                 for name, prof, n in (first, second)}
+        return simulate(scenario({"workload": {"num_requests": 20}, "pools": pools}))
+
+    for order in ((("p", "3g.40gb", 1), ("q", "2g.20gb", 2)), (("q", "2g.20gb", 2), ("p", "3g.40gb", 1))):
+        res = fleet(*order)
+        assert len(res.gpus) == 1 and res.summary["shared_gpus"]["physical_gpus"] == 1
 
 
 def test_instance_is_a_smaller_gpu():

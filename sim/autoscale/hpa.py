@@ -29,6 +29,12 @@ class PodSample:
     value: float | None
 
 
+def _within(ratio: float, tolerance: float) -> bool:
+    """Whether a usage ratio is within tolerance of 1, as Kubernetes tests it (``1 - tol <= ratio <= 1 + tol``):
+    ``abs(1 - ratio)`` would put 1.1 outside a 0.1 tolerance and 0.9 inside, by rounding."""
+    return 1.0 - tolerance <= ratio <= 1.0 + tolerance
+
+
 def pods_proposal(pods: Sequence[PodSample], current: int, target: float, tolerance: float) -> Proposal:
     """Replicas proposed by a Pods metric (HPA-2 to HPA-6); None when no pod has a sample (HPA-9 skips it).
 
@@ -44,7 +50,7 @@ def pods_proposal(pods: Sequence[PodSample], current: int, target: float, tolera
     ratio = sum(values) / len(values) / target
     scale_up_with_unready = unready > 0 and ratio > 1.0
     if not scale_up_with_unready and missing == 0:
-        if abs(1.0 - ratio) <= tolerance:
+        if _within(ratio, tolerance):
             return current
         return math.ceil(ratio * len(values))
     filled = list(values)
@@ -53,7 +59,7 @@ def pods_proposal(pods: Sequence[PodSample], current: int, target: float, tolera
     if scale_up_with_unready:
         filled += [0.0] * unready
     new_ratio = sum(filled) / len(filled) / target
-    if abs(1.0 - new_ratio) <= tolerance or (ratio < 1.0 < new_ratio) or (ratio > 1.0 > new_ratio):
+    if _within(new_ratio, tolerance) or (ratio < 1.0 < new_ratio) or (ratio > 1.0 > new_ratio):
         return current
     proposal = math.ceil(new_ratio * len(filled))
     if (new_ratio < 1.0 and proposal > current) or (new_ratio > 1.0 and proposal < current):
@@ -69,13 +75,13 @@ def external_proposal(value: float | None, current: int, ready: int, target: flo
         return None
     if average:
         ratio = value / (target * current) if current else math.inf
-        if current and abs(1.0 - ratio) <= tolerance:
+        if current and _within(ratio, tolerance):
             return current
         return math.ceil(value / target)
     ratio = value / target
     if current == 0:
         return math.ceil(ratio)
-    if abs(1.0 - ratio) <= tolerance:
+    if _within(ratio, tolerance):
         return current
     return math.ceil(ratio * ready)
 

@@ -81,7 +81,7 @@ class Kpa:
         if self.max_scale:
             desired = min(desired, self.max_scale)
         desired = max(desired, self.min_scale)
-        if desired > 0 and current == 0:
+        if desired > 0:  # Knative floors every non-zero count at activation-scale, not only the one from zero
             desired = max(desired, self.activation_scale)
         if desired == 0 and current > 0:
             self.zero_since = now_s if self.zero_since is None else self.zero_since

@@ -18,6 +18,14 @@ import numpy as np
 from sim.scaling_config import POD_METRICS, latency_metric, metric_kind
 
 
+def observed_rate(arrivals: int, window_s: float, now_s: float) -> float:
+    """Arrivals per second over the last ``window_s``, or over the whole run while it is shorter than the window
+    (the run starts at 0): dividing by the full window then would read a steady 4 req/s as 1 req/s at 15 s, and an
+    autoscaler would drain a warm fleet at its first sync."""
+    span = min(window_s, now_s)
+    return arrivals / span if span > 0 else 0.0
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """One scrape: per ready replica, its gauges; and the fleet-level series by metric name."""
@@ -93,7 +101,7 @@ class Scraper:
         for m in self.metrics:
             kind = metric_kind(m.name)
             if kind == "rate":
-                out[m.name] = fleet.arrivals_within(m.window_s, self.pool.name) / m.window_s
+                out[m.name] = observed_rate(fleet.arrivals_within(m.window_s, self.pool.name), m.window_s, now)
             elif kind == "latency":
                 column, q = latency_metric(m.name)
                 values = [v for req in finished if req.finish_s > now - m.window_s

@@ -14,7 +14,7 @@ import numpy as np
 from sim.autoscale.fleet import PoolOffer, allocate
 from sim.autoscale.hpa import Direction, Hpa, PodSample, RatePolicy, external_proposal, pods_proposal
 from sim.autoscale.kpa import Kpa
-from sim.autoscale.metrics import Scraper
+from sim.autoscale.metrics import Scraper, observed_rate
 from sim.autoscale.predictive import bucket_rates, holt_forecast, replicas_for
 from sim.scaling_config import (
     FleetAutoscaleConfig,
@@ -99,7 +99,9 @@ def keda_process(env, fleet, pool, cfg: KedaConfig, log: list):
                                          for t in (*latency, *rates)], cfg.polling_interval_s, 0.0)
     hpa = Hpa(max(1, cfg.min_replicas), cfg.max_replicas, _direction(cfg.behavior.scale_up),
               _direction(cfg.behavior.scale_down))
-    state = {"last_active": env.now}
+    # Never active yet: KEDA (initialCooldownPeriod 0, Table 1.2) takes an idle pool to zero at its first poll, not a
+    # cooldown after start.
+    state: dict[str, float | None] = {"last_active": None}
 
     def values() -> dict[str, float | None]:
         series = scraper.take().series
@@ -121,7 +123,7 @@ def keda_process(env, fleet, pool, cfg: KedaConfig, log: list):
             elif active and current == 0:
                 desired = max(1, cfg.min_replicas)
             elif (not active and current > 0 and cfg.min_replicas == 0
-                  and env.now - state["last_active"] >= cfg.cooldown_s):
+                  and (state["last_active"] is None or env.now - state["last_active"] >= cfg.cooldown_s)):
                 desired = 0
             for t in cfg.triggers:
                 log.append((env.now, pool.name, "keda", current, pool.count("ready"), desired, t.name + ":active",
@@ -228,7 +230,7 @@ def fleet_process(env, fleet, cfg: FleetAutoscaleConfig, log: list):
         yield env.timeout(cfg.period_s)
         yield env.timeout(0)
         if cfg.demand == "observed":
-            demand = fleet.arrivals_within(cfg.window_s) / cfg.window_s
+            demand = observed_rate(fleet.arrivals_within(cfg.window_s), cfg.window_s, env.now)
         else:
             rates = bucket_rates(fleet.recent_arrivals(), env.now, cfg.window_s, FORECAST_BUCKETS * cfg.window_s)
             demand = holt_forecast(rates, 0.5, 0.3, lead / cfg.window_s + 0.5)

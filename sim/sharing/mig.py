@@ -30,6 +30,10 @@ class PlacementError(ValueError):
 def profile(gpu: GpuSpec, name: str) -> MigProfile:
     """The MIG profile ``name`` of ``gpu`` (MIG-1: a GPU without profiles does not support MIG)."""
     if not gpu.mig_profiles:
+        if any(family in gpu.name for family in ("A100", "A30", "H100", "H200", "B200")):  # MIG-1's, no table here
+            raise PlacementError(f"{gpu.name}: the catalog has no MIG profiles for this GPU (MIG-1 lists it as "
+                                 "MIG-capable; add its mig_profiles and mig_memory_slices in a catalog file, or use "
+                                 "h100_sxm, whose Table 4.1 profiles ship)")
         raise PlacementError(f"{gpu.name} does not support MIG (MIG-1: MIG needs A100, A30, H100, H200 or newer "
                              "data-centre GPUs; share it by time-slicing instead)")
     try:
@@ -59,24 +63,49 @@ def check_placement(gpu: GpuSpec, placement: Sequence[tuple[str, int]]) -> None:
                                  f"{gpu.mig_profiles[name].max_instances} per GPU)")
 
 
-def first_fit(gpu: GpuSpec, names: Sequence[str]) -> list[tuple[str, int]]:
-    """Place instances of the profiles ``names`` on one GPU, in order, each at its lowest free allowed start.
+def layout(gpu: GpuSpec, names: Sequence[str]) -> list[tuple[str, int]]:
+    """Place instances of the profiles ``names`` on one GPU: (profile, memory-slot start) per instance, in the order
+    given, for a valid layout (MIG-3) if one exists.
 
-    Raises :class:`PlacementError` if one does not fit (the message says which and why).
+    A depth-first search: the largest instances first, each at its allowed starts in turn, instances of one profile
+    at increasing starts (so the search never tries the same layout twice). The lowest free start alone is not
+    enough: 3g + 2g + 2g fits an H100 only as 2g@0, 2g@2, 3g@4. Raises :class:`PlacementError` if no layout holds
+    them (the message says why).
     """
-    placement: list[tuple[str, int]] = []
-    taken = [False] * gpu.mig_memory_slices if gpu.mig_profiles else []
-    for name in names:
-        prof = profile(gpu, name)
+    profiles = [profile(gpu, name) for name in names]
+    for name, count in Counter(names).items():
+        if count > gpu.mig_profiles[name].max_instances:
+            raise PlacementError(f"{gpu.name}: {count} x {name} (MIG-3: at most "
+                                 f"{gpu.mig_profiles[name].max_instances} per GPU)")
+    slots = gpu.mig_memory_slices
+    if sum(p.memory_slices for p in profiles) > slots:
+        raise PlacementError(f"{gpu.name}: {', '.join(names)} need {sum(p.memory_slices for p in profiles)} memory "
+                             f"slots of {slots} (MIG-3)")
+    order = sorted(range(len(names)), key=lambda i: (-profiles[i].memory_slices, names[i], i))
+    starts: list[int] = [-1] * len(names)
+    taken = [False] * slots
+
+    def place(k: int) -> bool:
+        if k == len(order):
+            return True
+        i = order[k]
+        prof = profiles[i]
+        previous = starts[order[k - 1]] if k and names[order[k - 1]] == names[i] else -1
         for start in prof.starts:
             end = start + prof.memory_slices
-            if end <= len(taken) and not any(taken[start:end]):
-                placement.append((name, start))
-                taken[start:end] = [True] * (end - start)
-                break
-        else:
-            raise PlacementError(f"{gpu.name}: no room for {name} after {', '.join(f'{n}@{s}' for n, s in placement)}"
-                                 f" (MIG-3: starts {list(prof.starts)} are taken)")
+            if start <= previous or end > slots or any(taken[start:end]):
+                continue
+            taken[start:end] = [True] * (end - start)
+            starts[i] = start
+            if place(k + 1):
+                return True
+            taken[start:end] = [False] * (end - start)
+        return False
+
+    if not place(0):
+        raise PlacementError(f"{gpu.name}: no valid layout holds {', '.join(names)} (MIG-3: each instance at one of "
+                             "its profile's allowed starts, none overlapping)")
+    placement = [(name, start) for name, start in zip(names, starts, strict=True)]
     check_placement(gpu, placement)
     return placement
 

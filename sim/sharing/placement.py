@@ -51,7 +51,7 @@ def tenant_rules(mode: str, gpu: GpuSpec, sharing) -> tuple[Callable[[Sequence[T
         return (lambda ts: vgpu.check_placement(gpu, [t.profile for t in ts], sharing.mixed_sizes),
                 vgpu.profile(gpu, sharing.profile).memory_gib, sharing.profile)
     if mode == "mig":
-        return (lambda ts: mig.first_fit(gpu, [t.profile for t in ts]),
+        return (lambda ts: mig.layout(gpu, [t.profile for t in ts]),
                 float(mig.profile(gpu, sharing.profile).memory_slices), sharing.profile)
     fraction = sharing.memory_fraction or 1 / sharing.replicas_per_gpu
     rule = "SH-1, no memory isolation" if mode == "timeslice" else "SH-2, pinned memory limits"
