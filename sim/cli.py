@@ -20,6 +20,7 @@ import yaml
 from sim.catalog import load_catalog
 from sim.cluster.deploy import plan_pools
 from sim.errors import CatalogError, FleetsimError, InternalError, unknown_name
+from sim.metrics.store import clear_parts
 from sim.outpaths import out_file, out_folder
 from sim.results import Results
 from sim.scenario import load_scenario
@@ -151,8 +152,7 @@ def write_results(res: Results, out: Path) -> list[Path]:
         folder = out / name
         folder.mkdir(exist_ok=True)
         if parts and parts[0].parent.resolve() != folder.resolve():  # an earlier run's parts would join these
-            for stale in folder.glob("part-*.parquet"):
-                stale.unlink()
+            clear_parts(folder)
         for part in parts:
             if part.parent.resolve() != folder.resolve():
                 shutil.copyfile(part, folder / part.name)
@@ -181,8 +181,7 @@ def _remove_stale(out: Path, written: set[str]) -> None:
         if name in written or not path.exists():
             continue
         if path.is_dir():  # a spilled run's parts, and the folder if nothing else is in it
-            for part in path.glob("part-*.parquet"):
-                part.unlink()
+            clear_parts(path)
             if not any(path.iterdir()):
                 path.rmdir()
         else:

@@ -24,6 +24,12 @@ from pandas.api.types import union_categoricals
 from sim.errors import FleetsimError
 
 
+def clear_parts(folder: Path) -> None:
+    """Remove the part files (``part-NNNNN.parquet``) a store wrote into ``folder``, and nothing else."""
+    for part in folder.glob("part-*.parquet"):
+        part.unlink()
+
+
 class TempFolder:
     """A temporary folder of spilled parts, removed with everything in it once no one holds this object (the
     results of the run and their copies), or at the latest when the interpreter exits: a sweep of a thousand spilled
@@ -101,8 +107,7 @@ class RowStore:
                 self.spill_dir = self.temp.path
             self.spill_dir.mkdir(parents=True, exist_ok=True)
             if not self.parts:  # parts of an earlier run in the same folder would be read back with these
-                for stale in self.spill_dir.glob("part-*.parquet"):
-                    stale.unlink()
+                clear_parts(self.spill_dir)
             path = self.spill_dir / f"part-{len(self.parts):05d}.parquet"
             frame.to_parquet(path, index=False)
         except OSError as err:
