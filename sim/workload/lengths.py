@@ -83,12 +83,17 @@ class LogNormalLength(BaseModel):
     max_tokens: int | None = Field(default=None, gt=0, le=MAX_TOKENS)
 
     @property
+    def _shape_scale(self) -> tuple[float, float]:
+        """The underlying normal's sigma, and the median exp(mu), that give ``mean`` and ``cv``."""
+        sigma = math.sqrt(math.log1p(self.cv_value**2))
+        return sigma, math.exp(math.log(self.mean_tokens) - sigma**2 / 2)
+
+    @property
     def _frozen(self):
         from scipy import stats  # imported on use: scipy.stats alone takes about a second to import
 
-        sigma = math.sqrt(math.log1p(self.cv_value**2))
-        mu = math.log(self.mean_tokens) - sigma**2 / 2
-        return stats.lognorm(s=sigma, scale=math.exp(mu))
+        sigma, scale = self._shape_scale
+        return stats.lognorm(s=sigma, scale=scale)
 
     @property
     def mean(self) -> float:
@@ -112,8 +117,7 @@ class LogNormalLength(BaseModel):
         # rvs (checked bit for bit), without the second scipy.stats takes to import in every fresh process.
         from scipy.special import ndtr, ndtri
 
-        sigma = math.sqrt(math.log1p(self.cv_value**2))
-        scale = math.exp(math.log(self.mean_tokens) - sigma**2 / 2)
+        sigma, scale = self._shape_scale
         if self.max_tokens is None:
             return np.ceil(np.exp(sigma * rng.standard_normal(n)) * scale).astype(np.int64)
         # Inverse-CDF sampling of the truncated law: exact, and a fixed number of draws per sample.
