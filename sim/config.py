@@ -686,6 +686,9 @@ class RunConfig(BaseModel):
                                    "(sim/invariants.py); off only for benchmarks")
     spill_dir: str | None = Field(default=None, description="folder for spilled records; default: a temporary "
                                   "folder (the CLI uses --out)")
+    core: Literal["auto", "python"] = Field(
+        default="auto", description="auto: the compiled engine core where the scenario allows it (the same "
+        "results, faster; the summary's engine block says which ran and why); python: always the Python engine")
 
 
 class Scenario(BaseModel):

@@ -13,10 +13,13 @@ import simpy
 
 from sim.autoscale.runner import SCALING_COLUMNS
 from sim.catalog import load_catalog
+from sim.cluster import build as build_module
 from sim.cluster.build import build
 from sim.cluster.deploy import plan_pools
 from sim.cluster.maintenance import MAINTENANCE_COLUMNS
 from sim.config import Scenario, TraceWorkload
+from sim.engine.core import run as run_core
+from sim.engine.core import unsupported
 from sim.errors import FleetsimError
 from sim.invariants import check as check_invariants
 from sim.metrics.cost import energy_kwh
@@ -109,7 +112,15 @@ def simulate(
     ends = [fleet.done] if limit is None else [fleet.done, env.timeout(limit)]
     stop = fleet.done if limit is None else env.any_of(ends)
     rescheduled = 0  # SimPy's own re-scheduling of the stop event when env.run returns: not the simulation's
-    if progress is None:
+    why_python = unsupported(scenario, fleet)
+    core_events = None
+    if why_python is None:
+        if progress is not None:
+            progress(0.0, 0, _expected_requests(scenario))
+        _, core_events = run_core(fleet, scenario.router.policy, build_module.RECORD_CHUNK)
+        if progress is not None:
+            progress(fleet.done.value, fleet.arrived, fleet.arrived)
+    elif progress is None:
         try:
             env.run(until=stop)
             rescheduled = 1
@@ -164,8 +175,11 @@ def simulate(
         summary["shared_gpus"] = shared
     summary["scenario"] = scenario.name
     eid = getattr(env, "_eid", None)  # SimPy's event counter (a private attribute; None if it moves)
-    summary["engine"] = {"steps": sum(r.steps for r in fleet.replicas),
-                         "simpy_events": next(eid) - rescheduled if eid is not None else None,
+    summary["engine"] = {"core": "compiled" if why_python is None else "python",
+                         **({"python_because": why_python} if why_python is not None else {}),
+                         "steps": sum(r.steps for r in fleet.replicas),
+                         "simpy_events": next(eid) - rescheduled if eid is not None and core_events is None else None,
+                         "core_events": core_events,
                          "records_spilled_to": str(fleet.records.spill_dir) if fleet.records.spilled else None}
     monitor = fleet.monitor
     monitor.finish()

@@ -122,6 +122,7 @@ class Fleet:
     transferring: list[Request] = field(default_factory=list)  # KV caches on their way to a decode replica
     link_free_s: dict[int, float] = field(default_factory=dict)  # per prefill replica: when its link is next free
     done: simpy.Event | None = None
+    workload: list = field(default_factory=list)  # per class: its arrivals and lengths (None for closed loop)
     # Requests given back by a replica that went away, counted here (the gateway's own count, beside each request's
     # ``interruptions``; the invariants check that the two agree): routed again, or rejected with the pool's reason.
     given_back: dict[str, int] = field(default_factory=lambda: {"restarted": 0, "rejected": 0})
@@ -526,7 +527,9 @@ def build(scenario: Scenario, deployment: Deployment, streams: Streams, spill_di
         dispatch = fleet.dispatch if cls == 0 else partial(fleet.dispatch, cls=cls)
         if isinstance(wl, ClosedLoopWorkload):
             ClosedLoop(env, wl, own, dispatch, fleet.end_arrivals)
+            fleet.workload.append(None)
         else:
             arrays = workload_arrays(wl, own)
+            fleet.workload.append(arrays)
             env.process(replay(env, arrays, dispatch, fleet.end_arrivals))
     return fleet

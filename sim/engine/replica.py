@@ -294,6 +294,7 @@ class Replica:
         t = env.now
         times: list[float] = []
         boundaries: list[float] = []  # end of each step, summed as per-step stepping sums them
+        busy_marks: list[float] = []  # busy time once each step is counted: a cut restores one, bit for bit
         if self.events is not None:  # what the event log needs of the run (group stepping is off then)
             self._run = (env.now, boundaries, [(r.request_id, r.generated_tokens) for r in st.running])
         cut = False
@@ -304,6 +305,7 @@ class Replica:
                 t += step_s
                 boundaries.append(t)
                 self.busy_s += step_s  # counted when the step starts, as per-step stepping does
+                busy_marks.append(self.busy_s)
             times += piece
             self.step_end_s = t
             wait = env.timeout(t - env.now)
@@ -320,9 +322,8 @@ class Replica:
                 now, tie = env.now, self._cut_at_tie
                 keep = next((i + 1 for i in range(first, len(boundaries))
                              if boundaries[i] > now or (tie and boundaries[i] == now)), len(boundaries))
-                for step_s in times[keep:]:
-                    self.busy_s -= step_s
-                del times[keep:], boundaries[keep:]
+                self.busy_s = busy_marks[keep - 1]
+                del times[keep:], boundaries[keep:], busy_marks[keep:]
                 self.step_end_s = boundaries[-1]
                 if boundaries[-1] > now:
                     yield env.timeout(boundaries[-1] - now)

@@ -77,6 +77,37 @@ class PoolMonitor:
         frame["pool"] = pd.Categorical(frame["pool"], categories=self.pools or None)
         return frame
 
+    def extend(self, time_s: np.ndarray, pool: np.ndarray, running: np.ndarray, waiting: np.ndarray,
+               kv_used_blocks: np.ndarray, busy_replicas: np.ndarray, kv_total_blocks: np.ndarray) -> None:
+        """Append change points made elsewhere (the compiled engine core), in time order and already coalesced per
+        instant and pool, ``pool`` as indices into :attr:`pools`. A pool's first one at the instant of its last row
+        here replaces that row, as :meth:`update` would have. The monitor takes no further updates after this."""
+        keep = np.ones(len(time_s), dtype=bool)
+        for code, name in enumerate(self.pools):
+            last = self._last_row_index.get(name)
+            first = np.flatnonzero(pool == code)[:1]
+            if last is not None and len(first) and self.rows[last][0] == time_s[first[0]]:
+                i = int(first[0])
+                self.rows[last] = (float(time_s[i]), name, int(running[i]), int(waiting[i]), int(kv_used_blocks[i]),
+                                   int(busy_replicas[i]), int(kv_total_blocks[i]))
+                keep[i] = False
+        frame = pd.DataFrame({"time_s": time_s[keep], "pool": pool[keep], "running": running[keep],
+                              "waiting": waiting[keep], "kv_used_blocks": kv_used_blocks[keep],
+                              "busy_replicas": busy_replicas[keep], "kv_total_blocks": kv_total_blocks[keep]})
+        frame = pd.concat([self._table(self.rows).assign(pool=lambda f: f["pool"].cat.codes.astype(np.int64)),
+                           frame], ignore_index=True) if self.rows else frame
+        self.rows, self._last_row_index = [], {}
+        for start in range(0, len(frame), ROW_CHUNK):
+            chunk = frame.iloc[start:start + ROW_CHUNK].reset_index(drop=True)
+            chunk["pool"] = pd.Categorical.from_codes(chunk["pool"].to_numpy(), categories=self.pools)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                chunk["kv_utilization"] = chunk["kv_used_blocks"] / chunk["kv_total_blocks"].replace(0, np.nan)
+            self.store.add(chunk[[*COLUMNS, "kv_utilization"]])
+
+    def aggregates(self, pool: str) -> list[int]:
+        """The pool's running, waiting, KV-used, busy-replica and KV-total counts now."""
+        return list(self._pool.get(pool, [0, 0, 0, 0, 0]))
+
     def finish(self) -> None:
         """Move the remaining rows into the store (at the end of the run)."""
         self.store.add(self._table(self.rows))

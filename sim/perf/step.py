@@ -107,14 +107,36 @@ class TransformerStepModel:
 
     def layer_s(self, shape: BatchShape) -> float:
         """Time of one transformer layer for ``shape`` (all GPUs of the replica run in lockstep)."""
-        ops, d = self.ops, self.model.head_dim
         t = self.dense_layer_s(shape.num_tokens)
         for cached, chunk in shape.prefill_chunks:
-            t += ops.attention_prefill_s(1, chunk, self._heads, self._kv_heads, d, self.precision, self.kv_dtype,
-                                         cached)
+            t += self.prefill_attention_s(cached, chunk)
         if shape.n_decodes:
             t += self.decode_attention_s(shape.n_decodes, shape.decode_kv_tokens / shape.n_decodes)
         return t
+
+    def prefill_attention_s(self, cached: int, chunk: int) -> float:
+        """Attention of one prefill chunk of ``chunk`` tokens over ``cached`` tokens already in its KV cache, per
+        layer."""
+        return self.ops.attention_prefill_s(1, chunk, self._heads, self._kv_heads, self.model.head_dim,
+                                            self.precision, self.kv_dtype, cached)
+
+    def head_s(self, n_sampled: int) -> float:
+        """The LM head over the ``n_sampled`` rows that produce a token (once per step; memoised)."""
+        head = self._head.get(n_sampled)
+        if head is None:
+            m = self.model
+            head = self._head[n_sampled] = self.ops.gemm_s(n_sampled, m.vocab_size // self.tp, m.hidden_size, "bf16")
+        return head
+
+    def decode_attention_exact_s(self, n: int, mean_kv: float) -> float:
+        """Decode attention from the operator model itself (outside the table's range), per layer."""
+        return self.ops.attention_decode_s(n, mean_kv, self._heads, self._kv_heads, self.model.head_dim,
+                                           self.kv_dtype)
+
+    def decode_table(self, n: int) -> list[float] | None:
+        """The decode-attention table of a batch of ``n`` (see :meth:`decode_attention_s`), or None."""
+        table = self._decode_table(n)
+        return None if table is None else table[0]
 
     def _decode_table(self, n: int) -> tuple[list[float], np.ndarray] | None:
         """Decode attention times of a batch of ``n`` at mean KV lengths ``2**(i / DECODE_TABLE_PER_OCTAVE)``,
@@ -143,8 +165,7 @@ class TransformerStepModel:
         table = tables[0] if tables is not None else ()
         x = math.log2(mean_kv) * DECODE_TABLE_PER_OCTAVE if tables is not None else -1.0
         if x < 0 or x >= len(table) - 1:
-            return self.ops.attention_decode_s(n, mean_kv, self._heads, self._kv_heads, self.model.head_dim,
-                                               self.kv_dtype)
+            return self.decode_attention_exact_s(n, mean_kv)
         i = int(x)
         lo = table[i]
         return lo + (table[i + 1] - lo) * (x - i)
@@ -158,9 +179,7 @@ class TransformerStepModel:
         if table is None or kv_tokens < n or last_kv >= 2.0 ** DECODE_TABLE_OCTAVES:
             return [self.step_time_s(BatchShape((), n, kv_tokens + n * j, n)) for j in range(steps)]
         m = self.model
-        head = self._head.get(n)
-        if head is None:
-            head = self._head[n] = self.ops.gemm_s(n, m.vocab_size // self.tp, m.hidden_size, "bf16")
+        head = self.head_s(n)
         eager = self._eager_s if n > self.cudagraph_max_tokens else 0.0
         if not self._plain:
             host = self.step_overhead_s + self.per_sequence_overhead_s * n + eager
@@ -199,10 +218,7 @@ class TransformerStepModel:
             return self.step_overhead_s
         m = self.model
         t = m.n_layers * self.layer_s(shape)
-        head = self._head.get(shape.n_sampled)
-        if head is None:
-            head = self._head[shape.n_sampled] = self.ops.gemm_s(shape.n_sampled, m.vocab_size // self.tp,
-                                                                 m.hidden_size, "bf16")
+        head = self.head_s(shape.n_sampled)
         if not self._plain:
             host = self.step_overhead_s + self.per_sequence_overhead_s * shape.num_seqs
             if shape.num_tokens > self.cudagraph_max_tokens:

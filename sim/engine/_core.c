@@ -1,0 +1,741 @@
+/* The compiled core: the whole run of a static fleet in one C loop (see sim/engine/core.py).
+ *
+ * It applies, step by step, the same transitions as the Python engine's per-step reference
+ * (sim/engine/replica.py with engine.stepping: iteration, sim/engine/scheduler.py VllmV1Scheduler.plan,
+ * sim/engine/state.py start_step/finish_step, sim/cluster/build.py Fleet.dispatch/_route, the routers of
+ * sim/cluster/router.py and the change points of sim/metrics/timeseries.py), in the order SimPy would:
+ * arrivals first at an instant (they are URGENT events), then step ends and wake-ups in the order they were
+ * scheduled. Step prices come from the Python performance model through callbacks, memoised here per token
+ * count (dense part, LM head) and per batch size (the decode-attention table); a prefill chunk's attention is
+ * asked for each time. Random routing draws call the router's numpy generator, so the draws are the same.
+ *
+ * Every time is computed with the same floating-point operations as the Python engine (now + step_s, the
+ * arrival clock's now + (t - now)), so the records agree with it to the last bit where the prices do.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef long long i64;
+
+/* ---------------------------------------------------------------------------------------------------------- */
+/* Per-pool settings and step pricing                                                                         */
+
+typedef struct {
+    i64 max_seqs, max_tokens, bs, total_blocks, max_model_len;
+    int chunked, reserve_whole;
+    int kind; /* 0: transformer (callbacks), 1: constant */
+    double const_step_s, const_per_token_s;
+    double n_layers, ovh_s, per_seq_s, eager_s, scale;
+    i64 cg_max;
+    int overlap, plain;
+    double *dense; i64 dense_len; /* NaN: not asked yet */
+    double *head; i64 head_len;
+    double **tables; i64 *table_len; i64 tables_cap; /* per batch size: -1 not asked, 0 none */
+    PyObject *cb_dense, *cb_head, *cb_table, *cb_decode, *cb_prefill;
+} Pool;
+
+static int grow_doubles(double **p, i64 *len, i64 need) {
+    if (need < *len) return 0;
+    i64 n = *len ? *len : 64;
+    while (n <= need) n *= 2;
+    double *q = realloc(*p, (size_t)n * sizeof(double));
+    if (!q) { PyErr_NoMemory(); return -1; }
+    for (i64 i = *len; i < n; i++) q[i] = NAN;
+    *p = q; *len = n;
+    return 0;
+}
+
+static int call_double(PyObject *cb, PyObject *args, double *out) {
+    PyObject *r = PyObject_CallObject(cb, args);
+    Py_DECREF(args);
+    if (!r) return -1;
+    *out = PyFloat_AsDouble(r);
+    Py_DECREF(r);
+    if (*out == -1.0 && PyErr_Occurred()) return -1;
+    return 0;
+}
+
+static int memo(Pool *p, PyObject *cb, double **arr, i64 *len, i64 key, double *out) {
+    if (grow_doubles(arr, len, key) < 0) return -1;
+    double v = (*arr)[key];
+    if (isnan(v)) {
+        if (call_double(cb, Py_BuildValue("(L)", key), &v) < 0) return -1;
+        (*arr)[key] = v;
+    }
+    *out = v;
+    (void)p;
+    return 0;
+}
+
+/* TransformerStepModel.decode_attention_s */
+static int decode_attention(Pool *p, i64 n, i64 kv_tokens, double *out) {
+    if (n >= p->tables_cap) {
+        i64 cap = p->tables_cap ? p->tables_cap : 64;
+        while (cap <= n) cap *= 2;
+        double **t = realloc(p->tables, (size_t)cap * sizeof(double *));
+        if (!t) { PyErr_NoMemory(); return -1; }
+        i64 *l = realloc(p->table_len, (size_t)cap * sizeof(i64));
+        if (!l) { p->tables = t; PyErr_NoMemory(); return -1; }
+        for (i64 i = p->tables_cap; i < cap; i++) { t[i] = NULL; l[i] = -1; }
+        p->tables = t; p->table_len = l; p->tables_cap = cap;
+    }
+    if (p->table_len[n] < 0) {
+        PyObject *r = PyObject_CallFunction(p->cb_table, "L", n);
+        if (!r) return -1;
+        p->table_len[n] = 0;
+        if (r != Py_None) {
+            PyObject *seq = PySequence_Fast(r, "decode table: not a sequence");
+            Py_DECREF(r);
+            if (!seq) return -1;
+            Py_ssize_t m = PySequence_Fast_GET_SIZE(seq);
+            double *t = malloc((size_t)(m ? m : 1) * sizeof(double));
+            if (!t) { Py_DECREF(seq); PyErr_NoMemory(); return -1; }
+            for (Py_ssize_t i = 0; i < m; i++) {
+                t[i] = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(seq, i));
+                if (t[i] == -1.0 && PyErr_Occurred()) { free(t); Py_DECREF(seq); return -1; }
+            }
+            Py_DECREF(seq);
+            p->tables[n] = t;
+            p->table_len[n] = m;
+        } else {
+            Py_DECREF(r);
+        }
+    }
+    double mean_kv = (double)kv_tokens / (double)n;
+    i64 len = p->table_len[n];
+    double x = len > 0 ? log2(mean_kv) * 64.0 : -1.0;
+    if (x < 0 || x >= (double)(len - 1)) {
+        return call_double(p->cb_decode, Py_BuildValue("(Ld)", n, mean_kv), out);
+    }
+    i64 i = (i64)x;
+    double lo = p->tables[n][i];
+    *out = lo + (p->tables[n][i + 1] - lo) * (x - (double)i);
+    return 0;
+}
+
+/* TransformerStepModel.step_time_s (and ConstantStepModel's) of one planned step. */
+static int step_time(Pool *p, i64 num_tokens, i64 num_seqs, const i64 *chunk_c, const i64 *chunk_n, i64 n_chunks,
+                     i64 n_decodes, i64 decode_kv, i64 n_sampled, double *out) {
+    if (p->kind == 1) {
+        *out = p->const_step_s + p->const_per_token_s * (double)num_tokens;
+        return 0;
+    }
+    if (num_tokens == 0) { *out = p->ovh_s; return 0; }
+    double layer, v, head;
+    if (memo(p, p->cb_dense, &p->dense, &p->dense_len, num_tokens, &layer) < 0) return -1;
+    for (i64 k = 0; k < n_chunks; k++) {
+        if (call_double(p->cb_prefill, Py_BuildValue("(LL)", chunk_c[k], chunk_n[k]), &v) < 0) return -1;
+        layer += v;
+    }
+    if (n_decodes) {
+        if (decode_attention(p, n_decodes, decode_kv, &v) < 0) return -1;
+        layer += v;
+    }
+    double t = p->n_layers * layer;
+    if (memo(p, p->cb_head, &p->head, &p->head_len, n_sampled, &head) < 0) return -1;
+    if (!p->plain) {
+        double host = p->ovh_s + p->per_seq_s * (double)num_seqs;
+        if (num_tokens > p->cg_max) host += p->eager_s;
+        double gpu = (t + head) * p->scale;
+        *out = p->overlap ? (host > gpu ? host : gpu) : gpu + host;
+        return 0;
+    }
+    t += head + p->ovh_s + p->per_seq_s * (double)num_seqs;
+    if (num_tokens > p->cg_max) t += p->eager_s;
+    *out = t;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------------------- */
+/* Requests, replicas, the event heap                                                                         */
+
+enum { ST_IN_FLIGHT = 0, ST_FINISHED = 1, ST_TOO_LONG = 2, ST_NO_REPLICAS = 3 };
+enum { IDLE = 0, WOKEN = 1, STEPPING = 2 };
+enum { R_ROUND_ROBIN = 0, R_RANDOM = 1, R_LEAST = 2, R_JSQ_TOKENS = 3, R_P2C = 4 };
+
+typedef struct {
+    i64 *prompt, *output;
+    i64 *computed, *generated, *kv;
+    double *arrival;
+    /* outputs */
+    i64 *replica, *preempt, *status;
+    double *sched, *first, *last, *maxitl, *finish;
+} Reqs;
+
+typedef struct {
+    i64 pool;
+    i64 *run; i64 n_run;
+    i64 *wq; i64 wq_head, wq_len, wq_cap;
+    i64 free_blocks, out_tokens;
+    int state;
+    /* the step in progress */
+    i64 *s_req, *s_n; i64 n_sched;
+    /* what the monitor last heard */
+    i64 m_run, m_wait, m_kv, kv_sampled; int m_busy;
+} Rep;
+
+typedef struct { double t; i64 seq; i64 rep; } Ev;
+
+typedef struct {
+    Ev *a; i64 n, cap;
+} Heap;
+
+static int ev_less(const Ev *x, const Ev *y) { return x->t < y->t || (x->t == y->t && x->seq < y->seq); }
+
+static int heap_push(Heap *h, Ev e) {
+    if (h->n == h->cap) {
+        i64 cap = h->cap ? 2 * h->cap : 256;
+        Ev *a = realloc(h->a, (size_t)cap * sizeof(Ev));
+        if (!a) { PyErr_NoMemory(); return -1; }
+        h->a = a; h->cap = cap;
+    }
+    i64 i = h->n++;
+    while (i > 0) {
+        i64 parent = (i - 1) / 2;
+        if (!ev_less(&e, &h->a[parent])) break;
+        h->a[i] = h->a[parent];
+        i = parent;
+    }
+    h->a[i] = e;
+    return 0;
+}
+
+static Ev heap_pop(Heap *h) {
+    Ev top = h->a[0], last = h->a[--h->n];
+    i64 i = 0;
+    for (;;) {
+        i64 c = 2 * i + 1;
+        if (c >= h->n) break;
+        if (c + 1 < h->n && ev_less(&h->a[c + 1], &h->a[c])) c++;
+        if (!ev_less(&h->a[c], &last)) break;
+        h->a[i] = h->a[c];
+        i = c;
+    }
+    if (h->n) h->a[i] = last;
+    return top;
+}
+
+/* Pool change points (sim/metrics/timeseries.py PoolMonitor), coalesced per instant. */
+typedef struct {
+    double *t; i64 *pool, *run, *wait, *kv, *busy, *kvtot;
+    i64 n, cap;
+    i64 *agg;      /* per pool: running, waiting, kv used, busy replicas, kv total */
+    i64 *last_row; /* per pool: index of its last row, -1 none */
+} Rows;
+
+static int rows_add(Rows *r, double now, i64 pool) {
+    i64 *a = r->agg + 5 * pool;
+    i64 i = r->last_row[pool];
+    if (i < 0 || r->t[i] != now) {
+        if (r->n == r->cap) {
+            i64 cap = r->cap ? 2 * r->cap : 1024;
+#define GROW(f, T) do { T *q = realloc(r->f, (size_t)cap * sizeof(T)); if (!q) { PyErr_NoMemory(); return -1; } r->f = q; } while (0)
+            GROW(t, double); GROW(pool, i64); GROW(run, i64); GROW(wait, i64); GROW(kv, i64); GROW(busy, i64);
+            GROW(kvtot, i64);
+#undef GROW
+            r->cap = cap;
+        }
+        i = r->last_row[pool] = r->n++;
+        r->t[i] = now;
+        r->pool[i] = pool;
+    }
+    r->run[i] = a[0]; r->wait[i] = a[1]; r->kv[i] = a[2]; r->busy[i] = a[3]; r->kvtot[i] = a[4];
+    return 0;
+}
+
+typedef struct {
+    Pool *pools; i64 n_pools;
+    Rep *reps; i64 n_reps;
+    Reqs q;
+    Heap heap; i64 seq;
+    Rows rows;
+    double now;
+    i64 unfinished, n_order, *order;
+    int arrivals_over, done;
+    double end_s;
+    i64 events;
+    i64 *steps_of; double *busy_of, *step_end_of; /* per replica */
+    int router; i64 rr_next; PyObject *cb_rand;
+    i64 longest_len, shortest_len;
+    i64 *elig; /* scratch: the replicas a long request may go to */
+    /* scratch for one plan */
+    i64 *pre, *adm, *cc, *cn; i64 scratch_cap;
+} Core;
+
+/* Replica._report */
+static int report(Core *c, Rep *r, int busy, int sample_kv) {
+    Pool *p = &c->pools[r->pool];
+    if (sample_kv) r->kv_sampled = p->total_blocks - r->free_blocks;
+    i64 run = r->n_run, wait = r->wq_len, kv = r->kv_sampled;
+    if (run == r->m_run && wait == r->m_wait && kv == r->m_kv && busy == r->m_busy) return 0;
+    i64 *a = c->rows.agg + 5 * r->pool;
+    a[0] += run - r->m_run; a[1] += wait - r->m_wait; a[2] += kv - r->m_kv; a[3] += busy - r->m_busy;
+    int structural = run != r->m_run || wait != r->m_wait || busy != r->m_busy;
+    r->m_run = run; r->m_wait = wait; r->m_kv = kv; r->m_busy = busy;
+    return structural ? rows_add(&c->rows, c->now, r->pool) : 0;
+}
+
+static int wq_push(Rep *r, i64 id, int front) {
+    if (r->wq_len == r->wq_cap) {
+        i64 cap = r->wq_cap ? 2 * r->wq_cap : 16;
+        i64 *w = malloc((size_t)cap * sizeof(i64));
+        if (!w) { PyErr_NoMemory(); return -1; }
+        for (i64 i = 0; i < r->wq_len; i++) w[i] = r->wq[(r->wq_head + i) % r->wq_cap];
+        free(r->wq);
+        r->wq = w; r->wq_head = 0; r->wq_cap = cap;
+    }
+    if (front) {
+        r->wq_head = (r->wq_head + r->wq_cap - 1) % r->wq_cap;
+        r->wq[r->wq_head] = id;
+    } else {
+        r->wq[(r->wq_head + r->wq_len) % r->wq_cap] = id;
+    }
+    r->wq_len++;
+    return 0;
+}
+
+#define WQ(r, i) ((r)->wq[((r)->wq_head + (i)) % (r)->wq_cap])
+
+static inline i64 blocks_for(i64 tokens, i64 bs) { return (tokens + bs - 1) / bs; }
+
+static int schedule(Core *c, double t, i64 rep) {
+    c->events++;
+    return heap_push(&c->heap, (Ev){t, c->seq++, rep});
+}
+
+static void check_done(Core *c) {
+    if (c->arrivals_over && c->unfinished == 0 && !c->done) { c->done = 1; c->end_s = c->now; }
+}
+
+/* One resumption of Replica.run: plan and start the next step, or go idle. */
+static int replica_loop(Core *c, i64 ri) {
+    Rep *r = &c->reps[ri];
+    Pool *p = &c->pools[r->pool];
+    Reqs *q = &c->q;
+    i64 bs = p->bs;
+    for (;;) {
+        if (r->n_run == 0 && r->wq_len == 0) {
+            r->state = IDLE;
+            return report(c, r, 0, 1);
+        }
+        /* VllmV1Scheduler.plan (no decode group) */
+        i64 budget = p->max_tokens, free_b = r->free_blocks;
+        i64 n_pre = 0, n_adm = 0, n_chunks = 0, n_dec = 0, dkv = 0, sampled = 0, qlen = r->n_run, i = 0, tokens = 0;
+        r->n_sched = 0;
+        while (i < qlen && budget > 0) {
+            i64 id = r->run[i];
+            i64 cmp = q->computed[id];
+            i64 n = q->prompt[id] + q->generated[id] - cmp;
+            if (n > budget) n = budget;
+            i64 need = blocks_for(cmp + n, bs) - q->kv[id];
+            int self_preempted = 0;
+            while (need > free_b) {
+                i64 victim = r->run[--qlen];
+                free_b += q->kv[victim];
+                c->pre[n_pre++] = victim;
+                if (victim == id) { self_preempted = 1; break; }
+            }
+            if (self_preempted) break;
+            free_b -= need;
+            r->s_req[r->n_sched] = id; r->s_n[r->n_sched] = n; r->n_sched++;
+            budget -= n; tokens += n;
+            i++;
+            i64 prompt = q->prompt[id];
+            if (n == 1 && cmp >= prompt) { n_dec++; dkv += cmp + 1; }
+            else { c->cc[n_chunks] = cmp; c->cn[n_chunks] = n; n_chunks++; }
+            if (cmp + n == prompt + q->generated[id]) sampled++;
+        }
+        if (n_pre == 0 && r->wq_len > 0) {
+            i64 seqs = qlen;
+            i64 headroom = 0;
+            if (p->reserve_whole) {
+                headroom = p->total_blocks;
+                for (i64 k = 0; k < r->n_run; k++) {
+                    i64 id = r->run[k];
+                    headroom -= blocks_for(q->prompt[id] + q->output[id], bs);
+                }
+            }
+            for (i64 k = 0; k < r->wq_len; k++) {
+                if (budget <= 0 || seqs >= p->max_seqs) break;
+                i64 id = WQ(r, k);
+                i64 cmp = q->computed[id];
+                i64 n = q->prompt[id] + q->generated[id] - cmp;
+                if (!p->chunked && n > budget) break;
+                if (n > budget) n = budget;
+                i64 need = blocks_for(cmp + n, bs) - q->kv[id];
+                if (need > free_b) break;
+                if (p->reserve_whole) {
+                    i64 whole = blocks_for(q->prompt[id] + q->output[id], bs) - q->kv[id];
+                    if (whole > headroom) break;
+                    headroom -= whole;
+                }
+                free_b -= need; budget -= n; tokens += n; seqs++;
+                c->adm[n_adm++] = id;
+                r->s_req[r->n_sched] = id; r->s_n[r->n_sched] = n; r->n_sched++;
+                i64 prompt = q->prompt[id];
+                if (n == 1 && cmp >= prompt) { n_dec++; dkv += cmp + 1; }
+                else { c->cc[n_chunks] = cmp; c->cn[n_chunks] = n; n_chunks++; }
+                if (cmp + n == prompt + q->generated[id]) sampled++;
+            }
+        }
+        /* start_step */
+        for (i64 k = 0; k < n_pre; k++) {
+            i64 id = c->pre[k];
+            r->n_run--; /* the victim is the last running request */
+            r->free_blocks += q->kv[id];
+            q->kv[id] = 0;
+            q->computed[id] = 0;
+            q->preempt[id]++;
+            if (wq_push(r, id, 1) < 0) return -1;
+        }
+        for (i64 k = 0; k < n_adm; k++) {
+            i64 id = c->adm[k];
+            r->wq_head = (r->wq_head + 1) % r->wq_cap;
+            r->wq_len--;
+            r->run[r->n_run++] = id;
+            if (isnan(q->sched[id])) q->sched[id] = c->now;
+        }
+        for (i64 k = 0; k < r->n_sched; k++) {
+            i64 id = r->s_req[k];
+            i64 need = blocks_for(q->computed[id] + r->s_n[k], bs) - q->kv[id];
+            if (need) { q->kv[id] += need; r->free_blocks -= need; }
+        }
+        if (r->free_blocks < 0) {
+            PyErr_SetString(PyExc_RuntimeError, "compiled core: KV blocks over-allocated");
+            return -1;
+        }
+        if (r->n_sched == 0) {
+            if (n_pre == 0) {
+                PyErr_Format(PyExc_RuntimeError, "replica %lld: scheduler made no progress with work queued", ri);
+                return -1;
+            }
+            continue; /* everything was preempted: plan again at the same instant */
+        }
+        if (report(c, r, 1, n_adm > 0 || n_pre > 0) < 0) return -1;
+        double step_s;
+        if (step_time(p, tokens, n_chunks + n_dec, c->cc, c->cn, n_chunks, n_dec, dkv, sampled, &step_s) < 0)
+            return -1;
+        r->state = STEPPING;
+        c->steps_of[ri]++;
+        c->busy_of[ri] += step_s;
+        c->step_end_of[ri] = c->now + step_s;
+        return schedule(c, c->now + step_s, ri);
+    }
+}
+
+/* finish_step and Replica._release at the end of replica ``ri``'s step. */
+static int finish_step(Core *c, i64 ri) {
+    Rep *r = &c->reps[ri];
+    Reqs *q = &c->q;
+    double now = c->now;
+    i64 n_fin = 0;
+    for (i64 k = 0; k < r->n_sched; k++) {
+        i64 id = r->s_req[k];
+        i64 cmp = q->computed[id] += r->s_n[k];
+        if (cmp == q->prompt[id] + q->generated[id]) {
+            q->generated[id]++;
+            if (isnan(q->first[id])) q->first[id] = now;
+            else if (now - q->last[id] > q->maxitl[id]) q->maxitl[id] = now - q->last[id];
+            q->last[id] = now;
+            if (q->generated[id] >= q->output[id]) {
+                q->finish[id] = now;
+                q->status[id] = ST_FINISHED;
+                r->free_blocks += q->kv[id];
+                q->kv[id] = 0;
+                c->adm[n_fin++] = id; /* the scratch list holds the finished, in scheduled order */
+            }
+        }
+    }
+    r->n_sched = 0;
+    if (!n_fin) return 0;
+    i64 w = 0;
+    for (i64 k = 0; k < r->n_run; k++) {
+        i64 id = r->run[k];
+        if (q->status[id] != ST_FINISHED) r->run[w++] = id;
+    }
+    r->n_run = w;
+    for (i64 k = 0; k < n_fin; k++) {
+        i64 id = c->adm[k];
+        r->out_tokens -= q->prompt[id] + q->output[id];
+        c->unfinished--;
+        c->order[c->n_order++] = id;
+        check_done(c);
+    }
+    return report(c, r, r->n_run > 0, 1);
+}
+
+static int rand_below(Core *c, i64 n, i64 *out) {
+    PyObject *res = PyObject_CallFunction(c->cb_rand, "L", n);
+    if (!res) return -1;
+    *out = PyLong_AsLongLong(res);
+    Py_DECREF(res);
+    if (*out == -1 && PyErr_Occurred()) return -1;
+    return 0;
+}
+
+#define REP_OF(k) (elig ? elig[k] : (k))
+#define OUTSTANDING(k) (c->reps[REP_OF(k)].n_run + c->reps[REP_OF(k)].wq_len)
+
+/* Fleet.dispatch and _route, the router's choice and Replica.submit, for request ``id`` arriving now. */
+static int dispatch(Core *c, i64 id) {
+    Reqs *q = &c->q;
+    i64 total = q->prompt[id] + q->output[id];
+    if (total > c->longest_len) {
+        q->status[id] = ST_TOO_LONG;
+        c->order[c->n_order++] = id;
+        return 0;
+    }
+    c->unfinished++;
+    i64 n = c->n_reps, *elig = NULL;
+    if (total > c->shortest_len) {
+        n = 0;
+        for (i64 k = 0; k < c->n_reps; k++)
+            if (c->pools[c->reps[k].pool].max_model_len >= total) c->elig[n++] = k;
+        elig = c->elig;
+    }
+    i64 pick = 0;
+    switch (c->router) {
+    case R_ROUND_ROBIN:
+        pick = c->rr_next % n;
+        c->rr_next++;
+        break;
+    case R_RANDOM:
+        if (rand_below(c, n, &pick) < 0) return -1;
+        break;
+    case R_LEAST: {
+        i64 best = -1;
+        for (i64 k = 0; k < n; k++) {
+            i64 v = OUTSTANDING(k);
+            if (best < 0 || v < best) { best = v; pick = k; }
+        }
+        break;
+    }
+    case R_JSQ_TOKENS: {
+        i64 best = 0;
+        for (i64 k = 0; k < n; k++) {
+            i64 v = c->reps[REP_OF(k)].out_tokens;
+            if (k == 0 || v < best) { best = v; pick = k; }
+        }
+        break;
+    }
+    case R_P2C: {
+        if (n == 1) { pick = 0; break; }
+        i64 a, b;
+        if (rand_below(c, n, &a) < 0 || rand_below(c, n - 1, &b) < 0) return -1;
+        b += b >= a;
+        pick = OUTSTANDING(a) <= OUTSTANDING(b) ? a : b;
+        break;
+    }
+    default:
+        PyErr_SetString(PyExc_ValueError, "compiled core: unknown router");
+        return -1;
+    }
+    i64 ri = REP_OF(pick);
+    Rep *r = &c->reps[ri];
+    q->replica[id] = ri;
+    r->out_tokens += total;
+    if (wq_push(r, id, 0) < 0) return -1;
+    if (report(c, r, r->n_run > 0, 0) < 0) return -1;
+    if (r->state == IDLE) {
+        r->state = WOKEN;
+        return schedule(c, c->now, ri);
+    }
+    return 0;
+}
+
+static int simulate(Core *c, const double *arrival_in, i64 n_req) {
+    double cur = 0.0;
+    i64 ai = 0;
+    if (n_req == 0) { c->arrivals_over = 1; check_done(c); }
+    while (!c->done) {
+        if (ai < n_req) {
+            double t = arrival_in[ai];
+            /* replay(): the clock moves by a timeout of t - now, so the arrival is at now + (t - now) */
+            double ta = t > cur ? cur + (t - cur) : cur;
+            if (c->heap.n == 0 || ta <= c->heap.a[0].t) {
+                if (t > cur) c->events++;
+                cur = c->now = ta;
+                c->q.arrival[ai] = ta;
+                if (dispatch(c, ai) < 0) return -1;
+                ai++;
+                if (ai == n_req) { c->arrivals_over = 1; check_done(c); }
+                continue;
+            }
+        }
+        if (c->heap.n == 0) break;
+        Ev e = heap_pop(&c->heap);
+        c->now = e.t;
+        if (c->reps[e.rep].state == STEPPING && finish_step(c, e.rep) < 0) return -1;
+        if (replica_loop(c, e.rep) < 0) return -1;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------------------- */
+/* Python entry                                                                                                */
+
+typedef struct { Py_buffer b; int held; } Buf;
+
+static void *buf_get(PyObject *o, Buf *buf, char kind, i64 n, const char *name) {
+    if (PyObject_GetBuffer(o, &buf->b, PyBUF_WRITABLE | PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) return NULL;
+    buf->held = 1;
+    const char *f = buf->b.format ? buf->b.format : "B";
+    int ok = buf->b.itemsize == 8 && (kind == 'd' ? strcmp(f, "d") == 0 : (strcmp(f, "l") == 0 || strcmp(f, "q") == 0));
+    if (!ok || (n >= 0 && buf->b.len != n * 8)) {
+        PyErr_Format(PyExc_ValueError, "compiled core: %s must be a writable %s array of %lld items", name,
+                     kind == 'd' ? "float64" : "int64", n);
+        return NULL;
+    }
+    return buf->b.buf;
+}
+
+static void core_free(Core *c) {
+    for (i64 k = 0; k < c->n_pools; k++) {
+        Pool *p = &c->pools[k];
+        free(p->dense); free(p->head);
+        for (i64 i = 0; i < p->tables_cap; i++) free(p->tables[i]);
+        free(p->tables); free(p->table_len);
+    }
+    free(c->pools);
+    for (i64 k = 0; k < c->n_reps; k++) {
+        Rep *r = &c->reps[k];
+        free(r->run); free(r->wq); free(r->s_req); free(r->s_n);
+    }
+    free(c->reps);
+    free(c->q.computed); free(c->q.generated); free(c->q.kv);
+    free(c->heap.a);
+    Rows *w = &c->rows;
+    free(w->t); free(w->pool); free(w->run); free(w->wait); free(w->kv); free(w->busy); free(w->kvtot);
+    free(w->agg); free(w->last_row);
+    free(c->elig); free(c->pre); free(c->adm); free(c->cc); free(c->cn);
+}
+
+static PyObject *rows_bytes(const void *p, i64 n) { return PyBytes_FromStringAndSize(p ? (const char *)p : "", n * 8); }
+
+static PyObject *core_run(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *o[23];
+    PyObject *pools_list, *cb_rand;
+    int router;
+    long long longest, shortest;
+    if (!PyArg_ParseTuple(args, "OOOOOOiOLLOOOOOOOOOOOOO", &o[0], &o[1], &o[2], &o[3], &pools_list, &o[5], &router,
+                          &cb_rand, &longest, &shortest, &o[10], &o[11], &o[12], &o[13], &o[14], &o[15], &o[16],
+                          &o[17], &o[18], &o[19], &o[20], &o[21], &o[22]))
+        return NULL;
+    Buf bufs[23];
+    memset(bufs, 0, sizeof bufs);
+    Core c;
+    memset(&c, 0, sizeof c);
+    PyObject *result = NULL;
+    i64 n_req = PyObject_Length(o[0]);
+    i64 n_rep = PyObject_Length(o[3]);
+    i64 n_pools = PyObject_Length(pools_list);
+    if (n_req < 0 || n_rep < 0 || n_pools < 0) goto done;
+    double *arrival_in = buf_get(o[0], &bufs[0], 'd', n_req, "arrival_s");
+    if (!arrival_in) goto done;
+    c.q.prompt = buf_get(o[1], &bufs[1], 'q', n_req, "prompt_tokens");
+    c.q.output = buf_get(o[2], &bufs[2], 'q', n_req, "output_tokens");
+    i64 *rep_pool = buf_get(o[3], &bufs[3], 'q', n_rep, "replica pools");
+    i64 *agg_init = buf_get(o[5], &bufs[5], 'q', 5 * n_pools, "pool aggregates");
+    if (!c.q.prompt || !c.q.output || !rep_pool || !agg_init) goto done;
+    c.q.arrival = buf_get(o[10], &bufs[10], 'd', n_req, "out arrival");
+    c.q.replica = buf_get(o[11], &bufs[11], 'q', n_req, "out replica");
+    c.q.preempt = buf_get(o[12], &bufs[12], 'q', n_req, "out preemptions");
+    c.q.status = buf_get(o[13], &bufs[13], 'q', n_req, "out status");
+    c.q.sched = buf_get(o[14], &bufs[14], 'd', n_req, "out scheduled");
+    c.q.first = buf_get(o[15], &bufs[15], 'd', n_req, "out first token");
+    c.q.last = buf_get(o[16], &bufs[16], 'd', n_req, "out last token");
+    c.q.maxitl = buf_get(o[17], &bufs[17], 'd', n_req, "out max itl");
+    c.q.finish = buf_get(o[18], &bufs[18], 'd', n_req, "out finish");
+    c.order = buf_get(o[19], &bufs[19], 'q', n_req, "out order");
+    c.steps_of = buf_get(o[20], &bufs[20], 'q', n_rep, "out steps");
+    c.busy_of = buf_get(o[21], &bufs[21], 'd', n_rep, "out busy");
+    c.step_end_of = buf_get(o[22], &bufs[22], 'd', n_rep, "out step end");
+    if (!c.q.arrival || !c.q.replica || !c.q.preempt || !c.q.status || !c.q.sched || !c.q.first || !c.q.last
+        || !c.q.maxitl || !c.q.finish || !c.order || !c.steps_of || !c.busy_of || !c.step_end_of)
+        goto done;
+    size_t nq = (size_t)(n_req ? n_req : 1);
+    c.q.computed = calloc(nq, sizeof(i64));
+    c.q.generated = calloc(nq, sizeof(i64));
+    c.q.kv = calloc(nq, sizeof(i64));
+    c.pools = calloc((size_t)(n_pools ? n_pools : 1), sizeof(Pool));
+    c.reps = calloc((size_t)(n_rep ? n_rep : 1), sizeof(Rep));
+    c.rows.agg = calloc((size_t)(5 * n_pools + 1), sizeof(i64));
+    c.rows.last_row = calloc((size_t)(n_pools + 1), sizeof(i64));
+    c.elig = calloc((size_t)(n_rep + 1), sizeof(i64));
+    if (!c.q.computed || !c.q.generated || !c.q.kv || !c.pools || !c.reps || !c.rows.agg || !c.rows.last_row
+        || !c.elig) { PyErr_NoMemory(); goto done; }
+    c.n_pools = n_pools;
+    c.n_reps = n_rep;
+    i64 scratch = 1;
+    for (i64 k = 0; k < n_pools; k++) {
+        Pool *p = &c.pools[k];
+        PyObject *t = PySequence_GetItem(pools_list, k);
+        if (!t) goto done;
+        int ok = PyArg_ParseTuple(t, "LLLLLiiidddddddLiiOOOOO;pool settings", &p->max_seqs, &p->max_tokens, &p->bs,
+                                  &p->total_blocks, &p->max_model_len, &p->chunked, &p->reserve_whole, &p->kind,
+                                  &p->const_step_s, &p->const_per_token_s, &p->n_layers, &p->ovh_s, &p->per_seq_s,
+                                  &p->eager_s, &p->scale, &p->cg_max, &p->overlap, &p->plain, &p->cb_dense,
+                                  &p->cb_head, &p->cb_table, &p->cb_decode, &p->cb_prefill);
+        Py_DECREF(t); /* the callbacks stay alive in pools_list */
+        if (!ok) goto done;
+        if (p->max_seqs + 1 > scratch) scratch = p->max_seqs + 1;
+        c.rows.last_row[k] = -1;
+        for (int j = 0; j < 5; j++) c.rows.agg[5 * k + j] = agg_init[5 * k + j];
+    }
+    for (i64 k = 0; k < n_rep; k++) {
+        Rep *r = &c.reps[k];
+        r->pool = rep_pool[k];
+        if (r->pool < 0 || r->pool >= n_pools) { PyErr_SetString(PyExc_ValueError, "replica pool"); goto done; }
+        Pool *p = &c.pools[r->pool];
+        r->free_blocks = p->total_blocks;
+        size_t cap = (size_t)p->max_seqs + 1;
+        r->run = malloc(cap * sizeof(i64));
+        r->s_req = malloc(cap * sizeof(i64));
+        r->s_n = malloc(cap * sizeof(i64));
+        if (!r->run || !r->s_req || !r->s_n) { PyErr_NoMemory(); goto done; }
+    }
+    c.pre = malloc((size_t)scratch * sizeof(i64));
+    c.adm = malloc((size_t)scratch * sizeof(i64));
+    c.cc = malloc((size_t)scratch * sizeof(i64));
+    c.cn = malloc((size_t)scratch * sizeof(i64));
+    if (!c.pre || !c.adm || !c.cc || !c.cn) { PyErr_NoMemory(); goto done; }
+    for (i64 k = 0; k < n_req; k++) {
+        c.q.replica[k] = -1; c.q.preempt[k] = 0; c.q.status[k] = ST_IN_FLIGHT;
+        c.q.sched[k] = c.q.first[k] = c.q.finish[k] = NAN;
+        c.q.last[k] = c.q.maxitl[k] = 0.0;
+        c.q.arrival[k] = NAN;
+    }
+    for (i64 k = 0; k < n_rep; k++) { c.steps_of[k] = 0; c.busy_of[k] = 0.0; c.step_end_of[k] = 0.0; }
+    c.router = router;
+    c.cb_rand = cb_rand;
+    c.longest_len = longest;
+    c.shortest_len = shortest;
+    if ((router == R_RANDOM || router == R_P2C) && !PyCallable_Check(cb_rand)) {
+        PyErr_SetString(PyExc_ValueError, "compiled core: a random router needs its generator");
+        goto done;
+    }
+    if (simulate(&c, arrival_in, n_req) < 0) goto done;
+    Rows *w = &c.rows;
+    result = Py_BuildValue("(idLL(NNNNNNN))", c.done, c.end_s, c.n_order, c.events, rows_bytes(w->t, w->n),
+                           rows_bytes(w->pool, w->n), rows_bytes(w->run, w->n), rows_bytes(w->wait, w->n),
+                           rows_bytes(w->kv, w->n), rows_bytes(w->busy, w->n), rows_bytes(w->kvtot, w->n));
+done:
+    core_free(&c);
+    for (int k = 0; k < 23; k++)
+        if (bufs[k].held) PyBuffer_Release(&bufs[k].b);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"run", core_run, METH_VARARGS, "Run a static fleet over its arrivals (see sim/engine/core.py)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_core", "The compiled engine core.", -1, methods};
+
+PyMODINIT_FUNC PyInit__core(void) { return PyModule_Create(&module); }
