@@ -5,9 +5,10 @@
  * sim/engine/state.py start_step/finish_step, sim/cluster/build.py Fleet.dispatch/_route, the routers of
  * sim/cluster/router.py and the change points of sim/metrics/timeseries.py), in the order SimPy would:
  * arrivals first at an instant (they are URGENT events), then step ends and wake-ups in the order they were
- * scheduled. Step prices come from the Python performance model through callbacks, memoised here per token
- * count (dense part, LM head) and per batch size (the decode-attention table); a prefill chunk's attention is
- * asked for each time. Random routing draws call the router's numpy generator, so the draws are the same.
+ * scheduled. Step prices are the Python performance model's: for the calibrated kernel model the dense part,
+ * LM head and prefill attention are computed here from its constants (Kern below), otherwise called back;
+ * memoised per token count (dense part, LM head) and per batch size (the decode-attention table, always called
+ * back). Random routing draws call the router's numpy generator, so the draws are the same.
  *
  * Every time is computed with the same floating-point operations as the Python engine (now + step_s, the
  * arrival clock's now + (t - now)), so the records agree with it to the last bit where the prices do.
@@ -24,6 +25,138 @@ typedef long long i64;
 /* ---------------------------------------------------------------------------------------------------------- */
 /* Per-pool settings and step pricing                                                                         */
 
+/* The calibrated kernel model (sim/perf/kernel.py KernelModel) for the operators whose arguments vary with the
+ * batch: GEMMs (dense layers, LM head), element-wise kernels, all-reduces and a prefill chunk's attention. Every
+ * constant and every running maximum comes from Python (KernelModel.gemm_spec, prefill_spec, allreduce_spec);
+ * the arithmetic below repeats the Python methods' operations in their order, with the same libm functions
+ * (log2, exp, pow, sqrt), so the prices are the same to the last bit. */
+typedef struct { int nd; i64 len[3]; double *knots[3]; double *vals; } Grid;
+
+typedef struct {
+    double n, k, wb, act, peak, ce, me, p, floor_s, bw, log2n, log2k;
+    Grid g;
+    double *run; /* running maximum over the m knots (g.knots[0]) */
+} Gemm;
+
+typedef struct {
+    int on;
+    Gemm gemm[5]; /* QKV, output projection, gate+up, down, LM head */
+    double hidden, inter, act_bytes, elem_eff, elem_floor_s, bw;
+    int has_ar; double ar_gpus, ar_lat, ar_eff, ar_link; Grid ar; /* over log2 bytes */
+    double heads, kvh, hd, kvb, bf16, pf_floor, pf_eff; Grid pf; /* over (log2 batch, log2 length) */
+    double *pf_run;  /* running maximum over the length knots (pf.knots[1]) */
+} Kern;
+
+/* sim/perf/curves.py _locate: left knot and fraction, clamped to the outer knots */
+static inline i64 locate(double x, const double *k, i64 n, double *f) {
+    if (x <= k[0]) { *f = 0.0; return 0; }
+    if (x >= k[n - 1]) { *f = 1.0; return n - 2; }
+    i64 lo = 0, hi = n; /* bisect_right */
+    while (lo < hi) { i64 mid = (lo + hi) / 2; if (x < k[mid]) hi = mid; else lo = mid + 1; }
+    i64 i = lo - 1;
+    *f = (x - k[i]) / (k[i + 1] - k[i]);
+    return i;
+}
+
+static inline i64 bisect_right(const double *k, i64 n, double x) {
+    i64 lo = 0, hi = n;
+    while (lo < hi) { i64 mid = (lo + hi) / 2; if (x < k[mid]) hi = mid; else lo = mid + 1; }
+    return lo;
+}
+
+/* LogGrid.at (one and three axes) and Slice2.at (two) */
+static double grid_at(const Grid *g, double x0, double x1, double x2) {
+    double f, gg, h;
+    i64 i = locate(x0, g->knots[0], g->len[0], &f);
+    const double *v = g->vals;
+    if (g->nd == 1) return v[i] * (1 - f) + v[i + 1] * f;
+    i64 j = locate(x1, g->knots[1], g->len[1], &gg);
+    if (g->nd == 2) {
+        const double *v0 = v + i * g->len[1], *v1 = v + (i + 1) * g->len[1];
+        return (v0[j] * (1 - gg) + v0[j + 1] * gg) * (1 - f) + (v1[j] * (1 - gg) + v1[j + 1] * gg) * f;
+    }
+    i64 k = locate(x2, g->knots[2], g->len[2], &h);
+    i64 s1 = g->len[2], s0 = g->len[1] * g->len[2];
+    const double *a = v + i * s0, *b = v + (i + 1) * s0;
+#define A(p, jj, kk) (p)[(jj) * s1 + (kk)]
+    double lo = (A(a, j, k) * (1 - h) + A(a, j, k + 1) * h) * (1 - gg)
+              + (A(a, j + 1, k) * (1 - h) + A(a, j + 1, k + 1) * h) * gg;
+    double hi = (A(b, j, k) * (1 - h) + A(b, j, k + 1) * h) * (1 - gg)
+              + (A(b, j + 1, k) * (1 - h) + A(b, j + 1, k + 1) * h) * gg;
+#undef A
+    return lo * (1 - f) + hi * f;
+}
+
+static inline double max2(double a, double b) { return b > a ? b : a; } /* Python's max(a, b) */
+
+/* KernelModel.gemm_s for m >= 1 tokens */
+static double gemm_s(const Gemm *G, i64 m_tokens) {
+    double m = (double)m_tokens;
+    double flops = 2.0 * m * G->n * G->k;
+    double moved = G->n * G->k * G->wb + m * G->k * G->act + m * G->n * 2.0;
+    double tc = flops / (G->peak * G->ce);
+    double tm = moved / (G->bw * G->me);
+    double p = G->p;
+    double x = log2(m);
+    double t = (G->floor_s + pow(pow(tc, p) + pow(tm, p), 1 / p)) * exp(grid_at(&G->g, x, G->log2n, G->log2k));
+    t = max2(max2(t, flops / G->peak), moved / G->bw);
+    const double *kn = G->g.knots[0];
+    i64 len = G->g.len[0];
+    if (x >= kn[0]) {
+        i64 j = bisect_right(kn, len, x) - 1;
+        if (j > len - 1) j = len - 1;
+        t = max2(t, G->run[j]);
+    }
+    return t;
+}
+
+/* TransformerStepModel.dense_layer_s */
+static double dense_layer_s(const Kern *K, i64 tokens) {
+    double t = gemm_s(&K->gemm[0], tokens);
+    t += gemm_s(&K->gemm[1], tokens);
+    t += gemm_s(&K->gemm[2], tokens);
+    t += gemm_s(&K->gemm[3], tokens);
+    /* KernelModel.elementwise_s */
+    double elem_bytes = (double)tokens * (4 * K->hidden + 3 * K->inter) * K->act_bytes;
+    t += elem_bytes / (K->bw * K->elem_eff) + K->elem_floor_s;
+    double ar = 0.0;
+    if (K->has_ar) { /* KernelModel.allreduce_s */
+        double n_bytes = (double)tokens * K->hidden * K->act_bytes;
+        double bus = 2 * (K->ar_gpus - 1) / K->ar_gpus * n_bytes;
+        double v = K->ar_lat + bus / (K->ar_link * K->ar_eff) * exp(grid_at(&K->ar, log2(n_bytes), 0, 0));
+        ar = max2(v, bus / K->ar_link);
+    }
+    t += 2 * ar;
+    return t;
+}
+
+/* KernelModel._prefill_raw at batch 1 */
+static double prefill_raw(const Kern *K, double length) {
+    double flops = 4.0 * 1.0 * K->heads * K->hd * length * (length + 1) / 2;
+    double t = K->pf_floor + flops / (K->bf16 * K->pf_eff);
+    return t * exp(grid_at(&K->pf, 0.0, log2(length), 0));
+}
+
+/* KernelModel.attention_prefill_s of one sequence: ``chunk`` new tokens over ``cached`` ones */
+static double prefill_attention_s(const Kern *K, i64 cached, i64 chunk) {
+    double pairs = (double)(chunk * cached) + (double)(chunk * (chunk + 1)) / 2;
+    double flops = 4.0 * 1.0 * K->heads * K->hd * pairs;
+    double kv = (double)(cached + chunk) * 2 * K->kvh * K->hd * K->kvb;
+    double moved = 1.0 * (kv + 2 * (double)chunk * K->heads * K->hd * K->act_bytes);
+    double sol = max2(flops / K->bf16, moved / K->bw);
+    double length = (sqrt(1 + 8 * pairs) - 1) / 2;
+    double t = prefill_raw(K, length);
+    double x = log2(length);
+    const double *kn = K->pf.knots[1];
+    i64 len = K->pf.len[1];
+    if (x >= kn[0]) {
+        i64 j = bisect_right(kn, len, x) - 1;
+        if (j > len - 1) j = len - 1;
+        t = max2(t, K->pf_run[j]);
+    }
+    return max2(t, sol);
+}
+
 typedef struct {
     i64 max_seqs, max_tokens, bs, total_blocks, max_model_len;
     int chunked, reserve_whole;
@@ -35,7 +168,8 @@ typedef struct {
     double *dense; i64 dense_len; /* NaN: not asked yet */
     double *head; i64 head_len;
     double **tables; i64 *table_len; i64 tables_cap; /* per batch size: -1 not asked, 0 none */
-    PyObject *cb_dense, *cb_head, *cb_table, *cb_decode, *cb_prefill;
+    PyObject *cb_dense, *cb_head, *cb_table, *cb_decode, *cb_prefill, *kern_spec;
+    Kern kern; /* on: priced here rather than by the dense, head and prefill callbacks */
 } Pool;
 
 static int grow_doubles(double **p, i64 *len, i64 need) {
@@ -59,15 +193,18 @@ static int call_double(PyObject *cb, PyObject *args, double *out) {
     return 0;
 }
 
-static int memo(Pool *p, PyObject *cb, double **arr, i64 *len, i64 key, double *out) {
+/* The dense part (which = 0) or LM head (1) at ``key`` tokens, memoised. */
+static int memo(Pool *p, int which, i64 key, double *out) {
+    double **arr = which ? &p->head : &p->dense;
+    i64 *len = which ? &p->head_len : &p->dense_len;
     if (grow_doubles(arr, len, key) < 0) return -1;
     double v = (*arr)[key];
     if (isnan(v)) {
-        if (call_double(cb, Py_BuildValue("(L)", key), &v) < 0) return -1;
+        if (p->kern.on) v = which ? gemm_s(&p->kern.gemm[4], key) : dense_layer_s(&p->kern, key);
+        else if (call_double(which ? p->cb_head : p->cb_dense, Py_BuildValue("(L)", key), &v) < 0) return -1;
         (*arr)[key] = v;
     }
     *out = v;
-    (void)p;
     return 0;
 }
 
@@ -126,9 +263,10 @@ static int step_time(Pool *p, i64 num_tokens, i64 num_seqs, const i64 *chunk_c, 
     }
     if (num_tokens == 0) { *out = p->ovh_s; return 0; }
     double layer, v, head;
-    if (memo(p, p->cb_dense, &p->dense, &p->dense_len, num_tokens, &layer) < 0) return -1;
+    if (memo(p, 0, num_tokens, &layer) < 0) return -1;
     for (i64 k = 0; k < n_chunks; k++) {
-        if (call_double(p->cb_prefill, Py_BuildValue("(LL)", chunk_c[k], chunk_n[k]), &v) < 0) return -1;
+        if (p->kern.on) v = prefill_attention_s(&p->kern, chunk_c[k], chunk_n[k]);
+        else if (call_double(p->cb_prefill, Py_BuildValue("(LL)", chunk_c[k], chunk_n[k]), &v) < 0) return -1;
         layer += v;
     }
     if (n_decodes) {
@@ -136,7 +274,7 @@ static int step_time(Pool *p, i64 num_tokens, i64 num_seqs, const i64 *chunk_c, 
         layer += v;
     }
     double t = p->n_layers * layer;
-    if (memo(p, p->cb_head, &p->head, &p->head_len, n_sampled, &head) < 0) return -1;
+    if (memo(p, 1, n_sampled, &head) < 0) return -1;
     if (!p->plain) {
         double host = p->ovh_s + p->per_seq_s * (double)num_seqs;
         if (num_tokens > p->cg_max) host += p->eager_s;
@@ -578,6 +716,84 @@ static int simulate(Core *c, const double *arrival_in, i64 n_req) {
 /* ---------------------------------------------------------------------------------------------------------- */
 /* Python entry                                                                                                */
 
+/* A float64 array (anything with the buffer protocol, or a sequence of floats) copied into fresh memory. */
+static double *copy_doubles(PyObject *o, i64 *n) {
+    PyObject *seq = PySequence_Fast(o, "kernel spec: not a sequence of floats");
+    if (!seq) return NULL;
+    Py_ssize_t m = PySequence_Fast_GET_SIZE(seq);
+    double *out = malloc((size_t)(m ? m : 1) * sizeof(double));
+    if (!out) { Py_DECREF(seq); PyErr_NoMemory(); return NULL; }
+    for (Py_ssize_t i = 0; i < m; i++) {
+        out[i] = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(seq, i));
+        if (out[i] == -1.0 && PyErr_Occurred()) { free(out); Py_DECREF(seq); return NULL; }
+    }
+    Py_DECREF(seq);
+    *n = m;
+    return out;
+}
+
+static int grid_get(Grid *g, int nd, PyObject **knots, PyObject *vals) {
+    i64 total = 1, n;
+    g->nd = nd;
+    for (int a = 0; a < nd; a++) {
+        if (!(g->knots[a] = copy_doubles(knots[a], &g->len[a]))) return -1;
+        if (g->len[a] < 2) { PyErr_SetString(PyExc_ValueError, "kernel spec: a grid axis needs two knots"); return -1; }
+        total *= g->len[a];
+    }
+    if (!(g->vals = copy_doubles(vals, &n))) return -1;
+    if (n != total) { PyErr_SetString(PyExc_ValueError, "kernel spec: grid values do not match its knots"); return -1; }
+    return 0;
+}
+
+static void grid_free(Grid *g) {
+    for (int a = 0; a < 3; a++) free(g->knots[a]);
+    free(g->vals);
+}
+
+static void kern_free(Kern *K) {
+    for (int i = 0; i < 5; i++) { grid_free(&K->gemm[i].g); free(K->gemm[i].run); }
+    grid_free(&K->ar); grid_free(&K->pf); free(K->pf_run);
+}
+
+/* TransformerStepModel.kernel_spec: (five GEMM specs, (hidden, intermediate, activation bytes, element-wise
+ * efficiency, element-wise floor, bandwidth), all-reduce spec or None, prefill spec) */
+static int kern_get(Kern *K, PyObject *spec) {
+    PyObject *gemms, *consts, *ar, *pf, *kn[3], *vals, *run;
+    if (!PyArg_ParseTuple(spec, "OOOO;kernel spec", &gemms, &consts, &ar, &pf)) return -1;
+    if (!PyArg_ParseTuple(consts, "dddddd;kernel spec constants", &K->hidden, &K->inter, &K->act_bytes,
+                          &K->elem_eff, &K->elem_floor_s, &K->bw)) return -1;
+    for (int i = 0; i < 5; i++) {
+        Gemm *G = &K->gemm[i];
+        PyObject *g = PySequence_GetItem(gemms, i);
+        if (!g) return -1;
+        int ok = PyArg_ParseTuple(g, "ddddddddddOOOOO;gemm spec", &G->n, &G->k, &G->wb, &G->act, &G->peak, &G->ce,
+                                  &G->me, &G->p, &G->floor_s, &G->bw, &kn[0], &kn[1], &kn[2], &vals, &run);
+        if (ok) ok = grid_get(&G->g, 3, kn, vals) == 0;
+        i64 n;
+        if (ok) ok = (G->run = copy_doubles(run, &n)) != NULL;
+        if (ok && n != G->g.len[0]) { PyErr_SetString(PyExc_ValueError, "gemm spec: running maximum"); ok = 0; }
+        Py_DECREF(g);
+        if (!ok) return -1;
+        G->log2n = log2(G->n);
+        G->log2k = log2(G->k);
+    }
+    K->has_ar = ar != Py_None;
+    if (K->has_ar) {
+        if (!PyArg_ParseTuple(ar, "ddddOO;all-reduce spec", &K->ar_gpus, &K->ar_lat, &K->ar_eff, &K->ar_link, &kn[0],
+                              &vals)) return -1;
+        if (grid_get(&K->ar, 1, kn, vals) < 0) return -1;
+    }
+    double bw;
+    if (!PyArg_ParseTuple(pf, "ddddddddOOOO;prefill spec", &K->heads, &K->kvh, &K->hd, &K->kvb, &K->bf16, &bw,
+                          &K->pf_floor, &K->pf_eff, &kn[0], &kn[1], &vals, &run)) return -1;
+    if (grid_get(&K->pf, 2, kn, vals) < 0) return -1;
+    i64 n;
+    if (!(K->pf_run = copy_doubles(run, &n))) return -1;
+    if (n != K->pf.len[1] || bw != K->bw) { PyErr_SetString(PyExc_ValueError, "prefill spec"); return -1; }
+    K->on = 1;
+    return 0;
+}
+
 typedef struct { Py_buffer b; int held; } Buf;
 
 static void *buf_get(PyObject *o, Buf *buf, char kind, i64 n, const char *name) {
@@ -597,6 +813,7 @@ static void core_free(Core *c) {
     for (i64 k = 0; k < c->n_pools; k++) {
         Pool *p = &c->pools[k];
         free(p->dense); free(p->head);
+        kern_free(&p->kern);
         for (i64 i = 0; i < p->tables_cap; i++) free(p->tables[i]);
         free(p->tables); free(p->table_len);
     }
@@ -676,13 +893,15 @@ static PyObject *core_run(PyObject *self, PyObject *args) {
         Pool *p = &c.pools[k];
         PyObject *t = PySequence_GetItem(pools_list, k);
         if (!t) goto done;
-        int ok = PyArg_ParseTuple(t, "LLLLLiiidddddddLiiOOOOO;pool settings", &p->max_seqs, &p->max_tokens, &p->bs,
-                                  &p->total_blocks, &p->max_model_len, &p->chunked, &p->reserve_whole, &p->kind,
-                                  &p->const_step_s, &p->const_per_token_s, &p->n_layers, &p->ovh_s, &p->per_seq_s,
-                                  &p->eager_s, &p->scale, &p->cg_max, &p->overlap, &p->plain, &p->cb_dense,
-                                  &p->cb_head, &p->cb_table, &p->cb_decode, &p->cb_prefill);
+        int ok = PyArg_ParseTuple(t, "LLLLLiiidddddddLiiOOOOOO;pool settings", &p->max_seqs, &p->max_tokens,
+                                  &p->bs, &p->total_blocks, &p->max_model_len, &p->chunked, &p->reserve_whole,
+                                  &p->kind, &p->const_step_s, &p->const_per_token_s, &p->n_layers, &p->ovh_s,
+                                  &p->per_seq_s, &p->eager_s, &p->scale, &p->cg_max, &p->overlap, &p->plain,
+                                  &p->cb_dense, &p->cb_head, &p->cb_table, &p->cb_decode, &p->cb_prefill,
+                                  &p->kern_spec);
         Py_DECREF(t); /* the callbacks stay alive in pools_list */
         if (!ok) goto done;
+        if (p->kern_spec != Py_None && kern_get(&p->kern, p->kern_spec) < 0) goto done;
         if (p->max_seqs + 1 > scratch) scratch = p->max_seqs + 1;
         c.rows.last_row[k] = -1;
         for (int j = 0; j < 5; j++) c.rows.agg[5 * k + j] = agg_init[5 * k + j];
@@ -736,6 +955,7 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_core", "The compiled engine core.", -1, methods};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_core", "The compiled engine core.", -1, methods,
+                                    NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit__core(void) { return PyModule_Create(&module); }

@@ -72,11 +72,11 @@ def _pool_settings(replica) -> tuple:
             int(replica.max_model_len), int(lim.enable_chunked_prefill), int(replica.scheduler.reserve_whole))
     if isinstance(perf, ConstantStepModel):
         return (*head, 1, perf.step_s, perf.per_token_s, 0.0, 0.0, 0.0, 0.0, 1.0, 0, 0, 1, None, None, None, None,
-                None)
+                None, None)
     return (*head, 0, 0.0, 0.0, float(perf.model.n_layers), perf.step_overhead_s, perf.per_sequence_overhead_s,
             perf._eager_s, perf.gpu_time_scale, int(perf.cudagraph_max_tokens), int(perf.overlap_host),
             int(perf._plain), perf.dense_layer_s, perf.head_s, perf.decode_table, perf.decode_attention_exact_s,
-            perf.prefill_attention_s)
+            perf.prefill_attention_s, perf.kernel_spec())
 
 
 def run(fleet, router: str, record_chunk: int) -> tuple[float, int]:

@@ -75,7 +75,8 @@ class PoolMonitor:
         with np.errstate(invalid="ignore", divide="ignore"):
             frame["kv_utilization"] = frame["kv_used_blocks"] / frame["kv_total_blocks"].replace(0, np.nan)
         frame["pool"] = pd.Categorical(frame["pool"], categories=self.pools or None)
-        return frame
+        order = _canonical(frame["time_s"].to_numpy(), frame["pool"].cat.codes.to_numpy())
+        return frame if order is None else frame.iloc[order].reset_index(drop=True)
 
     def extend(self, time_s: np.ndarray, pool: np.ndarray, running: np.ndarray, waiting: np.ndarray,
                kv_used_blocks: np.ndarray, busy_replicas: np.ndarray, kv_total_blocks: np.ndarray) -> None:
@@ -97,6 +98,9 @@ class PoolMonitor:
         frame = pd.concat([self._table(self.rows).assign(pool=lambda f: f["pool"].cat.codes.astype(np.int64)),
                            frame], ignore_index=True) if self.rows else frame
         self.rows, self._last_row_index = [], {}
+        order = _canonical(frame["time_s"].to_numpy(), frame["pool"].to_numpy())
+        if order is not None:
+            frame = frame.iloc[order].reset_index(drop=True)
         for start in range(0, len(frame), ROW_CHUNK):
             chunk = frame.iloc[start:start + ROW_CHUNK].reset_index(drop=True)
             chunk["pool"] = pd.Categorical.from_codes(chunk["pool"].to_numpy(), categories=self.pools)
@@ -118,6 +122,16 @@ class PoolMonitor:
         """The change points, with ``kv_utilization`` = used / total KV blocks of the pool's ready replicas."""
         return self.store.frame(self._table([])) if not self.rows else pd.concat(
             [self.store.frame(self._table([])), self._table(self.rows)], ignore_index=True)
+
+
+def _canonical(time_s: np.ndarray, pool_code: np.ndarray) -> np.ndarray | None:
+    """The row order that puts the pools' rows of one instant in pool order (None: already so).
+
+    Pools change at one instant in the order their replicas' events happen to be scheduled, which differs between
+    per-step and fast stepping (a decode run's end is scheduled when the run starts); the table does not."""
+    if not np.any((np.diff(time_s) == 0) & (np.diff(pool_code) < 0)):
+        return None
+    return np.lexsort((pool_code, time_s))
 
 
 def time_weighted_mean(frame: pd.DataFrame, column: str, end_s: float, start_s: float = 0.0) -> float:

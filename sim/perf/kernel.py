@@ -229,16 +229,22 @@ class KernelModel:
             curve.correction.at(math.log2(m), math.log2(n), math.log2(k)))
         return max(t, flops / peak, moved / self._bw)
 
+    def _gemm_running(self, n: int, k: int, dtype: str) -> np.ndarray:
+        """Running maximum of the raw GEMM time over the ``m`` knots (cached per weight shape)."""
+        key = (n, k, dtype)
+        running = self._knot_max.get(key)
+        if running is None:
+            knots = self._curve(dtype)[0].correction.knots[0]
+            running = np.maximum.accumulate([self._gemm_raw(2.0**x, n, k, dtype) for x in knots])
+            self._knot_max[key] = running
+        return running
+
     def gemm_s(self, m: int, n: int, k: int, dtype: str = "bf16") -> float:
         """``y[m, n] = x[m, k] W^T`` with weights in ``dtype`` (bf16, fp16, fp8, int8, int4); ``m`` = tokens."""
         if m <= 0:
             return 0.0
-        key = (n, k, dtype)
         knots = self._curve(dtype)[0].correction.knots[0]
-        running = self._knot_max.get(key)
-        if running is None:
-            running = np.maximum.accumulate([self._gemm_raw(2.0**x, n, k, dtype) for x in knots])
-            self._knot_max[key] = running
+        running = self._gemm_running(n, k, dtype)
         x = math.log2(m)
         t = self._gemm_raw(m, n, k, dtype)
         if x >= knots[0]:
@@ -279,26 +285,71 @@ class KernelModel:
         """
         if batch_size <= 0 or seq_len <= 0:
             return 0.0
-        name = "fp8" if KV_BYTES[kv_dtype] == 1 and "fp8" in self.calibration.attention_prefill else "bf16"
-        curve = self.calibration.attention_prefill[name]
+        name, curve = self._prefill_curve(kv_dtype)
         pairs = seq_len * cached_len + seq_len * (seq_len + 1) / 2
         flops = 4.0 * batch_size * n_heads * head_dim * pairs
         kv = (cached_len + seq_len) * 2 * n_kv_heads * head_dim * KV_BYTES[kv_dtype]
         moved = batch_size * (kv + 2 * seq_len * n_heads * head_dim * ACT_BYTES)
         sol = max(flops / self._bf16, moved / self._bw)
         length = (math.sqrt(1 + 8 * pairs) - 1) / 2  # L with L (L + 1) / 2 = pairs
-        key = ("prefill", name, batch_size, n_heads, n_kv_heads, head_dim)
-        running = self._knot_max.get(key)
         knots = curve.correction.knots[3]
-        if running is None:
-            running = np.maximum.accumulate([self._prefill_raw(curve, batch_size, 2.0**x, n_heads, n_kv_heads,
-                                                               head_dim) for x in knots])
-            self._knot_max[key] = running
+        running = self._prefill_running(curve, name, batch_size, n_heads, n_kv_heads, head_dim)
         t = self._prefill_raw(curve, batch_size, length, n_heads, n_kv_heads, head_dim)
         x = math.log2(length)
         if x >= knots[0]:
             t = max(t, float(running[min(bisect_right(knots, x) - 1, len(knots) - 1)]))
         return max(t, sol)
+
+    def _prefill_curve(self, kv_dtype: str) -> tuple[str, AttentionCurve]:
+        name = "fp8" if KV_BYTES[kv_dtype] == 1 and "fp8" in self.calibration.attention_prefill else "bf16"
+        return name, self.calibration.attention_prefill[name]
+
+    def _prefill_running(self, curve: AttentionCurve, name: str, batch_size: int, n_heads: int, n_kv_heads: int,
+                         head_dim: int) -> np.ndarray:
+        """Running maximum of the raw prefill time over the length knots (cached per batch and heads)."""
+        key = ("prefill", name, batch_size, n_heads, n_kv_heads, head_dim)
+        running = self._knot_max.get(key)
+        if running is None:
+            running = np.maximum.accumulate([self._prefill_raw(curve, batch_size, 2.0**x, n_heads, n_kv_heads,
+                                                               head_dim) for x in curve.correction.knots[3]])
+            self._knot_max[key] = running
+        return running
+
+    # -- what the compiled engine core needs to price steps itself (sim/engine/_core.c) -------------------------
+
+    def gemm_spec(self, n: int, k: int, dtype: str) -> tuple:
+        """The constants of :meth:`gemm_s` for one weight shape, for any ``m``: (n, k, weight bytes, activation
+        bytes, peak FLOP/s, compute and memory efficiency, softness, floor, bandwidth, the correction's three knot
+        axes, its values (row-major) and the running maximum over the ``m`` knots)."""
+        curve, act, peak = self._curve(dtype)
+        grid = curve.correction
+        return (float(n), float(k), float(WEIGHT_BYTES[dtype]), float(act), float(peak),
+                float(curve.compute_efficiency), float(curve.memory_efficiency), float(curve.softness),
+                float(curve.floor_s), float(self._bw), *(np.asarray(kn, dtype=float) for kn in grid.knots),
+                np.ascontiguousarray(grid.values, dtype=float).ravel(),
+                np.asarray(self._gemm_running(n, k, dtype), dtype=float))
+
+    def prefill_spec(self, n_heads: int, n_kv_heads: int, head_dim: int, kv_dtype: str) -> tuple:
+        """The constants of :meth:`attention_prefill_s` for one sequence at a time: (heads, KV heads, head dim, KV
+        bytes, bf16 peak, bandwidth, floor, efficiency, the (batch, length) section's knots and values, the
+        running maximum over the length knots)."""
+        name, curve = self._prefill_curve(kv_dtype)
+        section = self._slice(curve, "prefill", n_heads, n_kv_heads, head_dim)
+        return (float(n_heads), float(n_kv_heads), float(head_dim), float(KV_BYTES[kv_dtype]), float(self._bf16),
+                float(self._bw), float(curve.floor_s), float(curve.efficiency),
+                np.asarray(section.knots_a, dtype=float), np.asarray(section.knots_b, dtype=float),
+                np.asarray(section.values, dtype=float).ravel(),
+                np.asarray(self._prefill_running(curve, name, 1, n_heads, n_kv_heads, head_dim), dtype=float))
+
+    def allreduce_spec(self, n_gpus: int) -> tuple | None:
+        """The constants of :meth:`allreduce_s` over ``n_gpus`` (None: no all-reduce): (GPUs, latency,
+        efficiency, link bytes/s, correction knots and values)."""
+        if n_gpus <= 1:
+            return None
+        curve = self._allreduce_curve(n_gpus)
+        return (float(n_gpus), float(curve.latency_s), float(curve.efficiency),
+                float(self.gpu.interconnect_gb_s * 1e9), np.asarray(curve.correction.knots[0], dtype=float),
+                np.asarray(curve.correction.values, dtype=float).ravel())
 
     def attention_decode_s(self, batch_size: int, kv_len: float, n_heads: int, n_kv_heads: int, head_dim: int,
                            kv_dtype: str = "bf16") -> float:
@@ -414,12 +465,16 @@ class KernelModel:
         section = self._slice(curve, "decode", n_heads, n_kv_heads, head_dim)
         return t * math.exp(section.at(math.log2(batch_size), math.log2(kv_len)))
 
+    def _allreduce_curve(self, n_gpus: int) -> AllReduceCurve:
+        """The curve measured at ``n_gpus``, else at the nearest GPU count in log space."""
+        curves = self.calibration.allreduce
+        return curves.get(n_gpus) or curves[min(curves, key=lambda n: abs(math.log2(n) - math.log2(n_gpus)))]
+
     def allreduce_s(self, n_bytes: float, n_gpus: int) -> float:
         """All-reduce of ``n_bytes`` across ``n_gpus`` GPUs of one node (vLLM custom all-reduce / NCCL)."""
         if n_gpus <= 1 or n_bytes <= 0:
             return 0.0
-        curves = self.calibration.allreduce
-        curve = curves.get(n_gpus) or curves[min(curves, key=lambda n: abs(math.log2(n) - math.log2(n_gpus)))]
+        curve = self._allreduce_curve(n_gpus)
         bus_bytes = 2 * (n_gpus - 1) / n_gpus * n_bytes
         link = self.gpu.interconnect_gb_s * 1e9
         t = curve.latency_s + bus_bytes / (link * curve.efficiency) * math.exp(curve.correction.at(math.log2(n_bytes)))

@@ -105,6 +105,23 @@ class TransformerStepModel:
             self._dense[tokens] = t
         return t
 
+    def kernel_spec(self) -> tuple | None:
+        """What the compiled engine core needs to price the dense layers, LM head and prefill attention itself
+        (sim/engine/_core.c), with the same arithmetic: for the calibrated kernel model; None for other operator
+        models (the core then calls :meth:`dense_layer_s`, :meth:`head_s` and :meth:`prefill_attention_s`)."""
+        from sim.perf.kernel import ELEMENTWISE_FLOOR_S, ELEMENTWISE_MEMORY_EFFICIENCY, KernelModel
+
+        ops = self.ops
+        if type(ops) is not KernelModel:
+            return None
+        m, p, h = self.model, self.precision, self.model.hidden_size
+        gemms = (ops.gemm_spec(self._qkv_n, h, p), ops.gemm_spec(h, self._o_k, p), ops.gemm_spec(2 * self._inter, h, p),
+                 ops.gemm_spec(h, self._inter, p), ops.gemm_spec(m.vocab_size // self.tp, h, "bf16"))
+        consts = (float(h), float(self._inter), float(ACT_BYTES), ELEMENTWISE_MEMORY_EFFICIENCY, ELEMENTWISE_FLOOR_S,
+                  gemms[0][9])
+        return (gemms, consts, ops.allreduce_spec(self.tp),
+                ops.prefill_spec(self._heads, self._kv_heads, m.head_dim, self.kv_dtype))
+
     def layer_s(self, shape: BatchShape) -> float:
         """Time of one transformer layer for ``shape`` (all GPUs of the replica run in lockstep)."""
         t = self.dense_layer_s(shape.num_tokens)

@@ -1,0 +1,147 @@
+"""The compiled engine core (``sim/engine/_core.c``) gives the Python engine's results.
+
+``run.core: auto`` (the default) runs a static fleet on the compiled core; ``python`` runs the SimPy engine, the
+reference. Over random eligible scenarios (hypothesis: routers, schedulers, chunked prefill, small KV caches that
+force preemption, the kernel, roofline and constant step models, mixed pools whose ``max_model_len`` differ, too-long
+requests, traces) the request records, busy time, time series and summary must agree to 1e-9 s. Scenarios the
+core does not cover fall back to the Python engine, and say why.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sim import simulate
+from sim.engine import core as core_module
+from sim.scenario import validate_scenario
+from tests.conftest import AZURE_CONV, draw_engine, merge, scenario
+from tests.test_fast_forward import PERF, assert_same
+
+pytestmark = pytest.mark.skipif(core_module._core is None, reason="the compiled core is not built")
+
+ROUTERS = sorted(core_module.ROUTER_CODES)
+GPUS = [("h100_sxm", "llama-3.1-8b"), ("l4", "llama-3.1-8b"), ("l40s", "llama-3.1-8b")]
+
+
+def with_core(sc, core: str):
+    return simulate(validate_scenario(merge(sc.model_dump(mode="json", by_alias=True), {"run": {"core": core}}),
+                                      "test"))
+
+
+def assert_summaries_agree(a: dict, b: dict, path: str = "") -> None:
+    """Every figure of two summaries, floats to 1e-9 (relative for large ones); the engine block aside."""
+    assert a.keys() == b.keys(), path
+    for key in a:
+        if path == "" and key == "engine":
+            continue
+        x, y = a[key], b[key]
+        if isinstance(x, dict):
+            assert_summaries_agree(x, y, f"{path}.{key}")
+        elif isinstance(x, float) and isinstance(y, float):
+            assert (math.isnan(x) and math.isnan(y)) or math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-9), \
+                (f"{path}.{key}", x, y)
+        else:
+            assert x == y, (f"{path}.{key}", x, y)
+
+
+def both_cores(sc):
+    """(Python engine, compiled core) results of ``sc``, checked to have run where they should."""
+    python, compiled = with_core(sc, "python"), with_core(sc, "auto")
+    assert python.summary["engine"]["core"] == "python"
+    assert compiled.summary["engine"]["core"] == "compiled", compiled.summary["engine"].get("python_because")
+    return python, compiled
+
+
+def pool(draw, gpu: str, model: str, max_len: int) -> dict:
+    engine = draw_engine(draw, max_len, draw(st.sampled_from([4, 16])), max_seqs=32, spare_blocks=150)
+    engine["scheduler"] = draw(st.sampled_from(["vllm_v1", "no_evict"]))
+    return {"gpu": gpu, "model": model, "replicas": draw(st.integers(1, 3)), "engine": engine,
+            "perf": draw(st.sampled_from(PERF))}
+
+
+@st.composite
+def eligible(draw):
+    """A scenario the compiled core runs: open-loop or trace arrivals, one to three static pools."""
+    pools = {}
+    for i in range(draw(st.integers(1, 3))):
+        gpu, model = draw(st.sampled_from(GPUS))
+        pools[f"p{i}"] = pool(draw, gpu, model, draw(st.integers(64, 1024)))
+    longest = max(p["engine"]["max_model_len"] for p in pools.values())
+    # Prompts that may exceed a pool's max_model_len (routed to a pool that holds them, or rejected).
+    lengths = {"prompt_tokens": {"dist": "uniform", "low": 1, "high": draw(st.integers(1, longest + 200))},
+               "output_tokens": {"dist": "uniform", "low": 1, "high": draw(st.integers(1, 300))}}
+    if draw(st.booleans()):
+        workload = {"type": "open_loop", "arrival": {"process": "gamma", "rate_per_s": draw(st.floats(0.5, 150)),
+                                                     "cv": draw(st.floats(0.3, 3))},
+                    "num_requests": draw(st.integers(1, 120)), **lengths}
+    else:
+        workload = {"type": "trace", "path": str(AZURE_CONV), "format": "azure",
+                    "num_requests": draw(st.integers(1, 120)), "time_scale": draw(st.sampled_from([0.02, 0.2, 1.0])),
+                    "start_s": draw(st.sampled_from([0.0, 300.0]))}
+    patch = {"workload": workload, "pools": pools, "router": {"policy": draw(st.sampled_from(ROUTERS))},
+             "seed": draw(st.integers(0, 2**32 - 1))}
+    return validate_scenario(merge({k: v for k, v in scenario().model_dump(mode="json", by_alias=True).items()
+                                    if k not in ("pools", "workload")}, patch), "test")
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(eligible())
+def test_compiled_core_gives_the_python_engines_results(sc):
+    python, compiled = both_cores(sc)
+    assert_same(python, compiled)
+    assert_summaries_agree(python.summary, compiled.summary)
+    assert python.summary["engine"]["steps"] == compiled.summary["engine"]["steps"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(eligible(), st.sampled_from([4.0, 8.0, 16.0]), st.sampled_from([0.0625, 0.125]))
+def test_ties_between_arrivals_and_step_ends_resolve_as_the_python_engine(sc, rate, step_s):
+    """Constant arrivals on binary-fraction step ends: the order of same-time events decides who joins a step."""
+    data = sc.model_dump(mode="json", by_alias=True)
+    patch = {"pools": {name: {"perf": {"model": "constant", "step_s": step_s, "per_token_s": 0.0}}
+                       for name in data["pools"]},
+             "workload": {"type": "open_loop", "arrival": {"process": "constant", "rate_per_s": rate},
+                          "num_requests": 80, "prompt_tokens": {"dist": "uniform", "low": 1, "high": 300},
+                          "output_tokens": {"dist": "uniform", "low": 1, "high": 60}}}
+    assert_same(*both_cores(validate_scenario(merge(data, patch), "test")))
+
+
+def test_quickstart_runs_on_the_compiled_core():
+    from sim.scenario import load_scenario
+    from tests.conftest import ROOT
+
+    sc = load_scenario(ROOT / "configs" / "quickstart.yaml", ["workload.num_requests=300"])
+    python, compiled = both_cores(sc)
+    assert_same(python, compiled)
+    engine = compiled.summary["engine"]
+    assert engine["simpy_events"] is None and engine["core_events"] > 300 and "python_because" not in engine
+
+
+@pytest.mark.parametrize(("patch", "because"), [
+    ({"run": {"core": "python"}}, "run.core is python"),
+    ({"run": {"trace_events": True}}, "run.trace_events"),
+    ({"run": {"max_duration_s": 5.0}}, "run.max_duration_s"),
+    ({"router": {"policy": "prefix_affinity"}}, "router prefix_affinity"),
+    ({"pools": {"p": {"engine": {"stepping": "iteration"}}}}, "engine.stepping iteration"),
+    ({"pools": {"p": {"engine": {"scheduler": "static"}}}}, "a scheduler other than vllm_v1 or no_evict"),
+    ({"workload": {"type": "closed_loop", "clients": 2, "num_requests": 5,
+                   "prompt_tokens": {"dist": "uniform", "low": 1, "high": 9},
+                   "output_tokens": {"dist": "uniform", "low": 1, "high": 9}}}, "closed-loop clients"),
+])
+def test_what_the_core_does_not_cover_runs_on_python_and_says_why(patch, because):
+    engine = simulate(scenario(patch)).summary["engine"]
+    assert engine["core"] == "python" and because in engine["python_because"]
+    assert engine["simpy_events"] > 0 and engine["core_events"] is None
+
+
+def test_without_the_extension_every_run_uses_the_python_engine(monkeypatch):
+    base = simulate(scenario({}))
+    assert base.summary["engine"]["core"] == "compiled"
+    monkeypatch.setattr(core_module, "_core", None)
+    fallback = simulate(scenario({}))
+    assert fallback.summary["engine"]["python_because"] == "the compiled core is not built (no C compiler at install)"
+    assert_same(base, fallback)
