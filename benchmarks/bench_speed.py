@@ -16,7 +16,9 @@ Scenarios (files in benchmarks/scenarios/):
   pool (6 to 20 replicas, cold starts) with GPU failures; ``--requests`` does not apply (it ends at 24 h).
 
 Each figure is the median over ``--repeat`` runs. ``wall s`` times :func:`sim.simulate` only (build, run,
-results); ``start s`` is the process's time before it (imports, scenario load). ``peak MiB`` is the process's
+results); ``start s`` is the process's time before it (imports, scenario load). ``events/s`` counts SimPy's events
+on the Python engine and the compiled core's (arrivals, wake-ups, step ends) where it runs (the summary's
+``engine.core``; ``--core python`` forces the Python engine). ``peak MiB`` is the process's
 maximum resident set size (``getrusage``). The machines here are shared and noisy: quote medians and ratios.
 """
 
@@ -44,13 +46,14 @@ SCENARIOS = {
 }
 
 
-def one(name: str, requests: int | None) -> dict:
+def one(name: str, requests: int | None, core: str = "auto") -> dict:
     """Run one scenario in this process and return its figures."""
     started = time.perf_counter()
     import sim
 
     _, path, overrides = SCENARIOS[name]
-    overrides = [*overrides, *([f"workload.num_requests={requests}"] if requests and name != "e" else [])]
+    overrides = [*overrides, *([f"workload.num_requests={requests}"] if requests and name != "e" else []),
+                 f"run.core={core}"]
     scenario = sim.load_scenario(path, overrides)
     start_s = time.perf_counter() - started
     with tempfile.TemporaryDirectory() as spill:
@@ -63,7 +66,8 @@ def one(name: str, requests: int | None) -> dict:
         simulated_s = res.summary["duration_s"]
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {"requests": n, "wall_s": wall, "start_s": start_s, "steps": engine["steps"],
-            "events": engine["simpy_events"], "spilled": engine["records_spilled_to"] is not None,
+            "events": engine["simpy_events"] if engine["core"] == "python" else engine["core_events"],
+            "core": engine["core"], "spilled": engine["records_spilled_to"] is not None,
             "peak_mib": peak_kib / 1024, "counts": counts, "simulated_h": simulated_s / 3600}
 
 
@@ -72,18 +76,19 @@ def main() -> None:
     ap.add_argument("--only", default=",".join(SCENARIOS), help="comma-separated scenario names")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--requests", type=int, help="override the number of requests (quick looks)")
+    ap.add_argument("--core", choices=["auto", "python"], default="auto", help="run.core (python: the SimPy engine)")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
-        print(json.dumps(one(args.one, args.requests)))
+        print(json.dumps(one(args.one, args.requests, args.core)))
         return
     print(f"{'':3} {'scenario':46} {'requests':>10} {'wall s':>8} {'start s':>7} {'req/wall-s':>10} "
           f"{'events/s':>10} {'steps/s':>10} {'peak MiB':>8}")
     for name in args.only.split(","):
         runs = []
         for _ in range(args.repeat):
-            cmd = [sys.executable, __file__, "--one", name] + (["--requests", str(args.requests)] if args.requests
-                                                               else [])
+            cmd = [sys.executable, __file__, "--one", name, "--core", args.core] + (
+                ["--requests", str(args.requests)] if args.requests else [])
             out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
             runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
         wall = statistics.median(r["wall_s"] for r in runs)
@@ -94,7 +99,8 @@ def main() -> None:
               f"{(events or 0) / wall:10,.0f} {runs[0]['steps'] / wall:10,.0f} "
               f"{max(r['peak_mib'] for r in runs):8.0f}", flush=True)
         simulated_h = runs[0]["simulated_h"]
-        print(f"{'':3} {simulated_h * 3600:,.0f} simulated seconds ({simulated_h:.2f} h); requests: "
+        print(f"{'':3} {runs[0]['core']} core; {simulated_h * 3600:,.0f} simulated seconds ({simulated_h:.2f} h); "
+              "requests: "
               + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in runs[0]["counts"].items()), flush=True)
 
 

@@ -224,18 +224,20 @@ static int decode_attention(Pool *p, i64 n, i64 kv_tokens, double *out) {
         PyObject *r = PyObject_CallFunction(p->cb_table, "L", n);
         if (!r) return -1;
         p->table_len[n] = 0;
-        if (r != Py_None) {
-            PyObject *seq = PySequence_Fast(r, "decode table: not a sequence");
+        if (r != Py_None) { /* a contiguous float64 array: copied whole */
+            Py_buffer b;
+            if (PyObject_GetBuffer(r, &b, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) { Py_DECREF(r); return -1; }
+            Py_ssize_t m = b.len / (Py_ssize_t)sizeof(double);
+            double *t = NULL;
+            if (!b.format || strcmp(b.format, "d") != 0 || b.itemsize != (Py_ssize_t)sizeof(double))
+                PyErr_SetString(PyExc_TypeError, "decode table: not a float64 array");
+            else if (!(t = malloc((size_t)(m ? m : 1) * sizeof(double))))
+                PyErr_NoMemory();
+            else
+                memcpy(t, b.buf, (size_t)m * sizeof(double));
+            PyBuffer_Release(&b);
             Py_DECREF(r);
-            if (!seq) return -1;
-            Py_ssize_t m = PySequence_Fast_GET_SIZE(seq);
-            double *t = malloc((size_t)(m ? m : 1) * sizeof(double));
-            if (!t) { Py_DECREF(seq); PyErr_NoMemory(); return -1; }
-            for (Py_ssize_t i = 0; i < m; i++) {
-                t[i] = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(seq, i));
-                if (t[i] == -1.0 && PyErr_Occurred()) { free(t); Py_DECREF(seq); return -1; }
-            }
-            Py_DECREF(seq);
+            if (!t) return -1;
             p->tables[n] = t;
             p->table_len[n] = m;
         } else {
@@ -291,13 +293,22 @@ static int step_time(Pool *p, i64 num_tokens, i64 num_seqs, const i64 *chunk_c, 
 /* ---------------------------------------------------------------------------------------------------------- */
 /* Requests, replicas, the event heap                                                                         */
 
+/* numpy's bit generator interface (numpy/random/bitgen.h, handed out in the "BitGenerator" capsule) */
+typedef struct {
+    void *state;
+    uint64_t (*next_uint64)(void *st);
+    uint32_t (*next_uint32)(void *st);
+    double (*next_double)(void *st);
+    uint64_t (*next_raw)(void *st);
+} BitGen;
+
 enum { ST_IN_FLIGHT = 0, ST_FINISHED = 1, ST_TOO_LONG = 2, ST_NO_REPLICAS = 3 };
 enum { IDLE = 0, WOKEN = 1, STEPPING = 2 };
 enum { R_ROUND_ROBIN = 0, R_RANDOM = 1, R_LEAST = 2, R_JSQ_TOKENS = 3, R_P2C = 4 };
 
 typedef struct {
     i64 *prompt, *output;
-    i64 *computed, *generated, *kv;
+    int32_t *computed, *generated, *kv; /* tokens and blocks of one request: far below 2**31 */
     double *arrival;
     /* outputs */
     i64 *replica, *preempt, *status;
@@ -363,11 +374,34 @@ typedef struct {
     i64 n, cap;
     i64 *agg;      /* per pool: running, waiting, kv used, busy replicas, kv total */
     i64 *last_row; /* per pool: index of its last row, -1 none */
+    i64 n_pools;
+    i64 chunk; PyObject *cb; /* rows are handed to cb this many at a time (bounded memory) */
 } Rows;
+
+static PyObject *rows_bytes(const void *p, i64 n) { return PyBytes_FromStringAndSize(p ? (const char *)p : "", n * 8); }
+
+/* The rows so far, as seven byte strings (time, pool, running, waiting, KV used, busy replicas, KV total). */
+static PyObject *rows_tuple(Rows *w) {
+    return Py_BuildValue("(NNNNNNN)", rows_bytes(w->t, w->n), rows_bytes(w->pool, w->n), rows_bytes(w->run, w->n),
+                         rows_bytes(w->wait, w->n), rows_bytes(w->kv, w->n), rows_bytes(w->busy, w->n),
+                         rows_bytes(w->kvtot, w->n));
+}
 
 static int rows_add(Rows *r, double now, i64 pool) {
     i64 *a = r->agg + 5 * pool;
     i64 i = r->last_row[pool];
+    if ((i < 0 || r->t[i] != now) && r->cb != Py_None && r->n >= r->chunk && r->t[r->n - 1] < now) {
+        /* every row so far is before now, so final (PoolMonitor._row): hand them over */
+        PyObject *rows = rows_tuple(r);
+        if (!rows) return -1;
+        PyObject *res = PyObject_CallObject(r->cb, rows);
+        Py_DECREF(rows);
+        if (!res) return -1;
+        Py_DECREF(res);
+        r->n = 0;
+        for (i64 k = 0; k < r->n_pools; k++) r->last_row[k] = -1;
+        i = -1;
+    }
     if (i < 0 || r->t[i] != now) {
         if (r->n == r->cap) {
             i64 cap = r->cap ? 2 * r->cap : 1024;
@@ -397,7 +431,7 @@ typedef struct {
     double end_s;
     i64 events;
     i64 *steps_of; double *busy_of, *step_end_of; /* per replica */
-    int router; i64 rr_next; PyObject *cb_rand;
+    int router; i64 rr_next; PyObject *cb_rand; BitGen *bitgen; /* bitgen: NULL, or draws made here */
     i64 longest_len, shortest_len;
     i64 *elig; /* scratch: the replicas a long request may go to */
     /* scratch for one plan */
@@ -606,7 +640,26 @@ static int finish_step(Core *c, i64 ri) {
     return report(c, r, r->n_run > 0, 1);
 }
 
+/* Generator.integers(n) for 1 <= n <= 2**32 - 1, drawn as numpy draws it: Lemire's multiply-and-reject over one
+ * 32-bit output per try (https://arxiv.org/abs/1805.10941). core.py checks it against numpy before using it. */
+static uint32_t lemire_below(BitGen *g, uint32_t n) {
+    uint64_t m = (uint64_t)g->next_uint32(g->state) * n;
+    uint32_t low = (uint32_t)m;
+    if (low < n) {
+        uint32_t threshold = (uint32_t)(UINT32_MAX - (n - 1)) % n;
+        while (low < threshold) {
+            m = (uint64_t)g->next_uint32(g->state) * n;
+            low = (uint32_t)m;
+        }
+    }
+    return (uint32_t)(m >> 32);
+}
+
 static int rand_below(Core *c, i64 n, i64 *out) {
+    if (c->bitgen && n >= 1 && n < (i64)UINT32_MAX) {
+        *out = n == 1 ? 0 : (i64)lemire_below(c->bitgen, (uint32_t)n);
+        return 0;
+    }
     PyObject *res = PyObject_CallFunction(c->cb_rand, "L", n);
     if (!res) return -1;
     *out = PyLong_AsLongLong(res);
@@ -831,17 +884,16 @@ static void core_free(Core *c) {
     free(c->elig); free(c->pre); free(c->adm); free(c->cc); free(c->cn);
 }
 
-static PyObject *rows_bytes(const void *p, i64 n) { return PyBytes_FromStringAndSize(p ? (const char *)p : "", n * 8); }
-
 static PyObject *core_run(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *o[23];
     PyObject *pools_list, *cb_rand;
     int router;
-    long long longest, shortest;
-    if (!PyArg_ParseTuple(args, "OOOOOOiOLLOOOOOOOOOOOOO", &o[0], &o[1], &o[2], &o[3], &pools_list, &o[5], &router,
-                          &cb_rand, &longest, &shortest, &o[10], &o[11], &o[12], &o[13], &o[14], &o[15], &o[16],
-                          &o[17], &o[18], &o[19], &o[20], &o[21], &o[22]))
+    long long longest, shortest, row_chunk;
+    PyObject *cb_rows, *capsule;
+    if (!PyArg_ParseTuple(args, "OOOOOOiOLLOOOOOOOOOOOOOLOO", &o[0], &o[1], &o[2], &o[3], &pools_list, &o[5],
+                          &router, &cb_rand, &longest, &shortest, &o[10], &o[11], &o[12], &o[13], &o[14], &o[15],
+                          &o[16], &o[17], &o[18], &o[19], &o[20], &o[21], &o[22], &row_chunk, &cb_rows, &capsule))
         return NULL;
     Buf bufs[23];
     memset(bufs, 0, sizeof bufs);
@@ -876,9 +928,9 @@ static PyObject *core_run(PyObject *self, PyObject *args) {
         || !c.q.maxitl || !c.q.finish || !c.order || !c.steps_of || !c.busy_of || !c.step_end_of)
         goto done;
     size_t nq = (size_t)(n_req ? n_req : 1);
-    c.q.computed = calloc(nq, sizeof(i64));
-    c.q.generated = calloc(nq, sizeof(i64));
-    c.q.kv = calloc(nq, sizeof(i64));
+    c.q.computed = calloc(nq, sizeof(int32_t));
+    c.q.generated = calloc(nq, sizeof(int32_t));
+    c.q.kv = calloc(nq, sizeof(int32_t));
     c.pools = calloc((size_t)(n_pools ? n_pools : 1), sizeof(Pool));
     c.reps = calloc((size_t)(n_rep ? n_rep : 1), sizeof(Rep));
     c.rows.agg = calloc((size_t)(5 * n_pools + 1), sizeof(i64));
@@ -888,6 +940,9 @@ static PyObject *core_run(PyObject *self, PyObject *args) {
         || !c.elig) { PyErr_NoMemory(); goto done; }
     c.n_pools = n_pools;
     c.n_reps = n_rep;
+    c.rows.n_pools = n_pools;
+    c.rows.chunk = row_chunk > 0 ? row_chunk : 1;
+    c.rows.cb = cb_rows;
     i64 scratch = 1;
     for (i64 k = 0; k < n_pools; k++) {
         Pool *p = &c.pools[k];
@@ -932,6 +987,7 @@ static PyObject *core_run(PyObject *self, PyObject *args) {
     for (i64 k = 0; k < n_rep; k++) { c.steps_of[k] = 0; c.busy_of[k] = 0.0; c.step_end_of[k] = 0.0; }
     c.router = router;
     c.cb_rand = cb_rand;
+    if (capsule != Py_None && !(c.bitgen = PyCapsule_GetPointer(capsule, "BitGenerator"))) goto done;
     c.longest_len = longest;
     c.shortest_len = shortest;
     if ((router == R_RANDOM || router == R_P2C) && !PyCallable_Check(cb_rand)) {
@@ -939,10 +995,7 @@ static PyObject *core_run(PyObject *self, PyObject *args) {
         goto done;
     }
     if (simulate(&c, arrival_in, n_req) < 0) goto done;
-    Rows *w = &c.rows;
-    result = Py_BuildValue("(idLL(NNNNNNN))", c.done, c.end_s, c.n_order, c.events, rows_bytes(w->t, w->n),
-                           rows_bytes(w->pool, w->n), rows_bytes(w->run, w->n), rows_bytes(w->wait, w->n),
-                           rows_bytes(w->kv, w->n), rows_bytes(w->busy, w->n), rows_bytes(w->kvtot, w->n));
+    result = Py_BuildValue("(idLLN)", c.done, c.end_s, c.n_order, c.events, rows_tuple(&c.rows));
 done:
     core_free(&c);
     for (int k = 0; k < 23; k++)
@@ -950,8 +1003,33 @@ done:
     return result;
 }
 
+/* draws(capsule, bounds) -> list: one lemire_below draw per bound (to check it against numpy's own) */
+static PyObject *core_draws(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *capsule, *bounds;
+    if (!PyArg_ParseTuple(args, "OO", &capsule, &bounds)) return NULL;
+    BitGen *g = PyCapsule_GetPointer(capsule, "BitGenerator");
+    if (!g) return NULL;
+    PyObject *seq = PySequence_Fast(bounds, "bounds: not a sequence");
+    if (!seq) return NULL;
+    Py_ssize_t m = PySequence_Fast_GET_SIZE(seq);
+    PyObject *out = PyList_New(m);
+    for (Py_ssize_t i = 0; out && i < m; i++) {
+        long long n = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(seq, i));
+        if ((n == -1 && PyErr_Occurred()) || n < 1 || n >= (long long)UINT32_MAX) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "draws: a bound outside [1, 2**32 - 1)");
+            Py_CLEAR(out);
+            break;
+        }
+        PyList_SET_ITEM(out, i, PyLong_FromLongLong(n == 1 ? 0 : (long long)lemire_below(g, (uint32_t)n)));
+    }
+    Py_DECREF(seq);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"run", core_run, METH_VARARGS, "Run a static fleet over its arrivals (see sim/engine/core.py)."},
+    {"draws", core_draws, METH_VARARGS, "Bounded integer draws from a numpy bit generator (see core.py)."},
     {NULL, NULL, 0, NULL},
 };
 

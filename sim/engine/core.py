@@ -15,10 +15,13 @@ engine, with the same results.
 
 from __future__ import annotations
 
+from functools import cache
+
 import numpy as np
 
 from sim.engine.scheduler import NoEvictScheduler, VllmV1Scheduler
 from sim.errors import InternalError
+from sim.metrics import timeseries
 from sim.metrics.records import records_frame
 from sim.perf.step import DECODE_TABLE_PER_OCTAVE, ConstantStepModel, TransformerStepModel
 
@@ -52,6 +55,10 @@ def unsupported(scenario, fleet) -> str | None:
         (not fleet.replicas or len(fleet.routable) != len(fleet.replicas), "a pool without ready replicas"),
         (any(p.config.replicas < 1 for p in fleet.plans.values()), "a pool without replicas"),
     ]
+    arrays = fleet.workload[0] if len(fleet.workload) == 1 else None
+    if arrays is not None and len(arrays.prompt_tokens):  # the core keeps a request's token counts in 32 bits
+        reasons.append((int(arrays.prompt_tokens.max()) + int(arrays.output_tokens.max()) >= 2**31,
+                        "a request of 2**31 tokens or more"))
     for replica in fleet.replicas:
         reasons += [
             (not replica.fast, "engine.stepping iteration, GPU sharing or speculative decoding"),
@@ -62,6 +69,20 @@ def unsupported(scenario, fleet) -> str | None:
              "pipeline parallelism or a slowed (passed-through) GPU"),
         ]
     return next((why for bad, why in reasons if bad), None)
+
+
+@cache
+def _native_draws(kind: type) -> bool:
+    """Whether the core's own bounded draws equal ``Generator.integers`` for bit generators of type ``kind`` (so
+    random routing need not call back into Python for each draw): checked once per process, on fresh generators."""
+    bounds = [1, 2, 3, 5, 7, 100, 101, 1000, 2**16 + 1, 2**31 + 11, 2**32 - 2, 6, 1, 2]
+    try:
+        ours = _core.draws(kind(20261202).capsule, bounds * 50)
+        ref = np.random.Generator(kind(20261202))
+        theirs = [int(ref.integers(n)) for n in bounds * 50]
+    except (AttributeError, TypeError, ValueError):  # no capsule, or a generator the core cannot drive
+        return False
+    return ours == theirs
 
 
 def _pool_settings(replica) -> tuple:
@@ -109,11 +130,18 @@ def run(fleet, router: str, record_chunk: int) -> tuple[float, int]:
     busy = np.empty(len(fleet.replicas), dtype=np.float64)
     step_end = np.empty(len(fleet.replicas), dtype=np.float64)
     shortest = min(r.max_model_len for r in fleet.replicas)
+    bit_generator = getattr(rng, "bit_generator", None)
+    capsule = bit_generator.capsule if bit_generator is not None and _native_draws(type(bit_generator)) else None
+
+    def change_points(*rows: bytes) -> None:  # the pools' change points, a chunk at a time
+        fleet.monitor.extend(*(np.frombuffer(b, dtype=np.float64 if i == 0 else np.int64) for i, b in enumerate(rows)))
+
     done, end_s, n_order, events, rows = _core.run(
         arrival_in, prompt, output, rep_pool, settings, agg, ROUTER_CODES[router],
         (lambda k: int(rng.integers(k))) if rng is not None else None, int(fleet.longest_len), int(shortest),
         out["arrival"], out["replica"], out["preempt"], out["status"], out["sched"], out["first"], out["last"],
-        out["maxitl"], out["finish"], out["order"], steps, busy, step_end)
+        out["maxitl"], out["finish"], out["order"], steps, busy, step_end, timeseries.ROW_CHUNK, change_points,
+        capsule)
     if not done or n_order != n:
         raise InternalError(f"the compiled core ended with {n - n_order} of {n} requests unfinished")
     for i, replica in enumerate(fleet.replicas):
@@ -122,8 +150,7 @@ def run(fleet, router: str, record_chunk: int) -> tuple[float, int]:
     fleet.arrivals_over = True
     fleet.done.succeed(end_s)
     _records(fleet, out, prompt, output, rep_pool, record_chunk)
-    cols = [np.frombuffer(b, dtype=np.float64 if i == 0 else np.int64) for i, b in enumerate(rows)]
-    fleet.monitor.extend(*cols)
+    change_points(*rows)
     return end_s, events
 
 

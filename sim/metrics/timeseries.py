@@ -80,9 +80,10 @@ class PoolMonitor:
 
     def extend(self, time_s: np.ndarray, pool: np.ndarray, running: np.ndarray, waiting: np.ndarray,
                kv_used_blocks: np.ndarray, busy_replicas: np.ndarray, kv_total_blocks: np.ndarray) -> None:
-        """Append change points made elsewhere (the compiled engine core), in time order and already coalesced per
-        instant and pool, ``pool`` as indices into :attr:`pools`. A pool's first one at the instant of its last row
-        here replaces that row, as :meth:`update` would have. The monitor takes no further updates after this."""
+        """Append change points made elsewhere (the compiled engine core, a chunk at a time), in time order and
+        already coalesced per instant and pool, ``pool`` as indices into :attr:`pools`. A pool's first one at the
+        instant of its last row here replaces that row, as :meth:`update` would have; a later chunk starts after
+        the instant of the one before. The monitor takes no further updates after this."""
         keep = np.ones(len(time_s), dtype=bool)
         for code, name in enumerate(self.pools):
             last = self._last_row_index.get(name)

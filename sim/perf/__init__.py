@@ -15,6 +15,7 @@ from sim.catalog import GpuSpec, ModelSpec
 from sim.config import ConstantPerf, KernelPerf, PoolConfig, RooflinePerf
 from sim.engine.profiles import engine_profiles
 from sim.engine.sizing import ReplicaSizing
+from sim.perf.kernel import SAFE_LOADER
 from sim.perf.roofline import RooflineOperators
 from sim.perf.shape import BatchShape, PerfModel
 from sim.perf.step import ConstantStepModel, TransformerStepModel
@@ -54,7 +55,7 @@ def step_overhead_defaults() -> dict[str, float]:
     out = dict(DEFAULT_OVERHEADS)
     path = resources.files("sim.perf").joinpath("calibrations", "step_overhead.yaml")
     if path.is_file():
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=SAFE_LOADER)
         out.update({k: float(data[k]) for k in DEFAULT_OVERHEADS if k in data})
     return out
 

@@ -85,15 +85,24 @@ class LogGrid:
         return Slice2(ka, kb, values)
 
     def to_dict(self, digits: int = 4) -> dict:
-        """Knots per axis and the values flattened in row-major order (the shape follows from the knots)."""
+        """Knots per axis and the values flattened in row-major order (the shape follows from the knots), as one
+        string of space-separated numbers: a YAML list of thousands of numbers takes a third of a second to load,
+        one string a millisecond."""
         return {"knots_log2": [list(k) for k in self.knots],
-                "values": np.round(self.values, digits).ravel().tolist()}
+                "values": " ".join(repr(v) for v in np.round(self.values, digits).ravel().tolist())}
 
     @classmethod
     def from_dict(cls, data: dict) -> LogGrid:
+        """:meth:`to_dict`'s form back; ``values`` may also be a list of numbers."""
         knots = tuple(tuple(float(v) for v in k) for k in data["knots_log2"])
         shape = tuple(len(k) for k in knots)
-        return cls(knots, np.asarray(data["values"], dtype=float).reshape(shape))
+        values = data["values"]
+        if isinstance(values, str):
+            values = [float(v) for v in values.split()]
+        values = np.asarray(values, dtype=float)
+        if values.size != int(np.prod(shape)):
+            raise ValueError(f"{values.size} correction values for knots of shape {shape}")
+        return cls(knots, values.reshape(shape))
 
 
 

@@ -407,47 +407,30 @@ class KernelModel:
     def attention_decode_many_s(self, batch_size: int, kv_lens: np.ndarray, n_heads: int, n_kv_heads: int,
                                 head_dim: int, kv_dtype: str = "bf16") -> np.ndarray:
         """:meth:`attention_decode_s` for one batch size and an array of mean KV lengths (a run of decode
-        steps), vectorised; equal to the scalar method up to floating-point rounding.
-
-        The batch-size side of the computation (the batch knots of the monotone envelope, their correction
-        rows and running maxima) is prepared once per batch size and cached, so a call costs a fixed handful
-        of array operations however long the run.
-        """
+        steps), vectorised; equal to the scalar method up to floating-point rounding."""
         kv = np.asarray(kv_lens, dtype=float)
         if batch_size <= 0:
             return np.zeros_like(kv)
+        return self.attention_decode_tables_s([batch_size], kv, n_heads, n_kv_heads, head_dim, kv_dtype)[0]
+
+    def attention_decode_tables_s(self, batch_sizes: list[int], kv_lens: np.ndarray, n_heads: int, n_kv_heads: int,
+                                  head_dim: int, kv_dtype: str = "bf16") -> np.ndarray:
+        """:meth:`attention_decode_many_s` for several batch sizes (>= 1) at once: one row per batch size.
+
+        Each row is elementwise the same arithmetic whatever the other rows, so it equals the single batch size's
+        bit for bit; the monotone envelope's batch-knot rows are evaluated once for all the batch sizes, which is
+        what makes a block of them cost little more than one.
+        """
+        kv = np.asarray(kv_lens, dtype=float)
         name = "fp8" if KV_BYTES[kv_dtype] == 1 and "fp8" in self.calibration.attention_decode else "bf16"
         curve = self.calibration.attention_decode[name]
-        key = ("decode-many", name, batch_size, n_heads, n_kv_heads, head_dim, kv_dtype)
-        prep = self._knot_max.get(key)
-        if prep is None:
-            prep = self._knot_max[key] = self._decode_many_prep(curve, name, batch_size, n_heads, n_kv_heads,
-                                                                 head_dim, kv_dtype)
-        batches, f, v0, v1, running, kk = prep
-        per_token = 2 * n_kv_heads * head_dim * KV_BYTES[kv_dtype]
-        moved = batch_size * (kv * per_token + 2 * n_heads * head_dim * ACT_BYTES)
-        flops = 4.0 * batch_size * kv * n_heads * head_dim
-        sol = np.maximum(flops / self._bf16, moved / self._bw)
-        xk = np.log2(kv)
-        # Correction rows of every envelope batch at these KV lengths (Slice2.at's arithmetic, elementwise).
-        xc = np.clip(xk, kk[0], kk[-1])
-        j = np.clip(np.searchsorted(kk, xc, side="right") - 1, 0, len(kk) - 2)
-        g = (xc - kk[j]) / (kk[j + 1] - kk[j])
-        corr = (v0[:, j] * (1 - g) + v0[:, j + 1] * g) * (1 - f) + (v1[:, j] * (1 - g) + v1[:, j + 1] * g) * f
-        raw_moved = batches * (kv * per_token + 2 * n_heads * head_dim * ACT_BYTES)
-        t = (curve.floor_s + raw_moved / (self._bw * curve.efficiency)) * np.exp(corr)
-        jr = np.minimum(np.searchsorted(kk, xk, side="right") - 1, len(kk) - 1)
-        t = np.where(xk < kk[0], t, np.maximum(t, running[:, np.maximum(jr, 0)]))
-        return np.maximum(t.max(axis=0), sol)
-
-    def _decode_many_prep(self, curve: AttentionCurve, name: str, batch: int, n_heads: int, n_kv_heads: int,
-                          head_dim: int, kv_dtype: str) -> tuple:
-        """Per-batch-size part of :meth:`attention_decode_many_s`: the batch itself and the batch knots below it
-        (as a column), their fractions and correction rows on the KV knots, and their KV running maxima."""
         key = ("decode", name, n_heads, n_kv_heads, head_dim, kv_dtype)
         section = self._slice(curve, "decode", n_heads, n_kv_heads, head_dim)
-        xb = math.log2(batch)
-        bs = [float(batch)] + [2.0**k for k in curve.correction.knots[0] if k <= xb]
+        sizes = [int(b) for b in batch_sizes]
+        top = math.log2(max(sizes))
+        knots = [k for k in curve.correction.knots[0] if k <= top]  # ascending
+        # The envelope's rows: each batch size itself, then the batch knots up to the largest.
+        bs = [float(b) for b in sizes] + [2.0**k for k in knots]
         rows = [_locate(math.log2(b), section.knots_a) for b in bs]
         values = np.asarray(section.values)
         v0 = np.stack([values[i] for i, _ in rows])
@@ -455,7 +438,30 @@ class KernelModel:
         f = np.array([[fr] for _, fr in rows])
         running = np.array([self._kv_running_max(curve, key, b, n_heads, n_kv_heads, head_dim, kv_dtype)
                             for b in bs])
-        return np.array(bs)[:, None], f, v0, v1, running, np.asarray(section.knots_b)
+        kk = np.asarray(section.knots_b)
+        xk = np.log2(kv)
+        # Correction rows at these KV lengths (Slice2.at's arithmetic, elementwise).
+        xc = np.clip(xk, kk[0], kk[-1])
+        j = np.clip(np.searchsorted(kk, xc, side="right") - 1, 0, len(kk) - 2)
+        g = (xc - kk[j]) / (kk[j + 1] - kk[j])
+        corr = (v0[:, j] * (1 - g) + v0[:, j + 1] * g) * (1 - f) + (v1[:, j] * (1 - g) + v1[:, j + 1] * g) * f
+        per_token = 2 * n_kv_heads * head_dim * KV_BYTES[kv_dtype]
+        raw_moved = np.array(bs)[:, None] * (kv * per_token + 2 * n_heads * head_dim * ACT_BYTES)
+        t = (curve.floor_s + raw_moved / (self._bw * curve.efficiency)) * np.exp(corr)
+        jr = np.minimum(np.searchsorted(kk, xk, side="right") - 1, len(kk) - 1)
+        t = np.where(xk < kk[0], t, np.maximum(t, running[:, np.maximum(jr, 0)]))
+        n = len(sizes)
+        envelope = t[:n]
+        if knots:  # each batch size's own row against the running maximum of the knot rows at or below it
+            below = np.maximum.accumulate(t[n:], axis=0)
+            last = np.array([bisect_right(knots, math.log2(b)) - 1 for b in sizes])
+            has = last >= 0
+            envelope = np.where(has[:, None], np.maximum(envelope, below[np.maximum(last, 0)]), envelope)
+        b_col = np.array(sizes, dtype=float)[:, None]
+        moved = b_col * (kv * per_token + 2 * n_heads * head_dim * ACT_BYTES)
+        flops = 4.0 * b_col * kv * n_heads * head_dim
+        sol = np.maximum(flops / self._bf16, moved / self._bw)
+        return np.maximum(envelope, sol)
 
     def _decode_raw(self, curve: AttentionCurve, batch_size: float, kv_len: float, n_heads: int, n_kv_heads: int,
                     head_dim: int, kv_dtype: str) -> float:

@@ -24,6 +24,8 @@ ACT_BYTES = 2
 #: ``2**DECODE_TABLE_OCTAVES`` tokens, and interpolated linearly (see :meth:`TransformerStepModel.decode_attention_s`).
 DECODE_TABLE_PER_OCTAVE = 64
 DECODE_TABLE_OCTAVES = 22
+#: Decode tables are built for this many consecutive batch sizes at a time (:meth:`TransformerStepModel.decode_table`).
+DECODE_TABLE_BLOCK = 32
 
 
 class OperatorModel(Protocol):
@@ -84,6 +86,7 @@ class TransformerStepModel:
         self._inter = m.intermediate_size // tp
         self._dense: dict[int, float] = {}
         self._head: dict[int, float] = {}
+        self._decode_rows: dict[int, np.ndarray | None] = {}
         self._decode_tables: dict[int, tuple[list[float], np.ndarray] | None] = {}
 
     def dense_layer_s(self, tokens: int) -> float:
@@ -150,24 +153,32 @@ class TransformerStepModel:
         return self.ops.attention_decode_s(n, mean_kv, self._heads, self._kv_heads, self.model.head_dim,
                                            self.kv_dtype)
 
-    def decode_table(self, n: int) -> list[float] | None:
-        """The decode-attention table of a batch of ``n`` (see :meth:`decode_attention_s`), or None."""
-        table = self._decode_table(n)
-        return None if table is None else table[0]
+    def decode_table(self, n: int) -> np.ndarray | None:
+        """The decode-attention table of a batch of ``n`` (see :meth:`decode_attention_s`), or None when the
+        operator model cannot evaluate it vectorised (then every call is exact)."""
+        row = self._decode_rows.get(n, False)
+        if row is False:
+            tables = getattr(self.ops, "attention_decode_tables_s", None)
+            if tables is None:
+                self._decode_rows[n] = None
+                return None
+            # The whole aligned block of batch sizes around n at once (a row does not depend on the others).
+            low = (n - 1) // DECODE_TABLE_BLOCK * DECODE_TABLE_BLOCK + 1
+            sizes = list(range(low, low + DECODE_TABLE_BLOCK))
+            grid = np.exp2(np.arange(DECODE_TABLE_OCTAVES * DECODE_TABLE_PER_OCTAVE + 1) / DECODE_TABLE_PER_OCTAVE)
+            values = tables(sizes, grid, self._heads, self._kv_heads, self.model.head_dim, self.kv_dtype)
+            for size, r in zip(sizes, values, strict=True):
+                self._decode_rows.setdefault(size, r)
+            row = self._decode_rows[n]
+        return row
 
     def _decode_table(self, n: int) -> tuple[list[float], np.ndarray] | None:
         """Decode attention times of a batch of ``n`` at mean KV lengths ``2**(i / DECODE_TABLE_PER_OCTAVE)``,
-        as a list (scalar lookups) and an array (vectorised ones), or None when the operator model cannot evaluate
-        them vectorised (then every call is exact)."""
+        as a list (scalar lookups) and an array (vectorised ones), or None (see :meth:`decode_table`)."""
         table = self._decode_tables.get(n, False)
         if table is False:
-            many = getattr(self.ops, "attention_decode_many_s", None)
-            table = None
-            if many is not None:
-                grid = np.exp2(np.arange(DECODE_TABLE_OCTAVES * DECODE_TABLE_PER_OCTAVE + 1) / DECODE_TABLE_PER_OCTAVE)
-                values = many(n, grid, self._heads, self._kv_heads, self.model.head_dim, self.kv_dtype)
-                table = (values.tolist(), values)
-            self._decode_tables[n] = table
+            row = self.decode_table(n)
+            table = self._decode_tables[n] = None if row is None else (row.tolist(), row)
         return table
 
     def decode_attention_s(self, n: int, mean_kv: float) -> float:
