@@ -306,14 +306,80 @@ enum { ST_IN_FLIGHT = 0, ST_FINISHED = 1, ST_TOO_LONG = 2, ST_NO_REPLICAS = 3 };
 enum { IDLE = 0, WOKEN = 1, STEPPING = 2 };
 enum { R_ROUND_ROBIN = 0, R_RANDOM = 1, R_LEAST = 2, R_JSQ_TOKENS = 3, R_P2C = 4 };
 
+/* The requests in flight, one slot each (a slot is reused once its request has ended, so memory follows the
+ * number in flight, not the number of requests). */
 typedef struct {
-    i64 *prompt, *output;
-    int32_t *computed, *generated, *kv; /* tokens and blocks of one request: far below 2**31 */
-    double *arrival;
-    /* outputs */
-    i64 *replica, *preempt, *status;
-    double *sched, *first, *last, *maxitl, *finish;
+    i64 *id, *prompt, *output, *replica, *preempt, *status;
+    int32_t *computed, *generated, *kv; /* tokens and blocks of one request: far below 2**31 (core.py checks) */
+    double *arrival, *sched, *first, *last, *maxitl, *finish;
+    i64 cap, *free_slots, n_free;
 } Reqs;
+
+static int slots_grow(Reqs *q) {
+    i64 cap = q->cap ? 2 * q->cap : 1024;
+#define G(f, T) do { T *p_ = realloc(q->f, (size_t)cap * sizeof(T)); if (!p_) { PyErr_NoMemory(); return -1; } q->f = p_; } while (0)
+    G(id, i64); G(prompt, i64); G(output, i64); G(replica, i64); G(preempt, i64); G(status, i64);
+    G(computed, int32_t); G(generated, int32_t); G(kv, int32_t);
+    G(arrival, double); G(sched, double); G(first, double); G(last, double); G(maxitl, double); G(finish, double);
+    G(free_slots, i64);
+#undef G
+    for (i64 k = cap - 1; k >= q->cap; k--) q->free_slots[q->n_free++] = k; /* lowest slot first */
+    q->cap = cap;
+    return 0;
+}
+
+static void slots_free(Reqs *q) {
+    free(q->id); free(q->prompt); free(q->output); free(q->replica); free(q->preempt); free(q->status);
+    free(q->computed); free(q->generated); free(q->kv);
+    free(q->arrival); free(q->sched); free(q->first); free(q->last); free(q->maxitl); free(q->finish);
+    free(q->free_slots);
+}
+
+/* Ended requests' records, in the order they ended, handed to Python a chunk at a time. */
+typedef struct {
+    i64 *id, *replica, *preempt, *status;
+    double *arrival, *sched, *first, *maxitl, *finish;
+    i64 n, cap;
+    PyObject *cb;
+} Recs;
+
+static PyObject *recs_tuple(Recs *w) {
+    return Py_BuildValue("(NNNNNNNNN)", PyBytes_FromStringAndSize((const char *)w->id, w->n * 8),
+                         PyBytes_FromStringAndSize((const char *)w->arrival, w->n * 8),
+                         PyBytes_FromStringAndSize((const char *)w->replica, w->n * 8),
+                         PyBytes_FromStringAndSize((const char *)w->preempt, w->n * 8),
+                         PyBytes_FromStringAndSize((const char *)w->status, w->n * 8),
+                         PyBytes_FromStringAndSize((const char *)w->sched, w->n * 8),
+                         PyBytes_FromStringAndSize((const char *)w->first, w->n * 8),
+                         PyBytes_FromStringAndSize((const char *)w->maxitl, w->n * 8),
+                         PyBytes_FromStringAndSize((const char *)w->finish, w->n * 8));
+}
+
+static int recs_flush(Recs *w) {
+    if (!w->n) return 0;
+    PyObject *cols = recs_tuple(w);
+    if (!cols) return -1;
+    PyObject *res = PyObject_CallObject(w->cb, cols);
+    Py_DECREF(cols);
+    if (!res) return -1;
+    Py_DECREF(res);
+    w->n = 0;
+    return 0;
+}
+
+static int recs_add(Recs *w, i64 id, double arrival, i64 replica, i64 preempt, i64 status, double sched,
+                    double first, double maxitl, double finish) {
+    if (w->n == w->cap && recs_flush(w) < 0) return -1;
+    i64 i = w->n++;
+    w->id[i] = id; w->arrival[i] = arrival; w->replica[i] = replica; w->preempt[i] = preempt;
+    w->status[i] = status; w->sched[i] = sched; w->first[i] = first; w->maxitl[i] = maxitl; w->finish[i] = finish;
+    return 0;
+}
+
+static void recs_free(Recs *w) {
+    free(w->id); free(w->replica); free(w->preempt); free(w->status);
+    free(w->arrival); free(w->sched); free(w->first); free(w->maxitl); free(w->finish);
+}
 
 typedef struct {
     i64 pool;
@@ -426,7 +492,8 @@ typedef struct {
     Heap heap; i64 seq;
     Rows rows;
     double now;
-    i64 unfinished, n_order, *order;
+    i64 unfinished, n_order;
+    Recs recs;
     int arrivals_over, done;
     double end_s;
     i64 events;
@@ -634,7 +701,10 @@ static int finish_step(Core *c, i64 ri) {
         i64 id = c->adm[k];
         r->out_tokens -= q->prompt[id] + q->output[id];
         c->unfinished--;
-        c->order[c->n_order++] = id;
+        c->n_order++;
+        if (recs_add(&c->recs, q->id[id], q->arrival[id], q->replica[id], q->preempt[id], ST_FINISHED, q->sched[id],
+                     q->first[id], q->maxitl[id], q->finish[id]) < 0) return -1;
+        q->free_slots[q->n_free++] = id;
         check_done(c);
     }
     return report(c, r, r->n_run > 0, 1);
@@ -671,15 +741,22 @@ static int rand_below(Core *c, i64 n, i64 *out) {
 #define REP_OF(k) (elig ? elig[k] : (k))
 #define OUTSTANDING(k) (c->reps[REP_OF(k)].n_run + c->reps[REP_OF(k)].wq_len)
 
-/* Fleet.dispatch and _route, the router's choice and Replica.submit, for request ``id`` arriving now. */
-static int dispatch(Core *c, i64 id) {
+/* Fleet.dispatch and _route, the router's choice and Replica.submit, for request ``rid`` arriving now. */
+static int dispatch(Core *c, i64 rid, i64 prompt, i64 output) {
     Reqs *q = &c->q;
-    i64 total = q->prompt[id] + q->output[id];
+    i64 total = prompt + output;
     if (total > c->longest_len) {
-        q->status[id] = ST_TOO_LONG;
-        c->order[c->n_order++] = id;
-        return 0;
+        c->n_order++;
+        return recs_add(&c->recs, rid, c->now, -1, 0, ST_TOO_LONG, NAN, NAN, 0.0, NAN);
     }
+    if (!q->n_free && slots_grow(q) < 0) return -1;
+    i64 id = q->free_slots[--q->n_free];
+    q->id[id] = rid; q->prompt[id] = prompt; q->output[id] = output;
+    q->computed[id] = q->generated[id] = q->kv[id] = 0;
+    q->preempt[id] = 0; q->status[id] = ST_IN_FLIGHT;
+    q->arrival[id] = c->now;
+    q->sched[id] = q->first[id] = q->finish[id] = NAN;
+    q->last[id] = q->maxitl[id] = 0.0;
     c->unfinished++;
     i64 n = c->n_reps, *elig = NULL;
     if (total > c->shortest_len) {
@@ -738,7 +815,7 @@ static int dispatch(Core *c, i64 id) {
     return 0;
 }
 
-static int simulate(Core *c, const double *arrival_in, i64 n_req) {
+static int simulate(Core *c, const double *arrival_in, const i64 *prompt, const i64 *output, i64 n_req) {
     double cur = 0.0;
     i64 ai = 0;
     if (n_req == 0) { c->arrivals_over = 1; check_done(c); }
@@ -750,8 +827,7 @@ static int simulate(Core *c, const double *arrival_in, i64 n_req) {
             if (c->heap.n == 0 || ta <= c->heap.a[0].t) {
                 if (t > cur) c->events++;
                 cur = c->now = ta;
-                c->q.arrival[ai] = ta;
-                if (dispatch(c, ai) < 0) return -1;
+                if (dispatch(c, ai, prompt[ai], output[ai]) < 0) return -1;
                 ai++;
                 if (ai == n_req) { c->arrivals_over = 1; check_done(c); }
                 continue;
@@ -763,7 +839,7 @@ static int simulate(Core *c, const double *arrival_in, i64 n_req) {
         if (c->reps[e.rep].state == STEPPING && finish_step(c, e.rep) < 0) return -1;
         if (replica_loop(c, e.rep) < 0) return -1;
     }
-    return 0;
+    return recs_flush(&c->recs);
 }
 
 /* ---------------------------------------------------------------------------------------------------------- */
@@ -849,13 +925,15 @@ static int kern_get(Kern *K, PyObject *spec) {
 
 typedef struct { Py_buffer b; int held; } Buf;
 
+/* A contiguous float64 ('d') or int64 ('q') array of n items; written to only where its name starts "out". */
 static void *buf_get(PyObject *o, Buf *buf, char kind, i64 n, const char *name) {
-    if (PyObject_GetBuffer(o, &buf->b, PyBUF_WRITABLE | PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) return NULL;
+    int flags = PyBUF_FORMAT | PyBUF_C_CONTIGUOUS | (strncmp(name, "out", 3) == 0 ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(o, &buf->b, flags) < 0) return NULL;
     buf->held = 1;
     const char *f = buf->b.format ? buf->b.format : "B";
     int ok = buf->b.itemsize == 8 && (kind == 'd' ? strcmp(f, "d") == 0 : (strcmp(f, "l") == 0 || strcmp(f, "q") == 0));
     if (!ok || (n >= 0 && buf->b.len != n * 8)) {
-        PyErr_Format(PyExc_ValueError, "compiled core: %s must be a writable %s array of %lld items", name,
+        PyErr_Format(PyExc_ValueError, "compiled core: %s must be a %s array of %lld items", name,
                      kind == 'd' ? "float64" : "int64", n);
         return NULL;
     }
@@ -876,7 +954,8 @@ static void core_free(Core *c) {
         free(r->run); free(r->wq); free(r->s_req); free(r->s_n);
     }
     free(c->reps);
-    free(c->q.computed); free(c->q.generated); free(c->q.kv);
+    slots_free(&c->q);
+    recs_free(&c->recs);
     free(c->heap.a);
     Rows *w = &c->rows;
     free(w->t); free(w->pool); free(w->run); free(w->wait); free(w->kv); free(w->busy); free(w->kvtot);
@@ -886,16 +965,15 @@ static void core_free(Core *c) {
 
 static PyObject *core_run(PyObject *self, PyObject *args) {
     (void)self;
-    PyObject *o[23];
-    PyObject *pools_list, *cb_rand;
+    PyObject *o[9];
+    PyObject *pools_list, *cb_rand, *cb_rows, *capsule, *cb_records;
     int router;
-    long long longest, shortest, row_chunk;
-    PyObject *cb_rows, *capsule;
-    if (!PyArg_ParseTuple(args, "OOOOOOiOLLOOOOOOOOOOOOOLOO", &o[0], &o[1], &o[2], &o[3], &pools_list, &o[5],
-                          &router, &cb_rand, &longest, &shortest, &o[10], &o[11], &o[12], &o[13], &o[14], &o[15],
-                          &o[16], &o[17], &o[18], &o[19], &o[20], &o[21], &o[22], &row_chunk, &cb_rows, &capsule))
+    long long longest, shortest, row_chunk, record_chunk;
+    if (!PyArg_ParseTuple(args, "OOOOOOiOLLOOOLOOLO", &o[0], &o[1], &o[2], &o[3], &pools_list, &o[5], &router,
+                          &cb_rand, &longest, &shortest, &o[6], &o[7], &o[8], &row_chunk, &cb_rows, &capsule,
+                          &record_chunk, &cb_records))
         return NULL;
-    Buf bufs[23];
+    Buf bufs[9];
     memset(bufs, 0, sizeof bufs);
     Core c;
     memset(&c, 0, sizeof c);
@@ -905,38 +983,33 @@ static PyObject *core_run(PyObject *self, PyObject *args) {
     i64 n_pools = PyObject_Length(pools_list);
     if (n_req < 0 || n_rep < 0 || n_pools < 0) goto done;
     double *arrival_in = buf_get(o[0], &bufs[0], 'd', n_req, "arrival_s");
-    if (!arrival_in) goto done;
-    c.q.prompt = buf_get(o[1], &bufs[1], 'q', n_req, "prompt_tokens");
-    c.q.output = buf_get(o[2], &bufs[2], 'q', n_req, "output_tokens");
+    i64 *prompt_in = buf_get(o[1], &bufs[1], 'q', n_req, "prompt_tokens");
+    i64 *output_in = buf_get(o[2], &bufs[2], 'q', n_req, "output_tokens");
     i64 *rep_pool = buf_get(o[3], &bufs[3], 'q', n_rep, "replica pools");
     i64 *agg_init = buf_get(o[5], &bufs[5], 'q', 5 * n_pools, "pool aggregates");
-    if (!c.q.prompt || !c.q.output || !rep_pool || !agg_init) goto done;
-    c.q.arrival = buf_get(o[10], &bufs[10], 'd', n_req, "out arrival");
-    c.q.replica = buf_get(o[11], &bufs[11], 'q', n_req, "out replica");
-    c.q.preempt = buf_get(o[12], &bufs[12], 'q', n_req, "out preemptions");
-    c.q.status = buf_get(o[13], &bufs[13], 'q', n_req, "out status");
-    c.q.sched = buf_get(o[14], &bufs[14], 'd', n_req, "out scheduled");
-    c.q.first = buf_get(o[15], &bufs[15], 'd', n_req, "out first token");
-    c.q.last = buf_get(o[16], &bufs[16], 'd', n_req, "out last token");
-    c.q.maxitl = buf_get(o[17], &bufs[17], 'd', n_req, "out max itl");
-    c.q.finish = buf_get(o[18], &bufs[18], 'd', n_req, "out finish");
-    c.order = buf_get(o[19], &bufs[19], 'q', n_req, "out order");
-    c.steps_of = buf_get(o[20], &bufs[20], 'q', n_rep, "out steps");
-    c.busy_of = buf_get(o[21], &bufs[21], 'd', n_rep, "out busy");
-    c.step_end_of = buf_get(o[22], &bufs[22], 'd', n_rep, "out step end");
-    if (!c.q.arrival || !c.q.replica || !c.q.preempt || !c.q.status || !c.q.sched || !c.q.first || !c.q.last
-        || !c.q.maxitl || !c.q.finish || !c.order || !c.steps_of || !c.busy_of || !c.step_end_of)
+    c.steps_of = buf_get(o[6], &bufs[6], 'q', n_rep, "out steps");
+    c.busy_of = buf_get(o[7], &bufs[7], 'd', n_rep, "out busy");
+    c.step_end_of = buf_get(o[8], &bufs[8], 'd', n_rep, "out step end");
+    if (!arrival_in || !prompt_in || !output_in || !rep_pool || !agg_init || !c.steps_of || !c.busy_of
+        || !c.step_end_of)
         goto done;
-    size_t nq = (size_t)(n_req ? n_req : 1);
-    c.q.computed = calloc(nq, sizeof(int32_t));
-    c.q.generated = calloc(nq, sizeof(int32_t));
-    c.q.kv = calloc(nq, sizeof(int32_t));
+    Recs *rc = &c.recs;
+    rc->cap = record_chunk > 0 ? record_chunk : 1;
+    rc->cb = cb_records;
+    size_t nr = (size_t)rc->cap;
+    rc->id = malloc(nr * sizeof(i64)); rc->replica = malloc(nr * sizeof(i64));
+    rc->preempt = malloc(nr * sizeof(i64)); rc->status = malloc(nr * sizeof(i64));
+    rc->arrival = malloc(nr * sizeof(double)); rc->sched = malloc(nr * sizeof(double));
+    rc->first = malloc(nr * sizeof(double)); rc->maxitl = malloc(nr * sizeof(double));
+    rc->finish = malloc(nr * sizeof(double));
+    if (!rc->id || !rc->replica || !rc->preempt || !rc->status || !rc->arrival || !rc->sched || !rc->first
+        || !rc->maxitl || !rc->finish) { PyErr_NoMemory(); goto done; }
     c.pools = calloc((size_t)(n_pools ? n_pools : 1), sizeof(Pool));
     c.reps = calloc((size_t)(n_rep ? n_rep : 1), sizeof(Rep));
     c.rows.agg = calloc((size_t)(5 * n_pools + 1), sizeof(i64));
     c.rows.last_row = calloc((size_t)(n_pools + 1), sizeof(i64));
     c.elig = calloc((size_t)(n_rep + 1), sizeof(i64));
-    if (!c.q.computed || !c.q.generated || !c.q.kv || !c.pools || !c.reps || !c.rows.agg || !c.rows.last_row
+    if (!c.pools || !c.reps || !c.rows.agg || !c.rows.last_row
         || !c.elig) { PyErr_NoMemory(); goto done; }
     c.n_pools = n_pools;
     c.n_reps = n_rep;
@@ -978,12 +1051,6 @@ static PyObject *core_run(PyObject *self, PyObject *args) {
     c.cc = malloc((size_t)scratch * sizeof(i64));
     c.cn = malloc((size_t)scratch * sizeof(i64));
     if (!c.pre || !c.adm || !c.cc || !c.cn) { PyErr_NoMemory(); goto done; }
-    for (i64 k = 0; k < n_req; k++) {
-        c.q.replica[k] = -1; c.q.preempt[k] = 0; c.q.status[k] = ST_IN_FLIGHT;
-        c.q.sched[k] = c.q.first[k] = c.q.finish[k] = NAN;
-        c.q.last[k] = c.q.maxitl[k] = 0.0;
-        c.q.arrival[k] = NAN;
-    }
     for (i64 k = 0; k < n_rep; k++) { c.steps_of[k] = 0; c.busy_of[k] = 0.0; c.step_end_of[k] = 0.0; }
     c.router = router;
     c.cb_rand = cb_rand;
@@ -994,11 +1061,11 @@ static PyObject *core_run(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "compiled core: a random router needs its generator");
         goto done;
     }
-    if (simulate(&c, arrival_in, n_req) < 0) goto done;
+    if (simulate(&c, arrival_in, prompt_in, output_in, n_req) < 0) goto done;
     result = Py_BuildValue("(idLLN)", c.done, c.end_s, c.n_order, c.events, rows_tuple(&c.rows));
 done:
     core_free(&c);
-    for (int k = 0; k < 23; k++)
+    for (int k = 0; k < 9; k++)
         if (bufs[k].held) PyBuffer_Release(&bufs[k].b);
     return result;
 }

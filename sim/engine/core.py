@@ -102,8 +102,8 @@ def _pool_settings(replica) -> tuple:
 
 def run(fleet, router: str, record_chunk: int) -> tuple[float, int]:
     """Run ``fleet`` (as built, not yet started; ``router``: its policy) to its end on the compiled core; write the
-    requests' records, the replicas' busy time and steps and the pool change points where the Python engine would
-    have.
+    requests' records (``record_chunk`` at a time, in the order they ended, as the Python engine writes them), the
+    replicas' busy time and steps and the pool change points where the Python engine would have.
 
     Returns
     -------
@@ -124,8 +124,6 @@ def run(fleet, router: str, record_chunk: int) -> tuple[float, int]:
     agg = np.array([fleet.monitor.aggregates(name) for name in pools], dtype=np.int64).ravel()
     rep_pool = np.array([code[r.pool] for r in fleet.replicas], dtype=np.int64)
     rng = getattr(fleet.router, "rng", None)
-    out = {k: np.empty(n, dtype=np.float64) for k in ("arrival", "sched", "first", "last", "maxitl", "finish")}
-    out |= {k: np.empty(n, dtype=np.int64) for k in ("replica", "preempt", "status", "order")}
     steps = np.empty(len(fleet.replicas), dtype=np.int64)
     busy = np.empty(len(fleet.replicas), dtype=np.float64)
     step_end = np.empty(len(fleet.replicas), dtype=np.float64)
@@ -136,12 +134,14 @@ def run(fleet, router: str, record_chunk: int) -> tuple[float, int]:
     def change_points(*rows: bytes) -> None:  # the pools' change points, a chunk at a time
         fleet.monitor.extend(*(np.frombuffer(b, dtype=np.float64 if i == 0 else np.int64) for i, b in enumerate(rows)))
 
+    def records(*columns: bytes) -> None:  # ended requests, a chunk at a time
+        _records(fleet, *(np.frombuffer(b, dtype=np.float64 if i in _FLOAT_COLUMNS else np.int64).copy()
+                          for i, b in enumerate(columns)), prompt, output, rep_pool)  # copies: writable columns
+
     done, end_s, n_order, events, rows = _core.run(
         arrival_in, prompt, output, rep_pool, settings, agg, ROUTER_CODES[router],
         (lambda k: int(rng.integers(k))) if rng is not None else None, int(fleet.longest_len), int(shortest),
-        out["arrival"], out["replica"], out["preempt"], out["status"], out["sched"], out["first"], out["last"],
-        out["maxitl"], out["finish"], out["order"], steps, busy, step_end, timeseries.ROW_CHUNK, change_points,
-        capsule)
+        steps, busy, step_end, timeseries.ROW_CHUNK, change_points, capsule, record_chunk, records)
     if not done or n_order != n:
         raise InternalError(f"the compiled core ended with {n - n_order} of {n} requests unfinished")
     for i, replica in enumerate(fleet.replicas):
@@ -149,28 +149,26 @@ def run(fleet, router: str, record_chunk: int) -> tuple[float, int]:
     fleet.arrived += n
     fleet.arrivals_over = True
     fleet.done.succeed(end_s)
-    _records(fleet, out, prompt, output, rep_pool, record_chunk)
     change_points(*rows)
     return end_s, events
 
 
-def _records(fleet, out: dict, prompt: np.ndarray, output: np.ndarray, rep_pool: np.ndarray, chunk: int) -> None:
-    """The requests' records, in the order they ended (as the Python engine writes them), ``chunk`` at a time."""
-    order = out["order"]
-    gpu_of_pool = fleet.gpu_of_pool
+_FLOAT_COLUMNS = {1, 5, 6, 7, 8}  # of the core's record chunks: arrival, scheduled, first token, max ITL, finish
+
+
+def _records(fleet, request_id: np.ndarray, arrival: np.ndarray, replica: np.ndarray, preempt: np.ndarray,
+             status: np.ndarray, sched: np.ndarray, first: np.ndarray, maxitl: np.ndarray, finish: np.ndarray,
+             prompt: np.ndarray, output: np.ndarray, rep_pool: np.ndarray) -> None:
+    """One chunk of the core's records (requests in the order they ended) into the fleet's record store."""
+    m = len(request_id)
+    reason = np.full(m, None, dtype=object)
+    reason[status == 2] = "exceeds_max_model_len"
+    reason[status == 3] = "no_replicas"
     pool_of = np.append(rep_pool, -1)  # replica -1 (rejected): no pool
-    for start in range(0, len(order), chunk):
-        idx = order[start:start + chunk]
-        status = out["status"][idx]
-        m = len(idx)
-        reason = np.full(m, None, dtype=object)
-        reason[status == 2] = "exceeds_max_model_len"
-        reason[status == 3] = "no_replicas"
-        fleet.records.add(records_frame(
-            request_id=idx.astype(np.int64), cls=np.zeros(m, dtype=np.int64), arrival_s=out["arrival"][idx],
-            scheduled_s=out["sched"][idx], first_token_s=out["first"][idx], finish_s=out["finish"][idx],
-            prompt_tokens=prompt[idx], output_tokens=output[idx], pool=pool_of[out["replica"][idx]],
-            replica_id=out["replica"][idx], status=_STATUS_CODES[status], reject_reason=reason,
-            preemptions=out["preempt"][idx], interruptions=np.zeros(m, dtype=np.int64), lost_s=np.zeros(m),
-            cached_tokens=np.zeros(m, dtype=np.int64), max_itl_s=out["maxitl"][idx], kv_transfer_s=np.full(m, np.nan),
-            prefill_pool=np.full(m, -1, dtype=np.int64), gpu_of_pool=gpu_of_pool, classes=fleet.class_names))
+    fleet.records.add(records_frame(
+        request_id=request_id, cls=np.zeros(m, dtype=np.int64), arrival_s=arrival, scheduled_s=sched,
+        first_token_s=first, finish_s=finish, prompt_tokens=prompt[request_id], output_tokens=output[request_id],
+        pool=pool_of[replica], replica_id=replica, status=_STATUS_CODES[status], reject_reason=reason,
+        preemptions=preempt, interruptions=np.zeros(m, dtype=np.int64), lost_s=np.zeros(m),
+        cached_tokens=np.zeros(m, dtype=np.int64), max_itl_s=maxitl, kv_transfer_s=np.full(m, np.nan),
+        prefill_pool=np.full(m, -1, dtype=np.int64), gpu_of_pool=fleet.gpu_of_pool, classes=fleet.class_names))
