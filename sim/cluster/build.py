@@ -123,6 +123,7 @@ class Fleet:
     link_free_s: dict[int, float] = field(default_factory=dict)  # per prefill replica: when its link is next free
     done: simpy.Event | None = None
     workload: list = field(default_factory=list)  # per class: its arrivals and lengths (None for closed loop)
+    replays: list = field(default_factory=list)  # the open-loop classes' arrival processes (generators)
     # Requests given back by a replica that went away, counted here (the gateway's own count, beside each request's
     # ``interruptions``; the invariants check that the two agree): routed again, or rejected with the pool's reason.
     given_back: dict[str, int] = field(default_factory=lambda: {"restarted": 0, "rejected": 0})
@@ -531,5 +532,6 @@ def build(scenario: Scenario, deployment: Deployment, streams: Streams, spill_di
         else:
             arrays = workload_arrays(wl, own)
             fleet.workload.append(arrays)
-            env.process(replay(env, arrays, dispatch, fleet.end_arrivals))
+            fleet.replays.append(replay(env, arrays, dispatch, fleet.end_arrivals))
+            env.process(fleet.replays[-1])
     return fleet
