@@ -93,3 +93,26 @@ def test_eager_overhead_only_above_the_cudagraph_capture_size():
     above = BatchShape(((0, 513),), 0, 0, 1)
     assert eager.step_time_s(at_cap) == plain.step_time_s(at_cap)
     assert eager.step_time_s(above) == pytest.approx(plain.step_time_s(above) + 1e-4 * m.n_layers, rel=1e-12)
+
+
+def test_grid_sections_equal_the_scalar_lookup_bit_for_bit():
+    """``LogGrid.slice2`` is vectorised over the knot pairs; every value must equal :meth:`LogGrid.at` there,
+    exactly (the compiled core and both engines price from these sections)."""
+    import math
+
+    from sim.perf.kernel import shipped_calibration
+
+    for gpu in ("h100_sxm", "l40s"):
+        cal = shipped_calibration(gpu)
+        for heads, kv_heads, head_dim in [(32, 8, 128), (64, 8, 128), (12, 12, 64), (8, 1, 128)]:
+            for family, (a, b), fixed in [
+                ("attention_prefill", (0, 3), {1: math.log2(heads / kv_heads), 2: math.log2(kv_heads),
+                                              4: math.log2(head_dim)}),
+                ("attention_decode", (0, 2), {1: math.log2(kv_heads), 3: math.log2(head_dim)})]:
+                grid = getattr(cal, family)["bf16"].correction
+                section = grid.slice2(a, b, fixed)
+                for i, xa in enumerate(grid.knots[a]):
+                    for j, xb in enumerate(grid.knots[b]):
+                        point = [fixed.get(axis, 0.0) for axis in range(len(grid.knots))]
+                        point[a], point[b] = xa, xb
+                        assert section.values[i][j] == grid.at(*point)

@@ -19,17 +19,21 @@ INTERVAL_COLUMNS = ["pool", "gpu_type", "replica_id", "gpus", "start_s", "end_s"
                     "idle_w", "busy_w", "physical_gpu", "gpu_time_s", "gpu_busy_s", "licence_usd_per_gpu_hour"]
 
 
+HOURLY_COLUMNS = ["hour", "pool", "gpu_type", "gpu_hours", "usd", "licence_usd"]
+
+
 def cost_by_hour(intervals: pd.DataFrame) -> pd.DataFrame:
-    """USD and GPU-hours per pool per clock hour (hour 0 is ``[0 s, 3600 s)``).
+    """USD and GPU-hours per pool per clock hour (hour 0 is ``[0 s, 3600 s)``), sorted by hour, pool and GPU.
 
     Parameters
     ----------
     intervals
         One row per replica lifetime with columns ``pool, gpu_type, gpus, start_s, end_s, usd_per_gpu_hour``
         and optionally ``licence_usd_per_gpu_hour`` (vGPU: NVIDIA AI Enterprise per physical GPU). ``usd``
-        includes the licence; ``licence_usd`` is its part.
+        includes the licence; ``licence_usd`` is its part. Sums are exactly rounded (``math.fsum``), so they do
+        not depend on the order of the intervals.
     """
-    rows = []
+    parts: dict[tuple, tuple[list[float], list[float], list[float]]] = {}
     licence = intervals.get("licence_usd_per_gpu_hour", pd.Series(0.0, index=intervals.index)).to_numpy(dtype=float)
     for rec, lic in zip(intervals.itertuples(index=False), licence, strict=True):
         if rec.end_s <= rec.start_s:
@@ -39,12 +43,17 @@ def cost_by_hour(intervals: pd.DataFrame) -> pd.DataFrame:
             overlap = min(rec.end_s, (hour + 1) * 3600) - max(rec.start_s, hour * 3600)
             if overlap > 0:
                 gpu_hours = rec.gpus * overlap / 3600
-                rows.append((hour, rec.pool, rec.gpu_type, gpu_hours, gpu_hours * (rec.usd_per_gpu_hour + lic),
-                             gpu_hours * lic))
-    frame = pd.DataFrame(rows, columns=["hour", "pool", "gpu_type", "gpu_hours", "usd", "licence_usd"])
-    if frame.empty:
-        return frame
-    return frame.groupby(["hour", "pool", "gpu_type"], as_index=False, observed=True).sum()
+                acc = parts.setdefault((hour, rec.pool, rec.gpu_type), ([], [], []))
+                acc[0].append(gpu_hours)
+                acc[1].append(gpu_hours * (rec.usd_per_gpu_hour + lic))
+                acc[2].append(gpu_hours * lic)
+    if not parts:
+        return pd.DataFrame([], columns=HOURLY_COLUMNS)
+    keys = sorted(parts)
+    sums = [[math.fsum(parts[k][i]) for k in keys] for i in range(3)]
+    return pd.DataFrame({"hour": np.array([k[0] for k in keys], dtype=np.int64), "pool": [k[1] for k in keys],
+                         "gpu_type": [k[2] for k in keys], "gpu_hours": sums[0], "usd": sums[1],
+                         "licence_usd": sums[2]})
 
 
 def energy_kwh(intervals: pd.DataFrame) -> float:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 
 from sim.cluster.pool import STARTING, TERMINAL
@@ -86,8 +87,8 @@ def _split_by_hour(start: float, end: float):
 
 def state_gpu_hours(fleet, end_s: float, gpus_of: dict[int, float]) -> pd.DataFrame:
     """GPU-hours per clock hour and pool by state class (``ready``, ``cold_start``, ``draining``); ``gpus_of``:
-    each replica's GPUs (its share on a shared GPU)."""
-    rows = []
+    each replica's GPUs (its share on a shared GPU). Sorted by hour and pool; exactly rounded sums."""
+    parts: dict[tuple[int, str], dict[str, list[float]]] = {}
     for name, pool in fleet.pools.items():
         for m in pool.members:
             tp = gpus_of[m.replica.replica_id]
@@ -98,33 +99,35 @@ def state_gpu_hours(fleet, end_s: float, gpus_of: dict[int, float]) -> pd.DataFr
                 if cls is None or min(t1, end_s) <= t0:
                     continue
                 for hour, overlap in _split_by_hour(t0, min(t1, end_s)):
-                    rows.append((hour, name, cls, tp * overlap / 3600))
-    frame = pd.DataFrame(rows, columns=["hour", "pool", "state", "gpu_hours"])
-    wide = frame.pivot_table(index=["hour", "pool"], columns="state", values="gpu_hours", aggfunc="sum",
-                             fill_value=0.0)
-    wide = wide.reindex(columns=list(STATE_CLASSES), fill_value=0.0)
-    wide.columns = [f"{c}_gpu_hours" for c in wide.columns]
-    return wide.reset_index()
+                    parts.setdefault((hour, name), {}).setdefault(cls, []).append(tp * overlap / 3600)
+    keys = sorted(parts)
+    return pd.DataFrame({"hour": np.array([k[0] for k in keys], dtype=np.int64), "pool": [k[1] for k in keys],
+                         **{f"{c}_gpu_hours": np.array([math.fsum(parts[k].get(c, ())) for k in keys], dtype=float)
+                            for c in STATE_CLASSES}})
 
 
 def hourly_cost(replicas: pd.DataFrame, nodes: pd.DataFrame, states: pd.DataFrame) -> pd.DataFrame:
     """USD and GPU-hours per clock hour and pool: billed node time for pools with their own GPUs, each replica's
     share for pools on shared GPUs; with the GPU-hours split into ``ready``, ``cold_start``, ``draining`` and
-    ``idle`` (see the module docstring)."""
+    ``idle`` (see the module docstring). ``states``: :func:`state_gpu_hours`."""
     billed = pd.DataFrame({
         "pool": nodes["pool"], "gpu_type": nodes["gpu_type"], "gpus": nodes["gpus"], "start_s": nodes["start_s"],
         "end_s": nodes["start_s"] + nodes["billed_s"], "usd_per_gpu_hour": nodes["usd_per_gpu_hour"],
         "licence_usd_per_gpu_hour": 0.0})
     shared = replicas[replicas["physical_gpu"] != ""]
     hourly = cost_by_hour(pd.concat([billed, shared[billed.columns]], ignore_index=True) if len(shared) else billed)
+    columns = [f"{c}_gpu_hours" for c in STATE_CLASSES]
     if hourly.empty:
-        return hourly.assign(**{f"{c}_gpu_hours": [] for c in (*STATE_CLASSES, "idle")})
-    per_pool = states.groupby(["hour", "pool"], as_index=False).sum() if len(states) else states
-    out = hourly.merge(per_pool, on=["hour", "pool"], how="left").fillna(
-        {f"{c}_gpu_hours": 0.0 for c in STATE_CLASSES})
-    out["idle_gpu_hours"] = (out["gpu_hours"] - out[[f"{c}_gpu_hours" for c in STATE_CLASSES]].sum(axis=1)).clip(
-        lower=0.0)
-    return out
+        return hourly.assign(**{c: [] for c in (*columns, "idle_gpu_hours")})
+    by_key = {(h, p): i for i, (h, p) in enumerate(zip(states["hour"].tolist(), states["pool"].tolist(), strict=True))}
+    rows = [by_key.get(key) for key in zip(hourly["hour"].tolist(), hourly["pool"].tolist(), strict=True)]
+    for c in columns:
+        values = states[c].tolist()
+        hourly[c] = [0.0 if i is None else values[i] for i in rows]
+    total = hourly["gpu_hours"].tolist()
+    hourly["idle_gpu_hours"] = [max(t - ((r + s) + d), 0.0) for t, r, s, d in zip(
+        total, *(hourly[c].tolist() for c in columns), strict=True)]
+    return hourly
 
 
 def idle_node_kwh(replicas: pd.DataFrame, nodes: pd.DataFrame) -> float:
@@ -132,8 +135,16 @@ def idle_node_kwh(replicas: pd.DataFrame, nodes: pd.DataFrame) -> float:
     if nodes.empty:
         return 0.0
     own = replicas[replicas["physical_gpu"] == ""]
-    replica_gpu_s = (own["gpus"] * (own["end_s"] - own["start_s"])).groupby(own["pool"]).sum()
-    node_gpu_s = (nodes["gpus"] * (nodes["end_s"] - nodes["start_s"])).groupby(nodes["pool"]).sum()
-    idle_w = own.groupby("pool")["idle_w"].first()
-    spare = (node_gpu_s - replica_gpu_s.reindex(node_gpu_s.index, fill_value=0.0)).clip(lower=0.0)
-    return float((spare * idle_w.reindex(spare.index, fill_value=0.0)).sum() / 3.6e6)
+    replica_gpu_s: dict[str, list[float]] = {}
+    idle_w: dict[str, float] = {}
+    for pool, gpus, start, end, watts in zip(own["pool"].tolist(), own["gpus"].tolist(), own["start_s"].tolist(),
+                                             own["end_s"].tolist(), own["idle_w"].tolist(), strict=True):
+        replica_gpu_s.setdefault(pool, []).append(gpus * (end - start))
+        idle_w.setdefault(pool, watts)
+    node_gpu_s: dict[str, list[float]] = {}
+    for pool, gpus, start, end in zip(nodes["pool"].tolist(), nodes["gpus"].tolist(), nodes["start_s"].tolist(),
+                                      nodes["end_s"].tolist(), strict=True):
+        node_gpu_s.setdefault(pool, []).append(gpus * (end - start))
+    spare_j = [max(math.fsum(s) - math.fsum(replica_gpu_s.get(pool, ())), 0.0) * idle_w.get(pool, 0.0)
+               for pool, s in sorted(node_gpu_s.items())]
+    return math.fsum(spare_j) / 3.6e6
