@@ -77,7 +77,8 @@ def _native_draws(kind: type) -> bool:
     random routing need not call back into Python for each draw): checked once per process, on fresh generators."""
     bounds = [1, 2, 3, 5, 7, 100, 101, 1000, 2**16 + 1, 2**31 + 11, 2**32 - 2, 6, 1, 2]
     try:
-        ours = _core.draws(kind(20261202).capsule, bounds * 50)
+        generator = kind(20261202)  # held while the core draws from it: the capsule does not keep it alive
+        ours = _core.draws(generator.capsule, bounds * 50)
         ref = np.random.Generator(kind(20261202))
         theirs = [int(ref.integers(n)) for n in bounds * 50]
     except (AttributeError, TypeError, ValueError):  # no capsule, or a generator the core cannot drive

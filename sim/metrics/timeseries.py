@@ -93,21 +93,24 @@ class PoolMonitor:
                 self.rows[last] = (float(time_s[i]), name, int(running[i]), int(waiting[i]), int(kv_used_blocks[i]),
                                    int(busy_replicas[i]), int(kv_total_blocks[i]))
                 keep[i] = False
-        frame = pd.DataFrame({"time_s": time_s[keep], "pool": pool[keep], "running": running[keep],
-                              "waiting": waiting[keep], "kv_used_blocks": kv_used_blocks[keep],
-                              "busy_replicas": busy_replicas[keep], "kv_total_blocks": kv_total_blocks[keep]})
-        frame = pd.concat([self._table(self.rows).assign(pool=lambda f: f["pool"].cat.codes.astype(np.int64)),
-                           frame], ignore_index=True) if self.rows else frame
+        columns = [time_s[keep], pool[keep], running[keep], waiting[keep], kv_used_blocks[keep], busy_replicas[keep],
+                   kv_total_blocks[keep]]
+        if self.rows:  # this monitor's own rows (before the core's) go first
+            code = {name: i for i, name in enumerate(self.pools)}
+            own = list(zip(*self.rows, strict=True))
+            own[1] = [code[name] for name in own[1]]
+            columns = [np.concatenate([np.asarray(o, dtype=c.dtype), c]) for o, c in zip(own, columns, strict=True)]
         self.rows, self._last_row_index = [], {}
-        order = _canonical(frame["time_s"].to_numpy(), frame["pool"].to_numpy())
+        order = _canonical(columns[0], columns[1])
         if order is not None:
-            frame = frame.iloc[order].reset_index(drop=True)
-        for start in range(0, len(frame), ROW_CHUNK):
-            chunk = frame.iloc[start:start + ROW_CHUNK].reset_index(drop=True)
-            chunk["pool"] = pd.Categorical.from_codes(chunk["pool"].to_numpy(), categories=self.pools)
+            columns = [c[order] for c in columns]
+        for start in range(0, len(columns[0]), ROW_CHUNK):
+            part = [c[start:start + ROW_CHUNK] for c in columns]
+            chunk = pd.DataFrame(dict(zip(COLUMNS, part, strict=True)))
+            chunk["pool"] = pd.Categorical.from_codes(part[1], categories=self.pools)
             with np.errstate(invalid="ignore", divide="ignore"):
-                chunk["kv_utilization"] = chunk["kv_used_blocks"] / chunk["kv_total_blocks"].replace(0, np.nan)
-            self.store.add(chunk[[*COLUMNS, "kv_utilization"]])
+                chunk["kv_utilization"] = part[4] / np.where(part[6] == 0, np.nan, part[6])
+            self.store.add(chunk)
 
     def aggregates(self, pool: str) -> list[int]:
         """The pool's running, waiting, KV-used, busy-replica and KV-total counts now."""

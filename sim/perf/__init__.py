@@ -78,7 +78,7 @@ def _kernel(pool: PoolConfig, gpu: GpuSpec, model: ModelSpec, sizing: ReplicaSiz
     scale = cfg.gpu_time_scale if cfg.gpu_time_scale is not None else profile.gpu_time_scale
     overlap = cfg.overlap_host if cfg.overlap_host is not None else profile.overlap_host
     return TransformerStepModel(ops, model, pool.tensor_parallel, pool.precision, sizing.kv_dtype, step, per_seq,
-                                eager, cfg.cudagraph_max_tokens, scale, overlap)
+                                eager, cfg.cudagraph_max_tokens, scale, overlap, sizing.max_model_len)
 
 
 def _constant(pool: PoolConfig, gpu: GpuSpec, model: ModelSpec, sizing: ReplicaSizing) -> PerfModel:

@@ -21,7 +21,8 @@ from sim.perf.shape import BatchShape
 
 ACT_BYTES = 2
 #: Decode attention is tabulated per batch size over log2(mean KV length) at this many points per octave, up to
-#: ``2**DECODE_TABLE_OCTAVES`` tokens, and interpolated linearly (see :meth:`TransformerStepModel.decode_attention_s`).
+#: ``2**DECODE_TABLE_OCTAVES`` tokens or an octave past the replica's longest sequence, and interpolated linearly
+#: (see :meth:`TransformerStepModel.decode_attention_s`).
 DECODE_TABLE_PER_OCTAVE = 64
 DECODE_TABLE_OCTAVES = 22
 #: Decode tables are built for this many consecutive batch sizes at a time (:meth:`TransformerStepModel.decode_table`).
@@ -62,6 +63,7 @@ class TransformerStepModel:
         cudagraph_max_tokens: int = 512,
         gpu_time_scale: float = 1.0,
         overlap_host: bool = False,
+        max_kv_tokens: int | None = None,
     ) -> None:
         self.ops = ops
         self.model = model
@@ -78,6 +80,9 @@ class TransformerStepModel:
         self.gpu_time_scale = gpu_time_scale
         self.overlap_host = overlap_host
         self._plain = gpu_time_scale == 1.0 and not overlap_host
+        # Decode tables reach past the longest KV a sequence can hold (a batch's mean never exceeds it).
+        self._octaves = DECODE_TABLE_OCTAVES if max_kv_tokens is None else min(
+            DECODE_TABLE_OCTAVES, math.ceil(math.log2(max(max_kv_tokens, 2))) + 1)
         m, tp = model, tensor_parallel
         self._heads = m.n_heads // tp
         self._kv_heads = kv_heads_per_gpu(m, tp)
@@ -165,7 +170,7 @@ class TransformerStepModel:
             # The whole aligned block of batch sizes around n at once (a row does not depend on the others).
             low = (n - 1) // DECODE_TABLE_BLOCK * DECODE_TABLE_BLOCK + 1
             sizes = list(range(low, low + DECODE_TABLE_BLOCK))
-            grid = np.exp2(np.arange(DECODE_TABLE_OCTAVES * DECODE_TABLE_PER_OCTAVE + 1) / DECODE_TABLE_PER_OCTAVE)
+            grid = np.exp2(np.arange(self._octaves * DECODE_TABLE_PER_OCTAVE + 1) / DECODE_TABLE_PER_OCTAVE)
             values = tables(sizes, grid, self._heads, self._kv_heads, self.model.head_dim, self.kv_dtype)
             for size, r in zip(sizes, values, strict=True):
                 self._decode_rows.setdefault(size, r)
@@ -204,7 +209,7 @@ class TransformerStepModel:
         attention read from its table in a few array operations (equal up to rounding)."""
         table = self._decode_table(n) if n else None
         last_kv = (kv_tokens + n * (steps - 1)) / n if n else 0.0
-        if table is None or kv_tokens < n or last_kv >= 2.0 ** DECODE_TABLE_OCTAVES:
+        if table is None or kv_tokens < n or last_kv >= 2.0 ** self._octaves:
             return [self.step_time_s(BatchShape((), n, kv_tokens + n * j, n)) for j in range(steps)]
         m = self.model
         head = self.head_s(n)
