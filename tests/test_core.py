@@ -1,10 +1,11 @@
-"""The compiled engine core (``sim/engine/_core.c``) gives the Python engine's results.
+"""The compiled engine core (``sim/engine/_core.c``) gives the per-step reference's results.
 
-``run.core: auto`` (the default) runs a static fleet on the compiled core; ``python`` runs the SimPy engine, the
-reference. Over random eligible scenarios (hypothesis: routers, schedulers, chunked prefill, small KV caches that
-force preemption, the kernel, roofline and constant step models, mixed pools whose ``max_model_len`` differ, too-long
-requests, traces) the request records, busy time, time series and summary must agree to 1e-9 s. Scenarios the
-core does not cover fall back to the Python engine, and say why.
+``run.core: auto`` (the default) runs a static fleet on the compiled core; ``python`` runs the SimPy engine, and
+with ``engine.stepping: iteration`` (one event per engine step) it is the reference compared against here. Over
+random eligible scenarios (hypothesis: routers, schedulers, chunked prefill, small KV caches that force preemption,
+the kernel, roofline and constant step models, mixed pools whose ``max_model_len`` differ, too-long requests,
+traces) the request records, busy time, time series and summary must agree to 1e-9 s. Scenarios the core does not
+cover fall back to the Python engine, and say why.
 """
 
 from __future__ import annotations
@@ -42,9 +43,9 @@ ROUTERS = sorted(core_module.ROUTER_CODES)
 GPUS = [("h100_sxm", "llama-3.1-8b"), ("l4", "llama-3.1-8b"), ("l40s", "llama-3.1-8b")]
 
 
-def with_core(sc, core: str):
-    return simulate(validate_scenario(merge(sc.model_dump(mode="json", by_alias=True), {"run": {"core": core}}),
-                                      "test"))
+def with_core(sc, core: str, stepping: str = "fast"):
+    patch = {"run": {"core": core}, "pools": {name: {"engine": {"stepping": stepping}} for name in sc.pools}}
+    return simulate(validate_scenario(merge(sc.model_dump(mode="json", by_alias=True), patch), "test"))
 
 
 def assert_summaries_agree(a: dict, b: dict, path: str = "") -> None:
@@ -64,8 +65,9 @@ def assert_summaries_agree(a: dict, b: dict, path: str = "") -> None:
 
 
 def both_cores(sc):
-    """(Python engine, compiled core) results of ``sc``, checked to have run where they should."""
-    python, compiled = with_core(sc, "python"), with_core(sc, "auto")
+    """(Python engine stepping one event per step, the reference; compiled core) results of ``sc``, checked to have
+    run where they should."""
+    python, compiled = with_core(sc, "python", "iteration"), with_core(sc, "auto")
     assert python.summary["engine"]["core"] == "python"
     assert compiled.summary["engine"]["core"] == "compiled", compiled.summary["engine"].get("python_because")
     return python, compiled
