@@ -227,7 +227,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         except OSError as err:
             raise FleetsimError(f"--out {args.out}: cannot write results: {err.strerror or err}") from None
     print(summary_text(res))
-    print(f"wall time {wall:.2f} s")
+    engine = res.summary["engine"]
+    how = "compiled core" if engine["core"] == "compiled" else f"Python engine: {engine['python_because']}"
+    print(f"wall time {wall:.2f} s ({how})")
     if args.out:
         print(f"results written to {args.out}/")
     return 0
