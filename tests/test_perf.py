@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -116,3 +117,22 @@ def test_grid_sections_equal_the_scalar_lookup_bit_for_bit():
                         point = [fixed.get(axis, 0.0) for axis in range(len(grid.knots))]
                         point[a], point[b] = xa, xb
                         assert section.values[i][j] == grid.at(*point)
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_table_maths_is_the_c_librarys_on_every_machine(compiled, monkeypatch):
+    """Decode tables and decode runs take exp, log2 and exp2 from the C library (as ``math`` does), not numpy's
+    SIMD code, whose last bits may differ between CPUs; with or without the compiled extension."""
+    import math
+
+    from sim.perf import libm
+
+    if not compiled:
+        monkeypatch.setattr(libm, "_libm", None)
+    elif libm._libm is None:
+        pytest.skip("the compiled extension is not built")
+    x = np.random.default_rng(3).uniform(-30, 30, 2000).reshape(40, 50)
+    y = np.abs(x) + 1e-3
+    assert libm.exp(x).tolist() == [[math.exp(v) for v in row] for row in x.tolist()]
+    assert libm.log2(y).tolist() == [[math.log2(v) for v in row] for row in y.tolist()]
+    assert libm.exp2(x).tolist() == [[math.exp2(v) for v in row] for row in x.tolist()]

@@ -1094,7 +1094,34 @@ static PyObject *core_draws(PyObject *self, PyObject *args) {
     return out;
 }
 
+/* libm(kind, src, dst): dst[i] = exp (kind 0), log2 (1) or exp2 (2) of src[i], with the C library's functions, as
+ * Python's math module computes them (sim/perf/libm.py). */
+static PyObject *core_libm(PyObject *self, PyObject *args) {
+    (void)self;
+    int kind;
+    PyObject *src_o, *dst_o;
+    if (!PyArg_ParseTuple(args, "iOO", &kind, &src_o, &dst_o)) return NULL;
+    Buf src, dst;
+    memset(&src, 0, sizeof src);
+    memset(&dst, 0, sizeof dst);
+    PyObject *result = NULL;
+    double *x = buf_get(src_o, &src, 'd', -1, "values");
+    double *y = x ? buf_get(dst_o, &dst, 'd', src.b.len / 8, "out values") : NULL;
+    if (y) {
+        i64 n = src.b.len / 8;
+        if (kind == 0) for (i64 i = 0; i < n; i++) y[i] = exp(x[i]);
+        else if (kind == 1) for (i64 i = 0; i < n; i++) y[i] = log2(x[i]);
+        else for (i64 i = 0; i < n; i++) y[i] = exp2(x[i]);
+        result = Py_None;
+        Py_INCREF(result);
+    }
+    if (src.held) PyBuffer_Release(&src.b);
+    if (dst.held) PyBuffer_Release(&dst.b);
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"libm", core_libm, METH_VARARGS, "Elementwise exp, log2 or exp2 with the C library (see sim/perf/libm.py)."},
     {"run", core_run, METH_VARARGS, "Run a static fleet over its arrivals (see sim/engine/core.py)."},
     {"draws", core_draws, METH_VARARGS, "Bounded integer draws from a numpy bit generator (see core.py)."},
     {NULL, NULL, 0, NULL},

@@ -27,6 +27,7 @@ import yaml
 from sim.catalog import GpuSpec, load_catalog
 from sim.engine.sizing import KV_BYTES, WEIGHT_BYTES, compute_dtype
 from sim.errors import CatalogError
+from sim.perf import libm
 from sim.perf.curves import LogGrid, Slice2, _locate
 
 ACT_BYTES = 2
@@ -439,7 +440,7 @@ class KernelModel:
         running = np.array([self._kv_running_max(curve, key, b, n_heads, n_kv_heads, head_dim, kv_dtype)
                             for b in bs])
         kk = np.asarray(section.knots_b)
-        xk = np.log2(kv)
+        xk = libm.log2(kv)
         # Correction rows at these KV lengths (Slice2.at's arithmetic, elementwise).
         xc = np.clip(xk, kk[0], kk[-1])
         j = np.clip(np.searchsorted(kk, xc, side="right") - 1, 0, len(kk) - 2)
@@ -447,7 +448,7 @@ class KernelModel:
         corr = (v0[:, j] * (1 - g) + v0[:, j + 1] * g) * (1 - f) + (v1[:, j] * (1 - g) + v1[:, j + 1] * g) * f
         per_token = 2 * n_kv_heads * head_dim * KV_BYTES[kv_dtype]
         raw_moved = np.array(bs)[:, None] * (kv * per_token + 2 * n_heads * head_dim * ACT_BYTES)
-        t = (curve.floor_s + raw_moved / (self._bw * curve.efficiency)) * np.exp(corr)
+        t = (curve.floor_s + raw_moved / (self._bw * curve.efficiency)) * libm.exp(corr)
         jr = np.minimum(np.searchsorted(kk, xk, side="right") - 1, len(kk) - 1)
         t = np.where(xk < kk[0], t, np.maximum(t, running[:, np.maximum(jr, 0)]))
         n = len(sizes)

@@ -17,6 +17,7 @@ import numpy as np
 from sim.catalog import ModelSpec
 from sim.config import ConstantPerf
 from sim.engine.sizing import kv_heads_per_gpu
+from sim.perf import libm
 from sim.perf.shape import BatchShape
 
 ACT_BYTES = 2
@@ -170,7 +171,7 @@ class TransformerStepModel:
             # The whole aligned block of batch sizes around n at once (a row does not depend on the others).
             low = (n - 1) // DECODE_TABLE_BLOCK * DECODE_TABLE_BLOCK + 1
             sizes = list(range(low, low + DECODE_TABLE_BLOCK))
-            grid = np.exp2(np.arange(self._octaves * DECODE_TABLE_PER_OCTAVE + 1) / DECODE_TABLE_PER_OCTAVE)
+            grid = libm.exp2(np.arange(self._octaves * DECODE_TABLE_PER_OCTAVE + 1) / DECODE_TABLE_PER_OCTAVE)
             values = tables(sizes, grid, self._heads, self._kv_heads, self.model.head_dim, self.kv_dtype)
             for size, r in zip(sizes, values, strict=True):
                 self._decode_rows.setdefault(size, r)
@@ -231,7 +232,7 @@ class TransformerStepModel:
                 t = m.n_layers * (dense + (lo + (values[i + 1] - lo) * (x - i))) + fixed
                 out.append(t + eager if eager else t)
             return out
-        x = np.log2((kv_tokens + n * np.arange(steps)) / n) * DECODE_TABLE_PER_OCTAVE
+        x = libm.log2((kv_tokens + n * np.arange(steps)) / n) * DECODE_TABLE_PER_OCTAVE
         i = x.astype(np.int64)
         values = table[1]
         lo = values[i]
@@ -241,7 +242,7 @@ class TransformerStepModel:
     def _gpu_decode_s(self, table, n: int, kv_tokens: int, steps: int, head: float) -> list[float]:
         """GPU time alone of the whole-batch decode steps of :meth:`decode_step_times_s` (its table path)."""
         m = self.model
-        x = np.log2((kv_tokens + n * np.arange(steps)) / n) * DECODE_TABLE_PER_OCTAVE
+        x = libm.log2((kv_tokens + n * np.arange(steps)) / n) * DECODE_TABLE_PER_OCTAVE
         i = x.astype(np.int64)
         lo = table[1][i]
         return (m.n_layers * (self.dense_layer_s(n) + (lo + (table[1][i + 1] - lo) * (x - i))) + head).tolist()
