@@ -49,7 +49,7 @@ def sample_s(dist: Duration, rng: np.random.Generator) -> float:
     if dist.dist == "uniform":
         return float(rng.uniform(dist.low_s, dist.high_s))
     if dist.dist == "lognormal":
-        return float(dist.median_s * np.exp(dist.sigma * rng.standard_normal()))
+        return float(dist.median_s * math.exp(dist.sigma * rng.standard_normal()))
     return float(rng.exponential(dist.mean_s))
 
 

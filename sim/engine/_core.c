@@ -1094,8 +1094,8 @@ static PyObject *core_draws(PyObject *self, PyObject *args) {
     return out;
 }
 
-/* libm(kind, src, dst): dst[i] = exp (kind 0), log2 (1) or exp2 (2) of src[i], with the C library's functions, as
- * Python's math module computes them (sim/perf/libm.py). */
+/* libm(kind, src, dst): dst[i] = exp (kind 0), log2 (1), exp2 (2), cos (3) or log (4) of src[i], with the C
+ * library's functions, as Python's math module computes them (sim/libm.py). */
 static PyObject *core_libm(PyObject *self, PyObject *args) {
     (void)self;
     int kind;
@@ -1111,7 +1111,9 @@ static PyObject *core_libm(PyObject *self, PyObject *args) {
         i64 n = src.b.len / 8;
         if (kind == 0) for (i64 i = 0; i < n; i++) y[i] = exp(x[i]);
         else if (kind == 1) for (i64 i = 0; i < n; i++) y[i] = log2(x[i]);
-        else for (i64 i = 0; i < n; i++) y[i] = exp2(x[i]);
+        else if (kind == 2) for (i64 i = 0; i < n; i++) y[i] = exp2(x[i]);
+        else if (kind == 3) for (i64 i = 0; i < n; i++) y[i] = cos(x[i]);
+        else for (i64 i = 0; i < n; i++) y[i] = log(x[i]);
         result = Py_None;
         Py_INCREF(result);
     }
@@ -1121,7 +1123,7 @@ static PyObject *core_libm(PyObject *self, PyObject *args) {
 }
 
 static PyMethodDef methods[] = {
-    {"libm", core_libm, METH_VARARGS, "Elementwise exp, log2 or exp2 with the C library (see sim/perf/libm.py)."},
+    {"libm", core_libm, METH_VARARGS, "Elementwise exp, log2, exp2, cos or log with the C library (see sim/libm.py)."},
     {"run", core_run, METH_VARARGS, "Run a static fleet over its arrivals (see sim/engine/core.py)."},
     {"draws", core_draws, METH_VARARGS, "Bounded integer draws from a numpy bit generator (see core.py)."},
     {NULL, NULL, 0, NULL},

@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from sim import libm
 from sim.catalog import GpuSpec, load_catalog
 from sim.engine.sizing import KV_BYTES, WEIGHT_BYTES, compute_dtype
 from sim.errors import CatalogError
-from sim.perf import libm
 from sim.perf.curves import LogGrid, Slice2, _locate
 
 ACT_BYTES = 2

@@ -14,10 +14,10 @@ from typing import Protocol
 
 import numpy as np
 
+from sim import libm
 from sim.catalog import ModelSpec
 from sim.config import ConstantPerf
 from sim.engine.sizing import kv_heads_per_gpu
-from sim.perf import libm
 from sim.perf.shape import BatchShape
 
 ACT_BYTES = 2

@@ -28,8 +28,8 @@ def _draw(rng: np.random.Generator, p: RandomParameter):
     if p.uniform is not None:
         return float(rng.uniform(*p.uniform))
     if p.loguniform is not None:
-        lo, hi = np.log(p.loguniform[0]), np.log(p.loguniform[1])
-        return float(np.exp(rng.uniform(lo, hi)))
+        lo, hi = math.log(p.loguniform[0]), math.log(p.loguniform[1])
+        return float(math.exp(rng.uniform(lo, hi)))
     if p.integer is not None:
         return int(rng.integers(p.integer[0], p.integer[1], endpoint=True))
     return p.choice[int(rng.integers(len(p.choice)))]

@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from sim import libm
+
 _FROZEN = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
 
@@ -211,7 +213,7 @@ class DiurnalArrivals(_ThinnedArrivals):
 
     def rate_at(self, t_s: np.ndarray) -> np.ndarray:
         phase = 2 * math.pi * (np.asarray(t_s) - self.peak_s) / self.period_s
-        return self.mean_rate_per_s * (1 + self.amplitude * np.cos(phase))
+        return self.mean_rate_per_s * (1 + self.amplitude * libm.cos(phase))
 
 
 ArrivalProcess = Annotated[

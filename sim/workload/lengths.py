@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from sim import libm
 from sim.errors import TraceError
 from sim.limits import MAX_TOKENS
 from sim.workload.traces import reading
@@ -119,10 +120,10 @@ class LogNormalLength(BaseModel):
 
         sigma, scale = self._shape_scale
         if self.max_tokens is None:
-            return np.ceil(np.exp(sigma * rng.standard_normal(n)) * scale).astype(np.int64)
+            return np.ceil(libm.exp(sigma * rng.standard_normal(n)) * scale).astype(np.int64)
         # Inverse-CDF sampling of the truncated law: exact, and a fixed number of draws per sample.
-        u = rng.random(n) * ndtr(np.log(self.max_tokens / scale) / sigma)
-        return np.minimum(np.ceil(np.exp(sigma * ndtri(u)) * scale), self.max_tokens).astype(np.int64)
+        u = rng.random(n) * ndtr(math.log(self.max_tokens / scale) / sigma)
+        return np.minimum(np.ceil(libm.exp(sigma * ndtri(u)) * scale), self.max_tokens).astype(np.int64)
 
 
 class GeometricLength(BaseModel):
