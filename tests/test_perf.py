@@ -138,3 +138,15 @@ def test_table_maths_is_the_c_librarys_on_every_machine(compiled, monkeypatch):
     assert libm.exp2(x).tolist() == [[math.exp2(v) for v in row] for row in x.tolist()]
     assert libm.cos(x).tolist() == [[math.cos(v) for v in row] for row in x.tolist()]
     assert libm.log(y).tolist() == [[math.log(v) for v in row] for row in y.tolist()]
+
+
+def test_a_decode_table_row_does_not_depend_on_the_block_it_was_built_in():
+    """Tables are built a block of batch sizes at a time; each row must equal the one built alone, bit for bit,
+    whichever engine asks first."""
+    from sim.perf.kernel import KernelModel
+
+    kv = np.exp2(np.arange(15 * 64 + 1) / 64)
+    block = KernelModel.for_gpu("h100_sxm").attention_decode_tables_s(list(range(33, 65)), kv, 32, 8, 128)
+    alone = KernelModel.for_gpu("h100_sxm")
+    for b in (33, 40, 63, 64):
+        assert block[b - 33].tolist() == alone.attention_decode_tables_s([b], kv, 32, 8, 128)[0].tolist()

@@ -405,22 +405,14 @@ class KernelModel:
             t = max(t, t1(2.0**knot))
         return t
 
-    def attention_decode_many_s(self, batch_size: int, kv_lens: np.ndarray, n_heads: int, n_kv_heads: int,
-                                head_dim: int, kv_dtype: str = "bf16") -> np.ndarray:
-        """:meth:`attention_decode_s` for one batch size and an array of mean KV lengths (a run of decode
-        steps), vectorised; equal to the scalar method up to floating-point rounding."""
-        kv = np.asarray(kv_lens, dtype=float)
-        if batch_size <= 0:
-            return np.zeros_like(kv)
-        return self.attention_decode_tables_s([batch_size], kv, n_heads, n_kv_heads, head_dim, kv_dtype)[0]
-
     def attention_decode_tables_s(self, batch_sizes: list[int], kv_lens: np.ndarray, n_heads: int, n_kv_heads: int,
                                   head_dim: int, kv_dtype: str = "bf16") -> np.ndarray:
-        """:meth:`attention_decode_many_s` for several batch sizes (>= 1) at once: one row per batch size.
+        """:meth:`attention_decode_s` for several batch sizes (>= 1) and an array of mean KV lengths, vectorised:
+        one row per batch size, equal to the scalar method up to floating-point rounding.
 
-        Each row is elementwise the same arithmetic whatever the other rows, so it equals the single batch size's
-        bit for bit; the monotone envelope's batch-knot rows are evaluated once for all the batch sizes, which is
-        what makes a block of them cost little more than one.
+        Each row is elementwise the same arithmetic whatever the other rows, so it does not depend on which batch
+        sizes are asked together; the monotone envelope's batch-knot rows are evaluated once for all of them, which
+        is what makes a block of batch sizes cost little more than one.
         """
         kv = np.asarray(kv_lens, dtype=float)
         name = "fp8" if KV_BYTES[kv_dtype] == 1 and "fp8" in self.calibration.attention_decode else "bf16"
