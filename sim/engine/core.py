@@ -1,8 +1,11 @@
 """The compiled engine core: a whole run of a static fleet in one C loop (``sim/engine/_core.c``).
 
 It applies the per-step reference's transitions (one event per engine step, as ``engine.stepping: iteration``)
-in SimPy's order, with step prices from the same Python performance model (called back and memoised), so its
-records equal the Python engine's (tests/test_core.py holds them to 1e-9 s over random scenarios). It covers the
+in SimPy's order, with step prices from the same performance model (the calibrated kernel model's operators
+computed in C from the constants :meth:`TransformerStepModel.kernel_spec` hands over, with the same arithmetic;
+decode-attention tables and other models called back; all memoised), so its records equal the Python engine's
+(tests/test_core.py holds them to 1e-9 s over random scenarios). Requests in flight live in reusable slots;
+ended requests' records and the pools' change points come back a chunk at a time. It covers the
 common case: open-loop or trace arrivals of one traffic class, pools of ready replicas that neither scale nor fail,
 the vLLM V1 and no-evict schedulers, the calibrated kernel, roofline and constant step models, and the routers
 ``round_robin``, ``random``, ``least_outstanding``, ``jsq_tokens`` and ``power_of_two``. Anything else (and
