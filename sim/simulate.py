@@ -115,9 +115,10 @@ def simulate(
     why_python = unsupported(scenario, fleet)
     core_events = None
     if why_python is None:
+        expected = _expected_requests(scenario)
         if progress is not None:
-            progress(0.0, 0, _expected_requests(scenario))
-        _, core_events = run_core(fleet, scenario.router.policy, build_module.RECORD_CHUNK)
+            progress(0.0, 0, expected)
+        _, core_events = run_core(fleet, scenario.router.policy, build_module.RECORD_CHUNK, progress, expected)
         if progress is not None:
             progress(fleet.done.value, fleet.arrived, fleet.arrived)
     elif progress is None:

@@ -10,6 +10,7 @@ cover fall back to the Python engine, and say why.
 
 from __future__ import annotations
 
+import itertools
 import math
 import shutil
 import sysconfig
@@ -179,3 +180,16 @@ def test_the_cores_bounded_draws_are_numpys(kind):
     assert core_module._core.draws(ours.capsule, bounds) == [int(theirs.integers(n)) for n in bounds]
     assert ours.random_raw() == theirs.bit_generator.random_raw()
     assert core_module._native_draws(kind)
+
+
+@needs_core
+def test_the_core_reports_progress_as_records_come_back(monkeypatch):
+    from sim.cluster import build as build_module
+
+    monkeypatch.setattr(build_module, "RECORD_CHUNK", 50)
+    calls = []
+    res = simulate(scenario({"workload": {"num_requests": 400, "arrival": {"process": "poisson", "rate_per_s": 20.0}}}),
+                   progress=lambda now_s, ended, expected: calls.append((now_s, ended, expected)))
+    assert res.summary["engine"]["core"] == "compiled"
+    assert calls[0] == (0.0, 0, 400) and calls[-1][1] == 400 and len(calls) >= 8
+    assert all(a[0] <= b[0] and a[1] <= b[1] for a, b in itertools.pairwise(calls))

@@ -355,11 +355,11 @@ static PyObject *recs_tuple(Recs *w) {
                          PyBytes_FromStringAndSize((const char *)w->finish, w->n * 8));
 }
 
-static int recs_flush(Recs *w) {
+static int recs_flush(Recs *w, double now) {
     if (!w->n) return 0;
     PyObject *cols = recs_tuple(w);
     if (!cols) return -1;
-    PyObject *res = PyObject_CallObject(w->cb, cols);
+    PyObject *res = PyObject_CallFunction(w->cb, "Od", cols, now);
     Py_DECREF(cols);
     if (!res) return -1;
     Py_DECREF(res);
@@ -367,9 +367,9 @@ static int recs_flush(Recs *w) {
     return 0;
 }
 
-static int recs_add(Recs *w, i64 id, double arrival, i64 replica, i64 preempt, i64 status, double sched,
-                    double first, double maxitl, double finish) {
-    if (w->n == w->cap && recs_flush(w) < 0) return -1;
+static int recs_add(Recs *w, double now, i64 id, double arrival, i64 replica, i64 preempt, i64 status,
+                    double sched, double first, double maxitl, double finish) {
+    if (w->n == w->cap && recs_flush(w, now) < 0) return -1;
     i64 i = w->n++;
     w->id[i] = id; w->arrival[i] = arrival; w->replica[i] = replica; w->preempt[i] = preempt;
     w->status[i] = status; w->sched[i] = sched; w->first[i] = first; w->maxitl[i] = maxitl; w->finish[i] = finish;
@@ -702,7 +702,7 @@ static int finish_step(Core *c, i64 ri) {
         r->out_tokens -= q->prompt[id] + q->output[id];
         c->unfinished--;
         c->n_order++;
-        if (recs_add(&c->recs, q->id[id], q->arrival[id], q->replica[id], q->preempt[id], ST_FINISHED, q->sched[id],
+        if (recs_add(&c->recs, now, q->id[id], q->arrival[id], q->replica[id], q->preempt[id], ST_FINISHED, q->sched[id],
                      q->first[id], q->maxitl[id], q->finish[id]) < 0) return -1;
         q->free_slots[q->n_free++] = id;
         check_done(c);
@@ -747,7 +747,7 @@ static int dispatch(Core *c, i64 rid, i64 prompt, i64 output) {
     i64 total = prompt + output;
     if (total > c->longest_len) {
         c->n_order++;
-        return recs_add(&c->recs, rid, c->now, -1, 0, ST_TOO_LONG, NAN, NAN, 0.0, NAN);
+        return recs_add(&c->recs, c->now, rid, c->now, -1, 0, ST_TOO_LONG, NAN, NAN, 0.0, NAN);
     }
     if (!q->n_free && slots_grow(q) < 0) return -1;
     i64 id = q->free_slots[--q->n_free];
@@ -819,7 +819,12 @@ static int simulate(Core *c, const double *arrival_in, const i64 *prompt, const 
     double cur = 0.0;
     i64 ai = 0;
     if (n_req == 0) { c->arrivals_over = 1; check_done(c); }
+    i64 until_check = 1 << 16;
     while (!c->done) {
+        if (--until_check == 0) { /* Ctrl-C and other signals, now and then */
+            until_check = 1 << 16;
+            if (PyErr_CheckSignals() < 0) return -1;
+        }
         if (ai < n_req) {
             double t = arrival_in[ai];
             /* replay(): the clock moves by a timeout of t - now, so the arrival is at now + (t - now) */
@@ -839,7 +844,7 @@ static int simulate(Core *c, const double *arrival_in, const i64 *prompt, const 
         if (c->reps[e.rep].state == STEPPING && finish_step(c, e.rep) < 0) return -1;
         if (replica_loop(c, e.rep) < 0) return -1;
     }
-    return recs_flush(&c->recs);
+    return recs_flush(&c->recs, c->now);
 }
 
 /* ---------------------------------------------------------------------------------------------------------- */

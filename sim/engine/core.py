@@ -104,10 +104,11 @@ def _pool_settings(replica) -> tuple:
             perf.prefill_attention_s, perf.kernel_spec())
 
 
-def run(fleet, router: str, record_chunk: int) -> tuple[float, int]:
+def run(fleet, router: str, record_chunk: int, progress=None, expected: int | None = None) -> tuple[float, int]:
     """Run ``fleet`` (as built, not yet started; ``router``: its policy) to its end on the compiled core; write the
     requests' records (``record_chunk`` at a time, in the order they ended, as the Python engine writes them), the
-    replicas' busy time and steps and the pool change points where the Python engine would have.
+    replicas' busy time and steps and the pool change points where the Python engine would have. ``progress``
+    (simulated seconds, requests ended, ``expected``) is called as each chunk of records comes back.
 
     Returns
     -------
@@ -138,9 +139,14 @@ def run(fleet, router: str, record_chunk: int) -> tuple[float, int]:
     def change_points(*rows: bytes) -> None:  # the pools' change points, a chunk at a time
         fleet.monitor.extend(*(np.frombuffer(b, dtype=np.float64 if i == 0 else np.int64) for i, b in enumerate(rows)))
 
-    def records(*columns: bytes) -> None:  # ended requests, a chunk at a time
+    ended = [0]
+
+    def records(columns: tuple[bytes, ...], now_s: float) -> None:  # ended requests, a chunk at a time
         _records(fleet, *(np.frombuffer(b, dtype=np.float64 if i in _FLOAT_COLUMNS else np.int64).copy()
                           for i, b in enumerate(columns)), prompt, output, rep_pool)  # copies: writable columns
+        ended[0] += len(columns[0]) // 8
+        if progress is not None:
+            progress(now_s, ended[0], expected)
 
     done, end_s, n_order, events, rows = _core.run(
         arrival_in, prompt, output, rep_pool, settings, agg, ROUTER_CODES[router],
