@@ -89,6 +89,15 @@ static double grid_at(const Grid *g, double x0, double x1, double x2) {
 
 static inline double max2(double a, double b) { return b > a ? b : a; } /* Python's max(a, b) */
 
+/* ``t`` raised to the running maximum of the raw time over the knots at or below ``x`` (the monotone envelope of
+ * KernelModel.gemm_s and attention_prefill_s; ``run``: that running maximum, one per knot) */
+static inline double knot_max(double t, double x, const double *kn, i64 len, const double *run) {
+    if (!(x >= kn[0])) return t;
+    i64 j = bisect_right(kn, len, x) - 1;
+    if (j > len - 1) j = len - 1;
+    return max2(t, run[j]);
+}
+
 /* KernelModel.gemm_s for m >= 1 tokens */
 static double gemm_s(const Gemm *G, i64 m_tokens) {
     double m = (double)m_tokens;
@@ -100,14 +109,7 @@ static double gemm_s(const Gemm *G, i64 m_tokens) {
     double x = log2(m);
     double t = (G->floor_s + pow(pow(tc, p) + pow(tm, p), 1 / p)) * exp(grid_at(&G->g, x, G->log2n, G->log2k));
     t = max2(max2(t, flops / G->peak), moved / G->bw);
-    const double *kn = G->g.knots[0];
-    i64 len = G->g.len[0];
-    if (x >= kn[0]) {
-        i64 j = bisect_right(kn, len, x) - 1;
-        if (j > len - 1) j = len - 1;
-        t = max2(t, G->run[j]);
-    }
-    return t;
+    return knot_max(t, x, G->g.knots[0], G->g.len[0], G->run);
 }
 
 /* TransformerStepModel.dense_layer_s */
@@ -146,14 +148,7 @@ static double prefill_attention_s(const Kern *K, i64 cached, i64 chunk) {
     double sol = max2(flops / K->bf16, moved / K->bw);
     double length = (sqrt(1 + 8 * pairs) - 1) / 2;
     double t = prefill_raw(K, length);
-    double x = log2(length);
-    const double *kn = K->pf.knots[1];
-    i64 len = K->pf.len[1];
-    if (x >= kn[0]) {
-        i64 j = bisect_right(kn, len, x) - 1;
-        if (j > len - 1) j = len - 1;
-        t = max2(t, K->pf_run[j]);
-    }
+    t = knot_max(t, log2(length), K->pf.knots[1], K->pf.len[1], K->pf_run);
     return max2(t, sol);
 }
 
