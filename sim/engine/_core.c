@@ -47,21 +47,19 @@ typedef struct {
     double *pf_run;  /* running maximum over the length knots (pf.knots[1]) */
 } Kern;
 
-/* sim/perf/curves.py _locate: left knot and fraction, clamped to the outer knots */
-static inline i64 locate(double x, const double *k, i64 n, double *f) {
-    if (x <= k[0]) { *f = 0.0; return 0; }
-    if (x >= k[n - 1]) { *f = 1.0; return n - 2; }
-    i64 lo = 0, hi = n; /* bisect_right */
-    while (lo < hi) { i64 mid = (lo + hi) / 2; if (x < k[mid]) hi = mid; else lo = mid + 1; }
-    i64 i = lo - 1;
-    *f = (x - k[i]) / (k[i + 1] - k[i]);
-    return i;
-}
-
 static inline i64 bisect_right(const double *k, i64 n, double x) {
     i64 lo = 0, hi = n;
     while (lo < hi) { i64 mid = (lo + hi) / 2; if (x < k[mid]) hi = mid; else lo = mid + 1; }
     return lo;
+}
+
+/* sim/perf/curves.py _locate: left knot and fraction, clamped to the outer knots */
+static inline i64 locate(double x, const double *k, i64 n, double *f) {
+    if (x <= k[0]) { *f = 0.0; return 0; }
+    if (x >= k[n - 1]) { *f = 1.0; return n - 2; }
+    i64 i = bisect_right(k, n, x) - 1;
+    *f = (x - k[i]) / (k[i + 1] - k[i]);
+    return i;
 }
 
 /* LogGrid.at (one and three axes) and Slice2.at (two) */

@@ -286,7 +286,7 @@ class KernelModel:
         """
         if batch_size <= 0 or seq_len <= 0:
             return 0.0
-        name, curve = self._prefill_curve(kv_dtype)
+        name, curve = self._attention_curve(self.calibration.attention_prefill, kv_dtype)
         pairs = seq_len * cached_len + seq_len * (seq_len + 1) / 2
         flops = 4.0 * batch_size * n_heads * head_dim * pairs
         kv = (cached_len + seq_len) * 2 * n_kv_heads * head_dim * KV_BYTES[kv_dtype]
@@ -301,9 +301,10 @@ class KernelModel:
             t = max(t, float(running[min(bisect_right(knots, x) - 1, len(knots) - 1)]))
         return max(t, sol)
 
-    def _prefill_curve(self, kv_dtype: str) -> tuple[str, AttentionCurve]:
-        name = "fp8" if KV_BYTES[kv_dtype] == 1 and "fp8" in self.calibration.attention_prefill else "bf16"
-        return name, self.calibration.attention_prefill[name]
+    def _attention_curve(self, curves: dict[str, AttentionCurve], kv_dtype: str) -> tuple[str, AttentionCurve]:
+        """(name, curve) of an attention family for a KV cache of ``kv_dtype``: fp8 where measured, else bf16."""
+        name = "fp8" if KV_BYTES[kv_dtype] == 1 and "fp8" in curves else "bf16"
+        return name, curves[name]
 
     def _prefill_running(self, curve: AttentionCurve, name: str, batch_size: int, n_heads: int, n_kv_heads: int,
                          head_dim: int) -> np.ndarray:
@@ -334,7 +335,7 @@ class KernelModel:
         """The constants of :meth:`attention_prefill_s` for one sequence at a time: (heads, KV heads, head dim, KV
         bytes, bf16 peak, bandwidth, floor, efficiency, the (batch, length) section's knots and values, the
         running maximum over the length knots)."""
-        name, curve = self._prefill_curve(kv_dtype)
+        name, curve = self._attention_curve(self.calibration.attention_prefill, kv_dtype)
         section = self._slice(curve, "prefill", n_heads, n_kv_heads, head_dim)
         return (float(n_heads), float(n_kv_heads), float(head_dim), float(KV_BYTES[kv_dtype]), float(self._bf16),
                 float(self._bw), float(curve.floor_s), float(curve.efficiency),
@@ -357,8 +358,7 @@ class KernelModel:
         """One new token per sequence attending to ``kv_len`` tokens (the batch mean, including the new one)."""
         if batch_size <= 0:
             return 0.0
-        name = "fp8" if KV_BYTES[kv_dtype] == 1 and "fp8" in self.calibration.attention_decode else "bf16"
-        curve = self.calibration.attention_decode[name]
+        name, curve = self._attention_curve(self.calibration.attention_decode, kv_dtype)
         moved = batch_size * (kv_len * 2 * n_kv_heads * head_dim * KV_BYTES[kv_dtype]
                               + 2 * n_heads * head_dim * ACT_BYTES)
         flops = 4.0 * batch_size * kv_len * n_heads * head_dim
@@ -415,8 +415,7 @@ class KernelModel:
         is what makes a block of batch sizes cost little more than one.
         """
         kv = np.asarray(kv_lens, dtype=float)
-        name = "fp8" if KV_BYTES[kv_dtype] == 1 and "fp8" in self.calibration.attention_decode else "bf16"
-        curve = self.calibration.attention_decode[name]
+        name, curve = self._attention_curve(self.calibration.attention_decode, kv_dtype)
         key = ("decode", name, n_heads, n_kv_heads, head_dim, kv_dtype)
         section = self._slice(curve, "decode", n_heads, n_kv_heads, head_dim)
         sizes = [int(b) for b in batch_sizes]
