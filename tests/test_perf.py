@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -147,6 +148,57 @@ def test_a_decode_table_row_does_not_depend_on_the_block_it_was_built_in():
 
     kv = np.exp2(np.arange(15 * 64 + 1) / 64)
     block = KernelModel.for_gpu("h100_sxm").attention_decode_tables_s(list(range(33, 65)), kv, 32, 8, 128)
-    alone = KernelModel.for_gpu("h100_sxm")
+    alone = KernelModel(CATALOG.gpus["h100_sxm"], KernelModel.for_gpu("h100_sxm").calibration)  # fresh caches
     for b in (33, 40, 63, 64):
         assert block[b - 33].tolist() == alone.attention_decode_tables_s([b], kv, 32, 8, 128)[0].tolist()
+
+
+@pytest.mark.parametrize("gpu", ["h100_sxm", "l40s", "l4"])  # l4: spec transfer
+def test_decode_envelopes_equal_the_scalar_arithmetic_bit_for_bit(gpu):
+    """The decode envelope's running maxima are evaluated for many batch sizes at once; each must equal the
+    running maximum of the scalar raw time over the KV knots, exactly (both engines and the compiled core price
+    from them), and ``Slice2.at_rows`` must equal ``Slice2.at`` point by point."""
+
+    from sim.perf.kernel import KernelModel
+
+    ops = KernelModel.for_gpu(gpu)
+    name, curve = ops._attention_curve(ops.calibration.attention_decode, "bf16")
+    heads = (32, 8, 128)
+    key = ("decode", name, *heads, "bf16")
+    batches = [1.0, 2.0, 3.0, 7.0, 48.0, 2.0**5.5, 100.0, 513.0]
+    together = ops._kv_running_maxima(curve, key, batches, *heads, "bf16")
+    for b, row in zip(batches, together, strict=True):
+        raw = [ops._decode_raw(curve, b, 2.0**x, *heads, "bf16") for x in curve.correction.knots[2]]
+        assert row == np.maximum.accumulate(raw).tolist()
+    section = ops._slice(curve, "decode", *heads)
+    xb = np.array([-3.0, 0.0, 4.2, 9.999, 12.5, 40.0])
+    xa = [-1.0, 0.0, 3.3, 7.0, 30.0]
+    assert section.at_rows(xa, xb).tolist() == [[section.at(a, b) for b in xb.tolist()] for a in xa]
+
+
+@pytest.mark.parametrize("core", ["auto", "python"])
+def test_runs_sharing_kernel_models_give_the_results_of_a_fresh_process(core, monkeypatch):
+    """Step models of one GPU share its kernel model's envelopes and decode tables across runs; a run must give
+    the same records whatever ran before it in the process (here: other models and table lengths first)."""
+    from sim import simulate
+    from sim.perf import kernel
+    from tests.conftest import scenario
+
+    def run(model: str, max_len: int, seed: int):
+        sc = scenario({"seed": seed, "run": {"core": core}, "workload": {
+            "num_requests": 150, "arrival": {"rate_per_s": 20.0},
+            "prompt_tokens": {"low": 10, "high": 1500}, "output_tokens": {"low": 1, "high": 300}},
+            "pools": {"p": {"gpu": "h100_sxm", "model": model, "replicas": 2, "engine": {"max_model_len": max_len},
+                            "perf": {"model": "kernel"}}}})
+        return simulate(sc).requests
+
+    monkeypatch.setattr(kernel, "_SHARED", {})
+    fresh = run("llama-3.1-8b", 4096, 1)
+    assert len(kernel._SHARED) == 1
+    monkeypatch.setattr(kernel, "_SHARED", {})
+    run("llama-3.2-1b", 4096, 3)  # other heads, the same table length
+    run("mistral-7b", 4096, 2)  # llama-3.1-8b's heads and table: its rows are the ones the last run reads
+    run("llama-3.1-8b", 16384, 4)  # a longer table
+    again = run("llama-3.1-8b", 4096, 1)
+    assert len(kernel._SHARED) == 1
+    pd.testing.assert_frame_equal(fresh, again, check_exact=True)

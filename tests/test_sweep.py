@@ -160,11 +160,14 @@ def test_a_sweep_killed_at_random_moments_resumes_to_the_same_results(tmp_path):
     for attempt in range(8):
         proc = subprocess.Popen([*cmd, str(out)], cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
-        target = 0 if attempt == 0 else int(rng.integers(cached(), 13))
+        if attempt == 1:  # one kill sure to fall between two simulations, however fast this machine runs them
+            target, delay = int(rng.integers(min(cached() + 1, 10), 11)), 0.0
+        else:
+            target, delay = 0 if attempt == 0 else int(rng.integers(cached(), 13)), float(rng.uniform(0.0, 0.4))
         deadline = time.monotonic() + 120
         while proc.poll() is None and cached() < target and time.monotonic() < deadline:
             time.sleep(0.01)
-        time.sleep(float(rng.uniform(0.0, 0.4)))
+        time.sleep(delay)
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()

@@ -11,27 +11,41 @@ LATENCY_METRICS = ("ttft_s", "tpot_s", "max_itl_s", "e2e_s", "queue_s")
 QUANTILES = {"p50": 0.5, "p90": 0.9, "p99": 0.99}
 
 
-def _stats(values: pd.Series) -> dict[str, float | None]:
-    v = values.dropna().to_numpy(dtype=float)
+def _stats(values: np.ndarray) -> dict[str, float | None]:
+    v = values[~np.isnan(values)]
     if len(v) == 0:
         return {"mean": None, **dict.fromkeys(QUANTILES)}
     q = np.quantile(v, list(QUANTILES.values()))
     return {"mean": float(v.mean()), **{k: float(x) for k, x in zip(QUANTILES, q, strict=True)}}
 
 
-def slo_met(requests: pd.DataFrame, slo: SloConfig | dict[str, SloConfig]) -> pd.Series:
-    """True for finished requests that meet every SLO given (a one-token output has no TPOT to miss); ``slo`` is one
-    SLO for all, or one per traffic class (by the ``class`` column)."""
-    met = requests["status"] == "finished"
+def _equals(column: pd.Series, value: str) -> np.ndarray:
+    """``column == value`` as a boolean array; on a categorical column, by its codes (no strings compared)."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        categories = column.cat.categories
+        if value not in categories:
+            return np.zeros(len(column), dtype=bool)
+        return column.cat.codes.to_numpy() == categories.get_loc(value)
+    return (column == value).to_numpy()
+
+
+def _slo_met(requests: pd.DataFrame, slo: SloConfig | dict[str, SloConfig]) -> np.ndarray:
+    met = _equals(requests["status"], "finished")
     per_class = slo.items() if isinstance(slo, dict) else [(None, slo)]
     for cls, targets in per_class:
-        rows = None if cls is None else (requests["class"] == cls).to_numpy()
+        rows = None if cls is None else _equals(requests["class"], cls)
         for column in ("ttft_s", "tpot_s", "e2e_s"):
             target = getattr(targets, column)
             if target is not None:
-                miss = (requests[column] > target).to_numpy()
+                miss = requests[column].to_numpy(dtype=float) > target  # NaN (not reached) is no miss
                 met &= ~(miss if rows is None else miss & rows)
     return met
+
+
+def slo_met(requests: pd.DataFrame, slo: SloConfig | dict[str, SloConfig]) -> pd.Series:
+    """True for finished requests that meet every SLO given (a one-token output has no TPOT to miss); ``slo`` is one
+    SLO for all, or one per traffic class (by the ``class`` column)."""
+    return pd.Series(_slo_met(requests, slo), index=requests.index, name="slo_met")
 
 
 def _targets(slo: SloConfig | dict[str, SloConfig]) -> dict:
@@ -45,25 +59,31 @@ def _block(requests: pd.DataFrame, slo: SloConfig | dict[str, SloConfig], durati
            rows: np.ndarray | None = None) -> dict:
     """The figures of the requests in ``rows`` (a boolean mask; None: all of them)."""
 
-    # Column by column under the mask, never a filtered copy of the table: a long run's records are large.
-    def column(name: str) -> pd.Series:
-        return requests[name] if rows is None else requests[name][rows]
+    # Column by column under the mask, as arrays, never a filtered copy of the table: a long run's records are large.
+    def column(name: str) -> np.ndarray:
+        values = requests[name].to_numpy()
+        return values if rows is None else values[rows]
 
-    status = column("status")
-    finished = (status == "finished").to_numpy()
+    def status_is(value: str) -> np.ndarray:
+        mask = _equals(requests["status"], value)
+        return mask if rows is None else mask[rows]
+
+    finished = status_is("finished")
     n_finished = int(finished.sum())
-    judged = int((status != "in_flight").sum())
+    in_flight = int(status_is("in_flight").sum())
+    arrived = len(finished)
+    judged = arrived - in_flight
     interruptions = column("interruptions")
     out = {
         "requests": {
-            "arrived": len(status),
+            "arrived": arrived,
             "finished": n_finished,
-            "rejected": int((status == "rejected").sum()),
-            "in_flight": int((status == "in_flight").sum()),
+            "rejected": int(status_is("rejected").sum()),
+            "in_flight": in_flight,
             "preemptions": int(column("preemptions").sum()),
             "interrupted": int((interruptions > 0).sum()),
             "restarts": int(interruptions.sum()),
-            "lost_work_s": float(column("lost_s").sum()),
+            "lost_work_s": float(np.nansum(column("lost_s"))),
         },
         # Prompt tokens whose prefill the prefix cache saved, over all prompt tokens of finished requests.
         "prefix_cache_hit_rate": (float(column("cached_tokens")[finished].sum()
@@ -71,21 +91,25 @@ def _block(requests: pd.DataFrame, slo: SloConfig | dict[str, SloConfig], durati
     }
     for metric in LATENCY_METRICS:
         out[metric] = _stats(column(metric)[finished])
-    if "kv_transfer_s" in requests and column("kv_transfer_s").notna().any():  # disaggregated serving
-        out["kv_transfer_s"] = _stats(column("kv_transfer_s")[finished])
-    out_tokens = float(column("output_tokens")[finished].to_numpy().sum(dtype=np.int64))
-    in_tokens = float(column("prompt_tokens")[finished].to_numpy().sum(dtype=np.int64))
+    if "kv_transfer_s" in requests:  # disaggregated serving
+        kv_transfer = column("kv_transfer_s")
+        if not np.isnan(kv_transfer).all():
+            out["kv_transfer_s"] = _stats(kv_transfer[finished])
+    out_tokens = float(column("output_tokens")[finished].sum(dtype=np.int64))
+    in_tokens = float(column("prompt_tokens")[finished].sum(dtype=np.int64))
     out["throughput"] = {
         "requests_per_s": n_finished / duration_s if duration_s > 0 else None,
         "output_tokens_per_s": out_tokens / duration_s if duration_s > 0 else None,
         "input_tokens_per_s": in_tokens / duration_s if duration_s > 0 else None,
     }
     targets = _targets(slo)
+    if judged and targets:
+        met = _slo_met(requests, slo)
+        attainment = float((met if rows is None else met[rows]).sum() / judged)
     out["slo"] = {
         "targets": targets,
         # Rejected requests count as misses; requests still in flight are not judged.
-        "attainment": (float((slo_met(requests, slo) if rows is None else slo_met(requests, slo)[rows]).sum() / judged)
-                       if judged and targets else None),
+        "attainment": attainment if judged and targets else None,
     }
     return out
 
@@ -109,7 +133,7 @@ def summarize(requests: pd.DataFrame, hourly_cost: pd.DataFrame, pool_prices: di
     """
     summary = _block(requests, slo, duration_s)
     usd_total = float(hourly_cost["usd"].sum()) if len(hourly_cost) else 0.0
-    finished = (requests["status"] == "finished").to_numpy()
+    finished = _equals(requests["status"], "finished")
     out_tokens = float(requests["output_tokens"].to_numpy()[finished].sum(dtype=np.int64))
     hours = duration_s / 3600
     summary["cost"] = {
@@ -123,7 +147,7 @@ def summarize(requests: pd.DataFrame, hourly_cost: pd.DataFrame, pool_prices: di
     pools = {}
     for pool, price in pool_prices.items():
         # A prefill pool of a disaggregated fleet: the requests whose prompts it computed.
-        mask = (requests["pool"] == pool).to_numpy() | (requests["prefill_pool"] == pool).to_numpy()
+        mask = _equals(requests["pool"], pool) | _equals(requests["prefill_pool"], pool)
         block = _block(requests, slo, duration_s, mask)
         usd = float(hourly_cost.loc[hourly_cost["pool"] == pool, "usd"].sum()) if len(hourly_cost) else 0.0
         pool_tokens = float(requests["output_tokens"].to_numpy()[finished & mask].sum(dtype=np.int64))
@@ -134,7 +158,7 @@ def summarize(requests: pd.DataFrame, hourly_cost: pd.DataFrame, pool_prices: di
         pools[pool] = block
     summary["pools"] = pools
     if isinstance(slo, dict) and len(slo) > 1:
-        summary["classes"] = {cls: _block(requests, cls_slo, duration_s, (requests["class"] == cls).to_numpy())
+        summary["classes"] = {cls: _block(requests, cls_slo, duration_s, _equals(requests["class"], cls))
                               for cls, cls_slo in slo.items()}
     return summary
 

@@ -65,7 +65,8 @@ def _kernel(pool: PoolConfig, gpu: GpuSpec, model: ModelSpec, sizing: ReplicaSiz
 
     cfg = pool.perf
     assert isinstance(cfg, KernelPerf)
-    ops = KernelModel.for_gpu(gpu, calibrated=cfg.calibrated, calibration_file=cfg.calibration_file)
+    ops = (KernelModel.for_gpu(gpu, calibration_file=cfg.calibration_file) if cfg.calibration_file is not None
+           else KernelModel.shared(gpu, cfg.calibrated))
     cal = ops.calibration
     fitted = step_overhead_defaults()
     profile = engine_profiles()[pool.engine.profile]

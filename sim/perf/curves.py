@@ -138,15 +138,19 @@ class Slice2:
         v0, v1 = self.values[i], self.values[i + 1]
         return (v0[j] * (1 - g) + v0[j + 1] * g) * (1 - f) + (v1[j] * (1 - g) + v1[j + 1] * g) * f
 
-    def at_many(self, xa: float, xb: np.ndarray) -> np.ndarray:
-        """:meth:`at` for one ``xa`` and an array of ``xb`` (the same arithmetic, elementwise)."""
-        i, f = _locate(xa, self.knots_a)
+    def at_rows(self, xa: list[float], xb: np.ndarray) -> np.ndarray:
+        """:meth:`at` at each of ``xa`` (rows) and each of ``xb`` (columns), with the same arithmetic
+        elementwise, so each value equals the scalar method's to the last bit."""
+        located = [_locate(x, self.knots_a) for x in xa]
+        values = np.asarray(self.values)
+        v0 = values[[i for i, _ in located]]
+        v1 = values[[i + 1 for i, _ in located]]
+        f = np.array([[fr] for _, fr in located])
         kb = np.asarray(self.knots_b)
         xc = np.clip(xb, kb[0], kb[-1])
         j = np.clip(np.searchsorted(kb, xc, side="right") - 1, 0, len(kb) - 2)
         g = (xc - kb[j]) / (kb[j + 1] - kb[j])
-        v0, v1 = np.asarray(self.values[i]), np.asarray(self.values[i + 1])
-        return (v0[j] * (1 - g) + v0[j + 1] * g) * (1 - f) + (v1[j] * (1 - g) + v1[j + 1] * g) * f
+        return (v0[:, j] * (1 - g) + v0[:, j + 1] * g) * (1 - f) + (v1[:, j] * (1 - g) + v1[:, j + 1] * g) * f
 
 
 def design_matrix(log2_coords: list[np.ndarray], knots: tuple[tuple[float, ...], ...]) -> sp.csr_matrix:

@@ -28,7 +28,7 @@ from sim import libm
 from sim.catalog import GpuSpec, load_catalog
 from sim.engine.sizing import KV_BYTES, WEIGHT_BYTES, compute_dtype
 from sim.errors import CatalogError
-from sim.perf.curves import LogGrid, Slice2, _locate
+from sim.perf.curves import LogGrid, Slice2
 
 ACT_BYTES = 2
 SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available: 10x faster to parse
@@ -171,6 +171,11 @@ def shipped_calibrations() -> dict[str, Calibration]:
     return {key: shipped_calibration(key) for key in sorted(_calibration_files())}
 
 
+#: How many GPUs' kernel models :meth:`KernelModel.shared` keeps.
+SHARED_MODELS = 8
+_SHARED: dict[tuple[str, bool], KernelModel] = {}
+
+
 class KernelModel:
     """Operator times in seconds for one GPU, from its spec sheet and a calibration.
 
@@ -205,6 +210,25 @@ class KernelModel:
             return cls(spec, own)
         source = transfer_source(spec, exclude=None if calibrated else spec.key)
         return cls(spec, shipped_calibration(source))
+
+    @classmethod
+    def shared(cls, gpu: GpuSpec, calibrated: bool = True) -> KernelModel:
+        """:meth:`for_gpu`'s model of a shipped calibration, kept for the process's later runs (the last
+        :data:`SHARED_MODELS` GPUs asked for): a sweep then evaluates each envelope and decode table once. Its
+        caches hold pure functions of their keys, so a run's results do not depend on what ran before it."""
+        key = (gpu.model_dump_json(), calibrated)
+        model = _SHARED.pop(key, None)
+        if model is None:
+            model = cls.for_gpu(gpu, calibrated)
+            if len(_SHARED) >= SHARED_MODELS:
+                del _SHARED[next(iter(_SHARED))]  # the least recently used
+        _SHARED[key] = model
+        return model
+
+    def decode_rows(self, key: tuple) -> dict:
+        """The decode-attention table rows by batch size of one head configuration and table length (``key``),
+        shared by every step model built on this operator model (see :meth:`TransformerStepModel.decode_table`)."""
+        return self._knot_max.setdefault(("rows", *key), {})
 
     # -- operators -------------------------------------------------------------------------------------------
 
@@ -369,13 +393,29 @@ class KernelModel:
     def _kv_running_max(self, curve: AttentionCurve, key: tuple, batch: float, n_heads: int, n_kv_heads: int,
                         head_dim: int, kv_dtype: str) -> list[float]:
         """Running maximum over the KV-length knots of the raw decode time at ``batch`` (cached per batch)."""
-        cache_key = (*key, batch)
-        running = self._knot_max.get(cache_key)
-        if running is None:
-            running = np.maximum.accumulate([self._decode_raw(curve, batch, 2.0**x, n_heads, n_kv_heads, head_dim,
-                                                              kv_dtype) for x in curve.correction.knots[2]]).tolist()
-            self._knot_max[cache_key] = running
-        return running
+        return self._kv_running_maxima(curve, key, [batch], n_heads, n_kv_heads, head_dim, kv_dtype)[0]
+
+    def _kv_running_maxima(self, curve: AttentionCurve, key: tuple, batches: list[float], n_heads: int,
+                           n_kv_heads: int, head_dim: int, kv_dtype: str) -> list[list[float]]:
+        """:meth:`_kv_running_max` of each of ``batches``, the missing ones evaluated together.
+
+        Elementwise the arithmetic of :meth:`_decode_raw` in the same order (and the C library's ``exp``, as
+        :mod:`math`'s), so each value equals the scalar method's to the last bit (tests/test_perf.py).
+        """
+        missing = sorted({b for b in batches if (*key, b) not in self._knot_max})
+        if missing:
+            kv = [2.0**x for x in curve.correction.knots[2]]
+            section = self._slice(curve, "decode", n_heads, n_kv_heads, head_dim)
+            kv_arr = np.array(kv)
+            b_col = np.array(missing, dtype=float)[:, None]
+            moved = b_col * (kv_arr * 2 * n_kv_heads * head_dim * KV_BYTES[kv_dtype]
+                             + 2 * n_heads * head_dim * ACT_BYTES)
+            raw = curve.floor_s + moved / (self._bw * curve.efficiency)
+            corr = section.at_rows([math.log2(b) for b in missing], libm.log2(kv_arr))
+            running = np.maximum.accumulate(raw * libm.exp(corr), axis=1).tolist()
+            for b, row in zip(missing, running, strict=True):
+                self._knot_max[(*key, b)] = row
+        return [self._knot_max[(*key, b)] for b in batches]
 
     def _decode_monotone(self, curve: AttentionCurve, name: str, batch: float, kv_len: float, n_heads: int,
                          n_kv_heads: int, head_dim: int, kv_dtype: str) -> float:
@@ -423,20 +463,10 @@ class KernelModel:
         knots = [k for k in curve.correction.knots[0] if k <= top]  # ascending
         # The envelope's rows: each batch size itself, then the batch knots up to the largest.
         bs = [float(b) for b in sizes] + [2.0**k for k in knots]
-        rows = [_locate(math.log2(b), section.knots_a) for b in bs]
-        values = np.asarray(section.values)
-        v0 = np.stack([values[i] for i, _ in rows])
-        v1 = np.stack([values[i + 1] for i, _ in rows])
-        f = np.array([[fr] for _, fr in rows])
-        running = np.array([self._kv_running_max(curve, key, b, n_heads, n_kv_heads, head_dim, kv_dtype)
-                            for b in bs])
+        running = np.array(self._kv_running_maxima(curve, key, bs, n_heads, n_kv_heads, head_dim, kv_dtype))
         kk = np.asarray(section.knots_b)
         xk = libm.log2(kv)
-        # Correction rows at these KV lengths (Slice2.at's arithmetic, elementwise).
-        xc = np.clip(xk, kk[0], kk[-1])
-        j = np.clip(np.searchsorted(kk, xc, side="right") - 1, 0, len(kk) - 2)
-        g = (xc - kk[j]) / (kk[j + 1] - kk[j])
-        corr = (v0[:, j] * (1 - g) + v0[:, j + 1] * g) * (1 - f) + (v1[:, j] * (1 - g) + v1[:, j + 1] * g) * f
+        corr = section.at_rows([math.log2(b) for b in bs], xk)
         per_token = 2 * n_kv_heads * head_dim * KV_BYTES[kv_dtype]
         raw_moved = np.array(bs)[:, None] * (kv * per_token + 2 * n_heads * head_dim * ACT_BYTES)
         t = (curve.floor_s + raw_moved / (self._bw * curve.efficiency)) * libm.exp(corr)

@@ -92,7 +92,10 @@ class TransformerStepModel:
         self._inter = m.intermediate_size // tp
         self._dense: dict[int, float] = {}
         self._head: dict[int, float] = {}
-        self._decode_rows: dict[int, np.ndarray | None] = {}
+        # Rows are a pure function of the operator model and these: shared with other runs where it keeps them.
+        shared = getattr(ops, "decode_rows", None)
+        self._decode_rows: dict[int, np.ndarray | None] = {} if shared is None else shared(
+            (self._heads, self._kv_heads, m.head_dim, kv_dtype, self._octaves))
         self._decode_tables: dict[int, tuple[list[float], np.ndarray] | None] = {}
 
     def dense_layer_s(self, tokens: int) -> float:
@@ -173,6 +176,7 @@ class TransformerStepModel:
             sizes = list(range(low, low + DECODE_TABLE_BLOCK))
             grid = libm.exp2(np.arange(self._octaves * DECODE_TABLE_PER_OCTAVE + 1) / DECODE_TABLE_PER_OCTAVE)
             values = tables(sizes, grid, self._heads, self._kv_heads, self.model.head_dim, self.kv_dtype)
+            values.flags.writeable = False  # rows may be shared with later runs
             for size, r in zip(sizes, values, strict=True):
                 self._decode_rows.setdefault(size, r)
             row = self._decode_rows[n]
