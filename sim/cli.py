@@ -20,7 +20,7 @@ import yaml
 from sim.catalog import load_catalog
 from sim.cluster.deploy import plan_pools
 from sim.errors import CatalogError, FleetsimError, InternalError, unknown_name
-from sim.metrics.store import clear_parts
+from sim.metrics.store import clear_parts, write_parquet
 from sim.outpaths import out_file, out_folder
 from sim.results import Results
 from sim.scenario import load_scenario
@@ -158,7 +158,7 @@ def write_results(res: Results, out: Path) -> list[Path]:
                 shutil.copyfile(part, folder / part.name)
             written.append(folder / part.name)
     for name, frame in files.items():
-        frame.to_parquet(out / name, index=False)
+        write_parquet(frame, out / name)
         written.append(out / name)
     _remove_stale(out, {p.name for p in written} | {p.parent.name for p in written if p.parent != out})
     (out / "summary.json").write_text(json.dumps(res.summary, indent=2) + "\n", encoding="utf-8")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pandas as pd
 
@@ -132,6 +134,7 @@ def summarize(requests: pd.DataFrame, hourly_cost: pd.DataFrame, pool_prices: di
     ``usd_per_hour`` is the total divided by the run's length in hours.
     """
     summary = _block(requests, slo, duration_s)
+    whole = copy.deepcopy(summary)  # a pool that served every request has the same figures (one pool: the usual)
     usd_total = float(hourly_cost["usd"].sum()) if len(hourly_cost) else 0.0
     finished = _equals(requests["status"], "finished")
     out_tokens = float(requests["output_tokens"].to_numpy()[finished].sum(dtype=np.int64))
@@ -148,7 +151,7 @@ def summarize(requests: pd.DataFrame, hourly_cost: pd.DataFrame, pool_prices: di
     for pool, price in pool_prices.items():
         # A prefill pool of a disaggregated fleet: the requests whose prompts it computed.
         mask = _equals(requests["pool"], pool) | _equals(requests["prefill_pool"], pool)
-        block = _block(requests, slo, duration_s, mask)
+        block = copy.deepcopy(whole) if mask.all() else _block(requests, slo, duration_s, mask)
         usd = float(hourly_cost.loc[hourly_cost["pool"] == pool, "usd"].sum()) if len(hourly_cost) else 0.0
         pool_tokens = float(requests["output_tokens"].to_numpy()[finished & mask].sum(dtype=np.int64))
         block["cost"] = {"usd_total": usd, "usd_per_hour": usd / hours if hours > 0 else None,

@@ -25,6 +25,7 @@ from scipy import stats
 
 from sim.config import Scenario
 from sim.errors import ScenarioError
+from sim.metrics.store import write_parquet
 from sim.scenario import load_scenario_with
 from sim.sweep.config import Experiment
 from sim.sweep.expand import Arm, expand, replication_seeds
@@ -248,7 +249,7 @@ def run_sweep(exp: Experiment, runs: list[Run], out: Path, backend: str = "local
             raise SweepError(f"{where}metrics: {err.args[0]}") from None
         path = folder / f"{run.run_id(exp)}.parquet"
         if not path.exists():
-            _write_atomic(lambda tmp, rows=rows: rows.to_parquet(tmp, index=False), path)
+            _write_atomic(lambda tmp, rows=rows: write_parquet(rows, tmp), path)
         frames.append(rows)
     wanted = {run.run_id(exp) for run in runs}
     for old in folder.glob("*.parquet"):  # rows of an earlier version of the experiment
