@@ -202,3 +202,26 @@ def test_runs_sharing_kernel_models_give_the_results_of_a_fresh_process(core, mo
     again = run("llama-3.1-8b", 4096, 1)
     assert len(kernel._SHARED) == 1
     pd.testing.assert_frame_equal(fresh, again, check_exact=True)
+
+
+def test_shared_kernel_models_and_their_tables_stay_bounded(monkeypatch):
+    """A long-lived sweep worker keeps at most SHARED_MODELS GPUs' models, each at most SHARED_ROW_SETS sets of
+    decode-table rows, dropping the least recently used."""
+    from sim.perf import kernel
+
+    monkeypatch.setattr(kernel, "_SHARED", {})
+    gpus = ["h100_sxm", "l40s", "l4", "a100_80gb_sxm", "h200_sxm", "a40"]
+    models = [kernel.KernelModel.shared(CATALOG.gpus[g]) for g in gpus]
+    assert len(kernel._SHARED) == kernel.SHARED_MODELS
+    assert kernel.KernelModel.shared(CATALOG.gpus["a40"]) is models[-1]  # kept, and now the most recent
+    assert kernel.KernelModel.shared(CATALOG.gpus["h100_sxm"]) is not models[0]  # dropped, made again
+    ops = models[-1]
+    first = ops.decode_rows((32, 8, 128, "bf16", 13))
+    first[1] = np.zeros(3)
+    for octaves in range(14, 14 + kernel.SHARED_ROW_SETS - 1):
+        ops.decode_rows((32, 8, 128, "bf16", octaves))
+    assert ops.decode_rows((32, 8, 128, "bf16", 13)) is first  # still held: eight sets
+    ops.decode_rows((8, 8, 128, "bf16", 13))
+    ops.decode_rows((8, 8, 128, "bf16", 14))  # the ninth and tenth drop the least recently used
+    assert len(ops._rows) == kernel.SHARED_ROW_SETS
+    assert ops.decode_rows((32, 8, 128, "bf16", 14)) == {}

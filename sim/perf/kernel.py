@@ -171,9 +171,23 @@ def shipped_calibrations() -> dict[str, Calibration]:
     return {key: shipped_calibration(key) for key in sorted(_calibration_files())}
 
 
-#: How many GPUs' kernel models :meth:`KernelModel.shared` keeps.
-SHARED_MODELS = 8
+#: How many GPUs' kernel models :meth:`KernelModel.shared` keeps, and how many sets of decode-table rows (head
+#: configurations and table lengths) each keeps: bounds for a long-lived sweep worker (a set of rows is a few
+#: megabytes at most, for batches up to 1,024).
+SHARED_MODELS = 4
+SHARED_ROW_SETS = 8
 _SHARED: dict[tuple[str, bool], KernelModel] = {}
+
+
+def _recent(cache: dict, key, make, limit: int):
+    """``cache[key]`` (made by ``make()`` if missing), kept as the most recently used of at most ``limit``."""
+    value = cache.pop(key, None)
+    if value is None:
+        value = make()
+        while len(cache) >= limit:
+            del cache[next(iter(cache))]  # the least recently used
+    cache[key] = value
+    return value
 
 
 class KernelModel:
@@ -194,6 +208,7 @@ class KernelModel:
         self._bw = gpu.memory_bandwidth_gb_s * 1e9
         self._bf16 = gpu.bf16_tflops * 1e12
         self._knot_max: dict[tuple, np.ndarray] = {}
+        self._rows: dict[tuple, dict] = {}
 
     @classmethod
     def for_gpu(cls, gpu: str | GpuSpec, calibrated: bool = True, calibration_file: str | Path | None = None
@@ -216,19 +231,13 @@ class KernelModel:
         """:meth:`for_gpu`'s model of a shipped calibration, kept for the process's later runs (the last
         :data:`SHARED_MODELS` GPUs asked for): a sweep then evaluates each envelope and decode table once. Its
         caches hold pure functions of their keys, so a run's results do not depend on what ran before it."""
-        key = (gpu.model_dump_json(), calibrated)
-        model = _SHARED.pop(key, None)
-        if model is None:
-            model = cls.for_gpu(gpu, calibrated)
-            if len(_SHARED) >= SHARED_MODELS:
-                del _SHARED[next(iter(_SHARED))]  # the least recently used
-        _SHARED[key] = model
-        return model
+        return _recent(_SHARED, (gpu.model_dump_json(), calibrated), lambda: cls.for_gpu(gpu, calibrated),
+                       SHARED_MODELS)
 
     def decode_rows(self, key: tuple) -> dict:
         """The decode-attention table rows by batch size of one head configuration and table length (``key``),
         shared by every step model built on this operator model (see :meth:`TransformerStepModel.decode_table`)."""
-        return self._knot_max.setdefault(("rows", *key), {})
+        return _recent(self._rows, key, dict, SHARED_ROW_SETS)
 
     # -- operators -------------------------------------------------------------------------------------------
 
