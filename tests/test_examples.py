@@ -129,3 +129,14 @@ def test_plot_sweep_metric_draws_one_line_per_setting_of_the_rest():
     assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == ["h100, router=a", "h100, router=b"]
     assert len(ax.containers) == 2 and all(len(c.lines[0].get_xdata()) == 2 for c in ax.containers)
     plt.close("all")
+
+
+def test_the_speed_benchmark_runs_and_prints_its_figures():
+    """``benchmarks/bench_speed.py`` on a small (a1): the table row names the requests, and the warm column appears
+    with ``--in-process``."""
+    out = subprocess.run([sys.executable, "benchmarks/bench_speed.py", "--only", "a1", "--repeat", "1",
+                          "--requests", "300", "--in-process", "2"], cwd=ROOT, capture_output=True, text=True,
+                         check=True, timeout=300).stdout
+    header, row, detail = out.strip().splitlines()
+    assert "warm s" in header and row.split()[0] == "a1" and "300" in row.split()
+    assert "arrived 300, finished 300" in detail

@@ -117,8 +117,8 @@ def test_temporary_spill_folders_go_with_the_results(small_chunks, tmp_path, mon
 
 
 def test_parquet_parts_read_back_the_same_frames_exactly(tmp_path):
-    """Parts dictionary-encode only categorical and string columns (faster to write): they read back as pandas'
-    default writer's files do, numbers bit for bit, a rejected request's reason and an in-flight request's NaNs
+    """Parts dictionary-encode all but float columns (faster to write): they read back as pandas' default writer's
+    files do, numbers bit for bit, a rejected request's reason and an in-flight request's NaNs
     too."""
     res = simulate(scenario({**PATCH, "run": {"max_duration_s": 5.0},
                              "pools": {"p": {"replicas": 1, "engine": {"max_model_len": 150}}}}))

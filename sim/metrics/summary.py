@@ -28,7 +28,7 @@ def _equals(column: pd.Series, value: str) -> np.ndarray:
         if value not in categories:
             return np.zeros(len(column), dtype=bool)
         return column.cat.codes.to_numpy() == categories.get_loc(value)
-    return (column == value).to_numpy()
+    return (column == value).to_numpy(dtype=bool, na_value=False, copy=True)  # writable: callers mask in place
 
 
 def _slo_met(requests: pd.DataFrame, slo: SloConfig | dict[str, SloConfig]) -> np.ndarray:

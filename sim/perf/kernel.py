@@ -172,8 +172,9 @@ def shipped_calibrations() -> dict[str, Calibration]:
 
 
 #: How many GPUs' kernel models :meth:`KernelModel.shared` keeps, and how many sets of decode-table rows (head
-#: configurations and table lengths) each keeps: bounds for a long-lived sweep worker (a set of rows is a few
-#: megabytes at most, for batches up to 1,024).
+#: configurations, KV dtypes and table lengths) each keeps: bounds for a long-lived sweep worker. A set holds the
+#: rows of the batch sizes its runs reached, about 7-11 KB each (9 MB for all 1,024 at a 128k context), so a
+#: worker holds tens of megabytes in the usual sweep and a few hundred at the very most.
 SHARED_MODELS = 4
 SHARED_ROW_SETS = 8
 _SHARED: dict[tuple[str, bool], KernelModel] = {}
