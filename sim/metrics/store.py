@@ -23,13 +23,16 @@ from pandas.api.types import union_categoricals
 
 from sim.errors import FleetsimError
 
+#: Columns whose values differ on every row: a dictionary would only be tried and given up.
+ROW_KEYS = ("request_id",)
+
 
 def write_parquet(frame: pd.DataFrame, path: str | Path) -> None:
-    """``frame`` to a Parquet file, dictionary-encoding all but its float columns: pyarrow's default tries a
-    dictionary on every column and gives it up on floats of many distinct values, which makes writing a table of
-    records or change points 1.6-2x slower and its file no smaller (integer columns such as queue lengths keep theirs:
-    they compress well). Reads back as the default writer's file does."""
-    dictionary = [c for c in frame.columns if not pd.api.types.is_float_dtype(frame[c].dtype)]
+    """``frame`` to a Parquet file, dictionary-encoding all but its float columns and row keys: pyarrow's default
+    tries a dictionary on every column and gives it up on columns of many distinct values, which makes writing a
+    table of records or change points about twice as slow and its file no smaller (integer columns such as queue
+    lengths or token counts keep theirs: they compress well). Reads back as the default writer's file does."""
+    dictionary = [c for c in frame.columns if not pd.api.types.is_float_dtype(frame[c].dtype) and c not in ROW_KEYS]
     frame.to_parquet(path, index=False, use_dictionary=dictionary)
 
 
