@@ -11,6 +11,8 @@ Scenarios (files in benchmarks/scenarios/):
   budget): Azure conv lengths at Poisson 2.5 req/s, 10,000 requests; fixed 512/128 at 6 req/s, 50,000 requests.
 - b: one Llama-3.1-8B H100 replica at high load (17 req/s of chat-like traffic), 50,000 requests.
 - c: 100 such replicas behind power-of-two routing, 1,200 req/s, 1,000,000 requests.
+- cs: (c) with its records spilled to Parquet parts past 100,000, as (d) spills its own: d / cs compares like with
+  like (c holds its million records in memory, d writes ten million to disk).
 - d: the same with 10,000,000 requests (records spill to Parquet parts past 1,000,000).
 - e: a day of traffic (issue #10): 10,000,000 requests over 24 simulated hours on a daily cycle, an HPA-scaled H100
   pool (6 to 20 replicas, cold starts) with GPU failures; ``--requests`` does not apply (it ends at 24 h).
@@ -43,6 +45,7 @@ SCENARIOS = {
     "a2": ("Vidur-equivalent, 512/128 fixed, 50k req", HERE / "vidur_fixed.yaml", []),
     "b": ("one H100 replica at high load, 50k req", HERE / "one_replica_high_load.yaml", []),
     "c": ("100 replicas, 1M req", HERE / "fleet_100.yaml", []),
+    "cs": ("(c) with its records spilled past 100k", HERE / "fleet_100.yaml", ["run.spill_after_requests=100000"]),
     "d": ("100 replicas, 10M req", HERE / "fleet_100.yaml", ["workload.num_requests=10000000"]),
     "e": ("24 h, 10M req, autoscaled, failures", HERE / "day_10m.yaml", []),
 }
