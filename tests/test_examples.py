@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -140,3 +141,15 @@ def test_the_speed_benchmark_runs_and_prints_its_figures():
     header, row, detail = out.strip().splitlines()
     assert "warm s" in header and row.split()[0] == "a1" and "300" in row.split()
     assert "arrived 300, finished 300" in detail
+
+
+def test_the_speed_benchmarks_like_for_like_scenario_spills_and_c_does_not():
+    """(cs) is (c) with its records spilled past 100,000, as (d) spills its own; (c) keeps them in memory."""
+    runs = {}
+    for name in ("c", "cs"):
+        out = subprocess.run([sys.executable, "benchmarks/bench_speed.py", "--one", name, "--requests", "100001"],
+                             cwd=ROOT, capture_output=True, text=True, check=True, timeout=300).stdout
+        runs[name] = json.loads(out.strip().splitlines()[-1])
+    assert runs["cs"]["spilled"] and not runs["c"]["spilled"]
+    assert runs["c"]["counts"] == runs["cs"]["counts"] == {"arrived": 100001, "finished": 100001, "rejected": 0,
+                                                          "in_flight": 0, "restarts": 0}
