@@ -293,6 +293,13 @@ class PoolConfig(BaseModel):
                                                         "prefill pools compute prompts and first tokens, then hand "
                                                         "the KV cache to a decode pool of the same model")
 
+    @field_validator("perf", mode="before")
+    @classmethod
+    def _kernel_by_default(cls, perf):
+        """A perf block without ``model`` refines the default, the kernel model (``perf: {calibrated: false}``, or
+        ``--set pools.X.perf.calibrated=false``), rather than failing for want of the kind."""
+        return {"model": "kernel", **perf} if isinstance(perf, dict) and "model" not in perf else perf
+
     @property
     def gpus_per_replica(self) -> int:
         return self.tensor_parallel * self.pipeline_parallel

@@ -73,12 +73,15 @@ def draw_engine(draw, max_len: int, block: int, max_seqs: int, spare_blocks: int
 
     from sim.engine.scheduler import SCHEDULERS
 
+    chunked = draw(st.booleans())
     engine = {
         "max_model_len": max_len,
         "block_size": block,
         "max_num_seqs": draw(st.integers(1, max_seqs)),
-        "max_num_batched_tokens": draw(st.integers(max_len, 2 * max_len)),
-        "enable_chunked_prefill": draw(st.booleans()),
+        # With chunked prefill a budget may be below max_model_len: a long prompt then takes steps that sample
+        # no row (no LM head); without it the budget must hold a whole prompt (validated).
+        "max_num_batched_tokens": draw(st.integers(max(1, max_len // 4) if chunked else max_len, 2 * max_len)),
+        "enable_chunked_prefill": chunked,
         "num_gpu_blocks_override": -(-max_len // block) + draw(st.integers(0, spare_blocks)),
     }
     if schedulers:

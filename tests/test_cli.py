@@ -287,6 +287,18 @@ def test_set_text_that_looks_like_a_number():
     assert out.startswith("name: '123'\n")
 
 
+def test_a_perf_setting_without_the_model_refines_the_kernel_model():
+    """``--set pools.X.perf.calibrated=false`` on a pool with no perf block means the default (kernel) model with
+    that setting; a field the kernel model lacks is named as such."""
+    sc = load_scenario(QUICKSTART, ["pools.h100.perf.calibrated=false"])
+    assert (sc.pools["h100"].perf.model, sc.pools["h100"].perf.calibrated) == ("kernel", False)
+    assert sc.pools["l4"].perf.calibrated
+    rc, _, err = fleetsim("validate", QUICKSTART, "--set", "pools.h100.perf.step_s=0.01")
+    assert rc == 2 and "pools.h100.perf.kernel.step_s: unknown field" in err
+    assert load_scenario(QUICKSTART, ["pools.h100.perf={model: constant, step_s: 0.01}"]).pools["h100"].perf.step_s \
+        == 0.01
+
+
 def test_a_clock_limit_that_cuts_the_run_is_pointed_out():
     rc, out, _ = fleetsim("run", QUICKSTART, "--quiet", "--set", "workload.num_requests=3000",
                           "--set", "run.max_duration_s=60")

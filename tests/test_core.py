@@ -131,6 +131,23 @@ def test_ties_between_arrivals_and_step_ends_resolve_as_the_python_engine(sc, ra
 
 
 @needs_core
+@pytest.mark.parametrize("prompt", [2048, 2101, 4149])
+def test_a_prompt_longer_than_the_budget_costs_what_it_does_on_the_python_engine(prompt):
+    """Prefill chunks that end no prompt sample no row: the step runs no LM head on either engine (the core once
+    charged the head's weight read, 0.37 ms on an H100, to each such step)."""
+    sc = scenario({"pools": {"p": {"gpu": "h100_sxm", "model": "llama-3.1-8b", "replicas": 1,
+                                   "engine": {"max_num_batched_tokens": 2048, "max_model_len": 8192},
+                                   "perf": {"model": "kernel"}}},
+                   "workload": {"type": "open_loop", "arrival": {"process": "poisson", "rate_per_s": 1.0},
+                                "num_requests": 1, "prompt_tokens": {"dist": "fixed", "tokens": prompt},
+                                "output_tokens": {"dist": "fixed", "tokens": 4}}})
+    python, compiled = both_cores(sc)
+    assert_same(python, compiled)
+    assert list(compiled.requests["status"]) == ["finished"]
+    assert python.requests["ttft_s"].iloc[0] == compiled.requests["ttft_s"].iloc[0]
+
+
+@needs_core
 def test_quickstart_runs_on_the_compiled_core():
     from sim.scenario import load_scenario
     from tests.conftest import ROOT

@@ -96,8 +96,9 @@ static inline double knot_max(double t, double x, const double *kn, i64 len, con
     return max2(t, run[j]);
 }
 
-/* KernelModel.gemm_s for m >= 1 tokens */
+/* KernelModel.gemm_s: no time for no tokens (a step that samples no row runs no LM head) */
 static double gemm_s(const Gemm *G, i64 m_tokens) {
+    if (m_tokens <= 0) return 0.0;
     double m = (double)m_tokens;
     double flops = 2.0 * m * G->n * G->k;
     double moved = G->n * G->k * G->wb + m * G->k * G->act + m * G->n * 2.0;
