@@ -409,7 +409,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     out_file(args.html, "--html")  # checked before the figures are drawn
     if args.png:
         out_folder(args.png, "--png")
-    written = write_report(results, args.html, args.png)
+    try:
+        written = write_report(results, args.html, args.png)
+    except OSError as err:  # a folder that refuses files despite the check (/proc, a full disk, a race)
+        raise FleetsimError(f"{err.filename or args.html}: cannot write the report: {err.strerror or err}") from None
     print(f"report written to {written[0]}" + (f" and {len(written) - 1} PNGs to {args.png}" if args.png else ""))
     return 0
 

@@ -628,7 +628,8 @@ class MonitoringConfig(BaseModel):
     them (``alerts.parquet``); latency percentiles over the last ``latency_window_s``."""
 
     model_config = _FROZEN
-    interval_s: float = Field(default=15.0, gt=0)
+    interval_s: float = Field(default=15.0, ge=0.1, description="seconds between samples (at least 0.1: a scrape "
+                              "interval, not a per-step trace; a finer one only multiplies the rows)")
     latency_window_s: float = Field(default=60.0, gt=0)
     alerts: tuple[AlertRule, ...] = DEFAULT_ALERTS
 
@@ -716,6 +717,13 @@ class Scenario(BaseModel):
                                                  "from prefill to decode pools (needed when a pool has role prefill)")
     monitoring: MonitoringConfig | None = Field(default=None, description="sampled metrics and alert rules")
     maintenance: MaintenanceConfig | None = Field(default=None, description="host maintenance windows")
+
+    @model_validator(mode="after")
+    def _pool_names(self) -> Scenario:
+        if "all" in self.pools:  # tables and monitoring name the whole fleet "all"
+            raise ValueError("pools.all: 'all' is reserved for the whole fleet in summaries, tables and alerts; give "
+                             "the pool another name")
+        return self
 
     @model_validator(mode="after")
     def _maintenance_pools(self) -> Scenario:

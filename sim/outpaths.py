@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import AfterValidator
 
 from sim.errors import FleetsimError
 
@@ -54,3 +57,15 @@ def out_file(path: str | Path, option: str) -> Path:
     if file.exists() and not os.access(file, os.W_OK):
         raise FleetsimError(f"{option} {path}: the file is not writable")
     return file
+
+
+def _folder_name(name: str) -> str:
+    if name in ("", ".", "..") or any(c in name for c in "/\\") or not name.isprintable():
+        raise ValueError(f"{name!r}: names the default results folder, results/<name>: give a non-empty name without "
+                         "'/' or '\\' (and not '.' or '..')")
+    return name
+
+
+#: The name of an experiment, study or plan: the folder its results go to unless ``--out`` says otherwise, so it
+#: must stay one folder inside ``results/``.
+FolderName = Annotated[str, AfterValidator(_folder_name)]

@@ -365,6 +365,13 @@ def validate_scenario(data: dict, source: str) -> Scenario:
         at = "workload" if i == 0 else f"classes.{i - 1}.workload"
         if isinstance(wl, FittedWorkload | ServeGenWorkload):
             _check_synthetic(wl, at, source)
+        arrival = getattr(wl, "arrival", None)
+        if arrival is not None and wl.num_requests is not None and wl.duration_s is None \
+                and arrival.expected_arrivals(MAX_SECONDS) < wl.num_requests:
+            # Nothing else would end the run before the last arrival, decades of clock hours later.
+            raise ScenarioError(source, f"{at}.arrival", f"{wl.num_requests:,} requests at {arrival.mean_rate_per_s:g} "
+                                f"requests/s take more than {MAX_SECONDS:g} s (about 31 years) to arrive; a wrong "
+                                "unit? (or set duration_s)")
         if isinstance(wl, TraceWorkload):
             if not Path(wl.path).is_file():
                 raise ScenarioError(source, f"{at}.path", f"trace file not found: {wl.path}")

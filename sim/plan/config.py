@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sim.outpaths import FolderName
+
 _FROZEN = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
@@ -17,7 +19,7 @@ class PlanConfig(BaseModel):
     set (precision, engine, perf, ...) it takes from there."""
 
     model_config = _FROZEN
-    name: str = "plan"
+    name: FolderName = "plan"
     scenario: str
     set: dict[str, Any] = Field(default_factory=dict, description="overrides of the base scenario")
     model: str | None = Field(default=None, description="catalog key; default: the model of the scenario's first "

@@ -9,6 +9,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from sim.outpaths import FolderName
+
 _FROZEN = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 #: Summary figures kept per run when an experiment names none (dotted paths into the run's summary).
@@ -99,7 +101,7 @@ class Experiment(BaseModel):
     ``pools.h100.slo.attainment``)."""
 
     model_config = _FROZEN
-    name: str = "experiment"
+    name: FolderName = "experiment"
     scenario: str
     set: dict[str, Any] = Field(default_factory=dict)
     parameters: Parameters = Parameters()

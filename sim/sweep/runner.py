@@ -211,7 +211,7 @@ def run_sweep(exp: Experiment, runs: list[Run], out: Path, backend: str = "local
         d.mkdir(parents=True, exist_ok=True)
         for stale in d.glob("*.tmp"):  # a file that was being written when a sweep was killed
             stale.unlink()
-    cached = {p.stem for p in cache.glob("*.json")}
+    cached = {p.stem for p in cache.glob("*.json") if _cached_summary(p) is not None}
     unique = {run.scenario_id: run for run in runs}  # arms that resolve to one scenario share its simulation
     todo = [run for sid, run in unique.items() if sid not in cached]
     from tqdm import tqdm
@@ -242,7 +242,9 @@ def run_sweep(exp: Experiment, runs: list[Run], out: Path, backend: str = "local
         bar.close()
     frames = []
     for run in runs:
-        summary = json.loads((cache / f"{run.scenario_id}.json").read_text(encoding="utf-8"))
+        summary = _cached_summary(cache / f"{run.scenario_id}.json")
+        if summary is None:  # written by this sweep moments ago: changed by someone else since
+            raise SweepError(f"{cache}: run {run.scenario_id}'s summary changed while the sweep ran; run it again")
         try:
             rows = run_rows(exp, run, summary)
         except KeyError as err:
@@ -259,6 +261,21 @@ def run_sweep(exp: Experiment, runs: list[Run], out: Path, backend: str = "local
     data = data.reset_index(drop=True)
     _write_atomic(lambda tmp: summarize_sweep(data).to_csv(tmp, index=False), out / "summary.csv")
     return data
+
+
+def _cached_summary(path: Path) -> dict | None:
+    """A cached run summary, or None (after saying so on stderr, and removing the file) if it cannot be read as
+    one: a file emptied or edited by hand is simulated again rather than stopping the sweep or feeding it rows."""
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(summary, dict) and isinstance(summary.get("requests"), dict):
+            return summary
+        problem = "not a run summary"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        problem = getattr(err, "strerror", None) or str(err)
+    sys.stderr.write(f"fleetsim: warning: {path}: {problem}; simulating that run again\n")
+    path.unlink(missing_ok=True)
+    return None
 
 
 def _metric_range(metric: str) -> tuple[float, float]:

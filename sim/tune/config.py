@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from sim.outpaths import FolderName
 from sim.sweep.config import RandomParameter
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
@@ -51,7 +52,7 @@ class TuneConfig(BaseModel):
     so trials differ only by their policy), judged by the mean of each figure over the replications."""
 
     model_config = _FROZEN
-    name: str = "tune"
+    name: FolderName = "tune"
     scenario: str
     set: dict[str, Any] = Field(default_factory=dict)
     search: dict[str, RandomParameter] = Field(min_length=1)

@@ -1,0 +1,75 @@
+"""Inputs that once ran for ever, wrote outside ``results/``, or ended in a traceback: each now gets a one-line error
+naming the field or file (or, for a damaged sweep cache, a warning and a fresh simulation)."""
+
+from __future__ import annotations
+
+import pytest
+
+from sim.errors import ScenarioError
+from sim.plan.config import PlanConfig
+from sim.sweep import SweepError, load_experiment, run_sweep
+from sim.tune.config import TuneConfig
+from tests.conftest import scenario
+from tests.test_cli import QUICKSTART, fleetsim
+from tests.test_sweep import write_experiment
+
+
+def test_an_open_loop_that_would_take_decades_to_arrive_is_a_wrong_unit():
+    """20 requests at 1e-9/s would arrive over about 2e10 s: the run would split that into clock hours for ever."""
+    with pytest.raises(ScenarioError, match=r"workload\.arrival: 20 requests at 1e-09 requests/s take more than "
+                                            r"1e\+09 s .*a wrong unit\?"):
+        scenario({"workload": {"num_requests": 20, "arrival": {"process": "constant", "rate_per_s": 1e-9}}})
+    # A duration bounds the run whatever the rate; a slow rate that arrives within the bound is allowed.
+    scenario({"workload": {"num_requests": 20, "duration_s": 100.0,
+                           "arrival": {"process": "constant", "rate_per_s": 1e-9}}})
+    scenario({"workload": {"num_requests": 20, "arrival": {"process": "poisson", "rate_per_s": 1e-6}}})
+
+
+def test_a_sampling_interval_finer_than_a_tenth_of_a_second_is_refused():
+    with pytest.raises(ScenarioError, match=r"monitoring\.interval_s: .*greater than or equal to 0\.1"):
+        scenario({"monitoring": {"interval_s": 1e-6}})
+    assert scenario({"monitoring": {"interval_s": 0.1}}).monitoring.interval_s == 0.1
+
+
+def test_a_pool_may_not_be_called_all():
+    """'all' names the whole fleet in the summary table, monitoring rows and alert rules."""
+    with pytest.raises(ScenarioError, match=r"pools\.all: 'all' is reserved for the whole fleet"):
+        scenario({"pools": {"all": {"gpu": "h100_sxm", "model": "llama-3.1-8b"}}})
+
+
+def test_a_report_that_cannot_be_written_is_a_one_line_error(tmp_path, monkeypatch):
+    out = tmp_path / "r"
+    rc, _, err = fleetsim("run", QUICKSTART, "--quiet", "--set", "workload.num_requests=30", "--out", out)
+    assert (rc, err) == (0, "")
+
+    def refuse(results, html, png):
+        raise FileNotFoundError(2, "No such file or directory", str(html))
+
+    monkeypatch.setattr("sim.report.write_report", refuse)
+    rc, _, err = fleetsim("report", out, "--html", tmp_path / "x.html")
+    assert rc == 2 and err == f"fleetsim: error: {tmp_path / 'x.html'}: cannot write the report: No such file or " \
+                              "directory\n"
+
+
+@pytest.mark.parametrize("damage", ["", "garbage{", "{}", "[1, 2]"])
+def test_a_damaged_cached_summary_is_simulated_again(tmp_path, capsys, damage):
+    exp, runs = load_experiment(write_experiment(tmp_path, metrics=["ttft_s.p50"]))
+    out = tmp_path / "out"
+    first = run_sweep(exp, runs, out, progress=False)
+    (cached,) = (out / "cache").glob("*.json")
+    cached.write_text(damage, encoding="utf-8")
+    capsys.readouterr()
+    simulated = []
+    again = run_sweep(exp, runs, out, progress=False, on_run=simulated.append)
+    assert len(simulated) == 1 and again.equals(first)
+    assert f"fleetsim: warning: {cached}: " in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["../../evil", "a/b", "", ".", "..", "a\\b", "tab\there"])
+def test_names_that_would_leave_the_results_folder_are_refused(tmp_path, name):
+    with pytest.raises(SweepError, match="names the default results folder"):
+        load_experiment(write_experiment(tmp_path, name=name))
+    for config in (TuneConfig, PlanConfig):
+        with pytest.raises(ValueError, match="names the default results folder"):
+            config.model_validate({"name": name})
+    assert load_experiment(write_experiment(tmp_path, name="routers vs load-2"))[0].name == "routers vs load-2"
