@@ -99,3 +99,14 @@ def test_cli_tune_prints_the_front_and_the_best(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "Pareto front" in proc.stdout and "best: trial" in proc.stdout
     assert (tmp_path / "o" / "trials.csv").exists() and (tmp_path / "o" / "pareto.csv").exists()
+
+
+def test_feasible_trials_without_an_objective_value_are_said_so(tmp_path):
+    """With no constraints every trial is feasible; an objective that no run could fill (no request finished: every
+    prompt is longer than max_model_len) is named as the reason no trial is best."""
+    path = write_study(tmp_path, trials=2, sampler="sobol", set={"pools.p.engine.max_model_len": 10},
+                       objective={"minimize": "ttft_s.p50"})
+    proc = subprocess.run([sys.executable, "-m", "sim", "tune", str(path), "--out", str(tmp_path / "o"), "--quiet"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    assert "no feasible trial has a value of ttft_s.p50" in proc.stdout and "constraints" not in proc.stdout

@@ -47,7 +47,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
             print(front[["trial", *shown, "feasible"]].to_string(index=False, float_format=lambda x: f"{x:.4g}"))
     best = result["best"]
     if best is None:
-        print(f"\nno trial met the constraints; trials in {out / 'trials.csv'}")
+        why = (f"no feasible trial has a value of {objective} (it is empty when no request of the run finished)"
+               if result["feasible"] else "no trial met the constraints")
+        print(f"\n{why}; trials in {out / 'trials.csv'}")
         return 1
     print(f"\nbest: trial {best['trial']}, {objective} = {best[objective]:.6g}, "
           + ", ".join(f"{k} = {v}" for k, v in best["values"].items()))
