@@ -73,3 +73,9 @@ def test_names_that_would_leave_the_results_folder_are_refused(tmp_path, name):
         with pytest.raises(ValueError, match="names the default results folder"):
             config.model_validate({"name": name})
     assert load_experiment(write_experiment(tmp_path, name="routers vs load-2"))[0].name == "routers vs load-2"
+
+
+def test_a_kv_cache_with_no_room_at_all_does_not_advise_max_model_len_0():
+    rc, _, err = fleetsim("validate", QUICKSTART, "--set", "pools.h100.engine.activation_reserve_gib=1000")
+    assert rc == 2 and "holds 0 tokens" in err and "nothing is left for it: use more memory" in err
+    assert "<= 0" not in err

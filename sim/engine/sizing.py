@@ -143,7 +143,9 @@ def size_replica(gpu: GpuSpec, model: ModelSpec, pool: PoolConfig) -> ReplicaSiz
             f"the KV cache of {model.name} on {tp} x {gpu.name} holds {kv_tokens} tokens "
             f"({max(kv_budget, 0) / GIB:.2f} GiB per GPU left after {weights / GIB:.1f} GiB weights and "
             f"{activation / GIB:.1f} GiB activations), fewer than max_model_len {max_model_len}; "
-            f"set engine.max_model_len <= {kv_tokens}, or use more memory",
+            + (f"set engine.max_model_len <= {kv_tokens}, or use more memory" if kv_tokens > 0 else
+               "nothing is left for it: use more memory (more GPUs, a bigger profile, a smaller model or "
+               "precision) or a smaller engine.activation_reserve_gib"),
         )
     budget_tokens = token_budget(pool, max_model_len)
     if not eng.enable_chunked_prefill and budget_tokens < max_model_len:
