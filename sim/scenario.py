@@ -446,7 +446,10 @@ def load_scenario(path: str | Path, overrides: Iterable[str] = ()) -> Scenario:
                 message = err.message
                 if "valid string" in message:  # 123, true or null where text was meant: YAML read it as such
                     key, _, value = assignment.partition("=")
-                    message += f" (--set values are read as YAML; for text, quote it: --set '{key}=\"{value}\"')"
+                    if err.field == key.strip():
+                        message += f" (--set values are read as YAML; for text, quote it: --set '{key}=\"{value}\"')"
+                    else:  # an item inside a list or block: quoting the whole value would make it one string
+                        message += " (--set values are read as YAML; quote the text inside it, e.g. [\"a\", \"b\"])"
                 raise type(err)(f"--set {assignment}", err.field, message) from None
         if overrides:  # a rule across fields: the file and the overrides together broke it
             raise type(err)(err.source, err.field, err.message + " (with " + ", ".join(

@@ -79,3 +79,12 @@ def test_a_kv_cache_with_no_room_at_all_does_not_advise_max_model_len_0():
     rc, _, err = fleetsim("validate", QUICKSTART, "--set", "pools.h100.engine.activation_reserve_gib=1000")
     assert rc == 2 and "holds 0 tokens" in err and "nothing is left for it: use more memory" in err
     assert "<= 0" not in err
+
+
+def test_a_number_inside_a_set_list_gets_advice_that_works(tmp_path):
+    """``--set 'workload.clients=[99]'``: quoting the whole value would make one string, not a list of them."""
+    path = tmp_path / "sg.yaml"
+    path.write_text(QUICKSTART.read_text(encoding="utf-8"), encoding="utf-8")
+    rc, _, err = fleetsim("validate", path, "--set", "workload={type: servegen, path: x, clients: [99]}")
+    assert rc == 2 and "clients.0: Input should be a valid string, got 99" in err
+    assert "quote the text inside it" in err and "'workload=" not in err
