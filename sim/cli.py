@@ -213,6 +213,11 @@ class _Bar:
 def cmd_run(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario, args.set or ())
     if args.out:
+        written = Path(args.out) / "scenario.yaml"
+        if written.exists() and written.resolve() == Path(args.scenario).resolve():
+            raise FleetsimError(f"--out {args.out}: the run writes its resolved scenario to {written}, the file being "
+                                "run, which would lose what only it holds (comments, unset defaults); give another "
+                                "--out folder")
         out_folder(args.out, "--out")
     bar = _Bar(args.quiet)
     started = time.perf_counter()

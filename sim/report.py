@@ -46,16 +46,19 @@ def load_results(folder: str | Path) -> dict:
         missing.append("requests.parquet")
     if missing:
         raise ReportError(f"{folder}: not a fleetsim results folder: missing {', '.join(missing)}")
-    try:
-        results = {
-            "summary": json.loads((folder / "summary.json").read_text(encoding="utf-8")),
-            "scenario": yaml.safe_load((folder / "scenario.yaml").read_text(encoding="utf-8")),
-            "requests": read_table(folder, "requests"),
-            "cost_by_hour": pd.read_parquet(folder / "cost_by_hour.parquet"),
-            "replicas": pd.read_parquet(folder / "replicas.parquet"),
-        }
-    except (ValueError, OSError, json.JSONDecodeError, yaml.YAMLError) as err:
-        raise ReportError(f"{folder}: cannot read the results: {err}") from None
+    readers = {
+        "summary": (folder / "summary.json", lambda p: json.loads(p.read_text(encoding="utf-8"))),
+        "scenario": (folder / "scenario.yaml", lambda p: yaml.safe_load(p.read_text(encoding="utf-8"))),
+        "requests": (requests, lambda p: read_table(folder, "requests")),
+        "cost_by_hour": (folder / "cost_by_hour.parquet", pd.read_parquet),
+        "replicas": (folder / "replicas.parquet", pd.read_parquet),
+    }
+    results = {}
+    for key, (path, read) in readers.items():
+        try:
+            results[key] = read(path)
+        except (ValueError, OSError, yaml.YAMLError) as err:  # JSONDecodeError and Arrow's errors are ValueErrors
+            raise ReportError(f"{path}: cannot read the results: {err}") from None
     summary, scenario = results["summary"], results["scenario"]
     need = ("requests", "slo", "cost", "duration_s", "pools", "ttft_s", "tpot_s", "e2e_s", "throughput")
     if not isinstance(summary, dict) or any(k not in summary for k in need):

@@ -382,7 +382,7 @@ def validate_scenario(data: dict, source: str) -> Scenario:
                                     f"the window from start_s={wl.start_s:g} s {span} holds no request of the trace")
             last = float(arrays.arrival_s[-1]) + wl.spread_s * wl.time_scale
             if last > MAX_SECONDS:
-                raise ScenarioError(source, f"{at}.time_scale", f"{wl.time_scale:g} stretches the trace to "
+                raise ScenarioError(source, f"{at}.time_scale", f"{wl.time_scale:g} stretches the trace {wl.path} to "
                                     f"{last:.3g} s, more than {MAX_SECONDS:g} s (about 31 years); a wrong unit?")
         for key in ("prompt_tokens", "output_tokens"):
             dist = getattr(wl, key, None)

@@ -88,3 +88,22 @@ def test_a_number_inside_a_set_list_gets_advice_that_works(tmp_path):
     rc, _, err = fleetsim("validate", path, "--set", "workload={type: servegen, path: x, clients: [99]}")
     assert rc == 2 and "clients.0: Input should be a valid string, got 99" in err
     assert "quote the text inside it" in err and "'workload=" not in err
+
+
+def test_a_results_file_that_cannot_be_read_is_named(tmp_path):
+    out = tmp_path / "r"
+    rc, _, err = fleetsim("run", QUICKSTART, "--quiet", "--set", "workload.num_requests=20", "--out", out)
+    assert (rc, err) == (0, "")
+    (out / "summary.json").write_text("{bad", encoding="utf-8")
+    rc, _, err = fleetsim("report", out, "--html", tmp_path / "r.html")
+    assert rc == 2 and err.startswith(f"fleetsim: error: {out / 'summary.json'}: cannot read the results: ")
+
+
+def test_a_run_does_not_overwrite_the_scenario_file_it_runs(tmp_path):
+    scenario = tmp_path / "scenario.yaml"
+    text = "# my notes\n" + QUICKSTART.read_text(encoding="utf-8")
+    scenario.write_text(text, encoding="utf-8")
+    rc, _, err = fleetsim("run", scenario, "--quiet", "--set", "workload.num_requests=20", "--out", tmp_path)
+    assert rc == 2 and "the file being run" in err and scenario.read_text(encoding="utf-8") == text
+    rc, _, err = fleetsim("run", scenario, "--quiet", "--set", "workload.num_requests=20", "--out", tmp_path / "o")
+    assert (rc, err) == (0, "")
