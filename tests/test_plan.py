@@ -80,6 +80,7 @@ def test_the_plan_meets_its_slo_in_simulation(tmp_path):
     ({"candidates": [{"precision": "fp8"}]}, r"candidates\.0: needs gpu"),
     ({"candidates": [{"gpu": "l4", "model": "llama-3.1-70b"}]}, r"candidates\.0.*pools\.l4-fp8\.model.*weights"),
     ({"candidates": [{"gpu": "l4"}, {"gpu": "l4"}]}, r"candidates\.1: l4-fp8 is listed twice"),
+    ({"candidates": [{"gpu": "l4", "replicas": 5}]}, r"candidates\.0\.replicas: the planner chooses how many"),
     ({"set": {"workload": {"type": "closed_loop", "clients": 4, "num_requests": 10,
                            "prompt_tokens": {"dist": "fixed", "tokens": 10},
                            "output_tokens": {"dist": "fixed", "tokens": 10}}}}, "needs one open-loop"),

@@ -97,6 +97,9 @@ def load_plan(path: str | Path) -> Planner:
     for i, cand in enumerate(cfg.candidates):
         if "gpu" not in cand:
             raise SweepError(f"{source}: candidates.{i}: needs gpu (and optionally precision, tensor_parallel, ...)")
+        if "replicas" in cand:  # the plan's answer, not an input: a count given here would be silently replaced
+            raise SweepError(f"{source}: candidates.{i}.replicas: the planner chooses how many; remove it (use "
+                             "max_replicas to cap every candidate)")
         pool = {**template, "model": model, **cand}
         name = _name(pool)
         if name in names:
