@@ -474,6 +474,11 @@ def cmd_tco(args: argparse.Namespace) -> int:
               "(inf: never). APIs ($ per M input / output):")
         for _, a in api_prices().iterrows():
             print(f"  {a['name']}: {a['usd_per_m_input']} / {a['usd_per_m_output']} ({a['date']}; {a['source']})")
+    slow = sorted({gpu for gpu, usd in zip(table["gpu"], table["usd_per_m_output_tokens"], strict=True)
+                   if not math.isfinite(usd)})
+    if slow:  # inf is the honest figure, but say why
+        print(f"{', '.join(slow)}: no batch size meets TPOT <= {args.tpot_s * 1e3:g} ms (a step of one sequence is "
+              "slower), so no output tokens are served within it: usd_per_m_output_tokens is inf")
     missing = deployments[~deployments["fits"]]
     for _, row in missing.iterrows():
         print(f"{row['gpu']}: {args.model} in {args.precision} does not fit at tensor parallelism <= 8")

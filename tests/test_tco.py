@@ -100,3 +100,14 @@ def test_cli_tco(capsys):
     assert main(["tco", "--gpus", "l5"]) == 2
     assert "unknown GPU 'l5'" in capsys.readouterr().err
     assert main(["tco", "--pue", "0.5"]) == 2
+
+
+def test_cli_tco_says_why_a_cost_is_infinite(capsys):
+    """A TPOT target no step can meet: the inf in the table is explained, naming the GPUs."""
+    from sim.cli import main
+
+    assert main(["tco", "--gpus", "l4", "h100_sxm", "--tpot-s", "0.0001"]) == 0
+    out = capsys.readouterr().out
+    assert "h100_sxm, l4: no batch size meets TPOT <= 0.1 ms" in out
+    assert main(["tco", "--gpus", "l4"]) == 0
+    assert "no batch size" not in capsys.readouterr().out
