@@ -29,7 +29,10 @@ def plot_latency_cdf(requests: pd.DataFrame, metric: str = "ttft_s", *, by: str 
     ax.set_xlabel(metric)
     ax.set_ylabel("fraction of requests")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(title=by)
+    if ax.lines:
+        ax.legend(title=by)
+    else:  # no request finished: an empty plot that says so, not a legend warning
+        ax.text(0.5, 0.5, "no finished requests", transform=ax.transAxes, ha="center", va="center")
     return ax
 
 

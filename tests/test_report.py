@@ -116,3 +116,18 @@ def test_malformed_results_are_report_errors(results_dir, tmp_path, summary, sce
     (bad / "scenario.yaml").write_text(scenario)
     with pytest.raises(ReportError, match=message):
         load_results(bad)
+
+
+def test_a_latency_cdf_of_no_finished_request_says_so_without_warnings():
+    import warnings
+
+    import pandas as pd
+
+    from sim.plots import plot_latency_cdf
+
+    requests = pd.DataFrame({"status": ["rejected"], "pool": ["p"], "ttft_s": [float("nan")]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ax = plot_latency_cdf(requests)
+    assert [t.get_text() for t in ax.texts] == ["no finished requests"] and ax.get_legend() is None
+    plt.close("all")
