@@ -16,7 +16,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from sim.errors import CatalogError, unknown_name, with_input
+from sim.errors import CatalogError, as_written, unknown_name, with_input
 from sim.yamlio import describe_yaml_error, load_yaml
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
@@ -270,12 +270,40 @@ HF_NAMES = {
 }
 
 
+#: config.json keys that mark a mixture-of-experts model (Mixtral, Qwen-MoE, DeepSeek, OLMoE, Llama 4, gpt-oss):
+#: ModelSpec is dense, so such a model would be sized as one expert's worth of weights and FLOPs.
+HF_MOE_KEYS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts", "num_experts_per_tok",
+               "num_experts_per_token", "experts_per_token", "n_shared_experts", "moe_intermediate_size",
+               "shared_expert_intermediate_size")
+
+
+def _json_value(value) -> str:
+    """``value`` as the user wrote it in JSON, for "got ..." (an object or array is named, not repeated)."""
+    if isinstance(value, dict | list):
+        return f"a JSON {'object' if isinstance(value, dict) else 'array'}"
+    return as_written(value)
+
+
+def _hf_int(path: Path, cfg: dict, key: str, optional: bool = False) -> int | None:
+    """``cfg[key]`` as a positive integer; None where ``optional`` and the key is absent or null."""
+    value = cfg.get(key)
+    if value is None and optional:
+        return None
+    # A whole float (4096.0, 1e6) is the integer it spells, as in scenario files; a bool is not a number.
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise CatalogError(f"{path}: {key} must be a positive integer, got {_json_value(value)}")
+    return value
+
+
 def model_from_hf_config(path: Path | str) -> ModelSpec:
     """Read a model architecture from a local Hugging Face ``config.json``.
 
     Uses ``num_hidden_layers``, ``hidden_size``, ``num_attention_heads``, ``num_key_value_heads`` (defaults to
     the head count), ``head_dim`` (defaults to hidden / heads), ``intermediate_size``, ``vocab_size``,
-    ``max_position_embeddings`` and ``tie_word_embeddings``.
+    ``max_position_embeddings`` and ``tie_word_embeddings``. Mixture-of-experts configs are rejected: only dense
+    models are modelled.
     """
     path = Path(path)
     try:
@@ -286,36 +314,61 @@ def model_from_hf_config(path: Path | str) -> ModelSpec:
         raise CatalogError(f"{path}:{err.lineno}: not valid JSON: {err.msg}") from None
     if not isinstance(cfg, dict):
         raise CatalogError(f"{path}: a Hugging Face config.json must be a JSON object")
-    cfg = cfg.get("text_config", cfg)  # multimodal configs nest the language model
+    top = cfg
+    text = cfg.get("text_config")  # multimodal configs nest the language model
+    if text is not None:
+        if not isinstance(text, dict):
+            raise CatalogError(f"{path}: text_config must be a JSON object, got {_json_value(text)}")
+        cfg = text
+    # Experts may be declared at either level (Llama 4 nests them); 0 or null is how some dense configs say "none".
+    both = {**top, **cfg}
+    moe = [k for k in HF_MOE_KEYS if both.get(k) not in (None, 0)]
+    if moe:
+        found = ", ".join(f"{k} = {_json_value(both[k])}" for k in moe)
+        raise CatalogError(f"{path}: {moe[0]}: mixture-of-experts models are not modelled, dense models only "
+                           f"(found {found})")
     required = ["num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size", "vocab_size"]
     missing = [k for k in required if k not in cfg]
     if missing:
         raise CatalogError(f"{path}: missing field(s) {missing} needed for a decoder-only transformer")
-    heads = cfg["num_attention_heads"]
-    if not isinstance(heads, int) or isinstance(heads, bool) or heads <= 0:
-        raise CatalogError(f"{path}: num_attention_heads must be a positive integer, got {heads!r}")
+    heads = _hf_int(path, cfg, "num_attention_heads")
+    hidden = _hf_int(path, cfg, "hidden_size")
+    sizes = {k: _hf_int(path, cfg, k) for k in ("num_hidden_layers", "intermediate_size", "vocab_size")}
+    kv_heads = _hf_int(path, cfg, "num_key_value_heads", optional=True) or heads
+    head_dim = _hf_int(path, cfg, "head_dim", optional=True)
+    context = _hf_int(path, cfg, "max_position_embeddings", optional=True) or 4096
+    if heads % kv_heads:
+        raise CatalogError(f"{path}: num_key_value_heads: num_attention_heads ({heads}) must be a multiple of "
+                           "num_key_value_heads")
+    if head_dim is None:
+        # hidden // heads would silently drop the remainder and size every attention matrix wrong.
+        if hidden % heads:
+            raise CatalogError(f"{path}: hidden_size ({hidden}) must be a multiple of num_attention_heads ({heads}) "
+                               "when head_dim is not given")
+        head_dim = hidden // heads
+    tied = cfg.get("tie_word_embeddings")
+    if tied is not None and not isinstance(tied, bool):  # bool("false") is True
+        raise CatalogError(f"{path}: tie_word_embeddings must be true or false, got {_json_value(tied)}")
+    name = cfg.get("_name_or_path") or top.get("_name_or_path")
     try:
         return ModelSpec(
             key=str(path),
-            name=cfg.get("_name_or_path") or path.parent.name or path.stem,
-            n_layers=cfg["num_hidden_layers"],
-            hidden_size=cfg["hidden_size"],
+            name=name if isinstance(name, str) else path.parent.name or path.stem,
+            n_layers=sizes["num_hidden_layers"],
+            hidden_size=hidden,
             n_heads=heads,
-            n_kv_heads=cfg.get("num_key_value_heads") or heads,
-            head_dim=cfg.get("head_dim") or cfg["hidden_size"] // heads,
-            intermediate_size=cfg["intermediate_size"],
-            vocab_size=cfg["vocab_size"],
-            max_context_tokens=cfg.get("max_position_embeddings", 4096),
-            tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+            n_kv_heads=kv_heads,
+            head_dim=head_dim,
+            intermediate_size=sizes["intermediate_size"],
+            vocab_size=sizes["vocab_size"],
+            max_context_tokens=context,
+            tie_word_embeddings=bool(tied),
             source=f"Hugging Face config {path}",
         )
-    except ValidationError as err:
+    except ValidationError as err:  # every field was checked above; this names anything a later check adds
         first = err.errors()[0]
         loc = HF_NAMES.get(".".join(map(str, first["loc"])), ".".join(map(str, first["loc"])))
         msg = first["msg"].removeprefix("Value error, ")
-        if not loc and "n_kv_heads" in msg:
-            loc = "num_key_value_heads"
-            msg = f"num_attention_heads ({heads}) must be a multiple of num_key_value_heads"
         if first["type"] != "value_error":
             msg = with_input(msg, first.get("input"))
         raise CatalogError(f"{path}: {loc + ': ' if loc else ''}{msg}") from None
