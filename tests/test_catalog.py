@@ -73,6 +73,16 @@ def test_bad_user_catalog_names_file_and_entry(tmp_path):
         load_catalog((extra,))
 
 
+def test_a_gpu_idling_above_its_tdp_is_refused(tmp_path):
+    extra = tmp_path / "hot.yaml"
+    extra.write_text(
+        "gpus:\n  hot:\n    name: Hot\n    architecture: ada\n    sm_version: 89\n    sm_count: 10\n"
+        "    memory_gib: 16\n    memory_bandwidth_gb_s: 100\n    bf16_tflops: 10\n    tdp_w: 72\n    idle_w: 1000\n"
+        "    interconnect: pcie_gen4\n    interconnect_gb_s: 32\n")
+    with pytest.raises(CatalogError, match=r"hot\.yaml: gpus\.hot.*idle_w: 1000 W is more than tdp_w \(72 W\)"):
+        load_catalog((extra,))
+
+
 def test_hugging_face_config(tmp_path):
     cfg = {"num_hidden_layers": 32, "hidden_size": 4096, "num_attention_heads": 32, "num_key_value_heads": 8,
            "intermediate_size": 14336, "vocab_size": 128256, "max_position_embeddings": 131072,

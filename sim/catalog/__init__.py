@@ -72,6 +72,12 @@ class GpuSpec(BaseModel):
     sources: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
+    def _power(self) -> GpuSpec:
+        if self.idle_w > self.tdp_w:  # energy interpolates from idle to TDP with load: idle above it is a typo
+            raise ValueError(f"idle_w: {self.idle_w:g} W is more than tdp_w ({self.tdp_w:g} W)")
+        return self
+
+    @model_validator(mode="after")
     def _profiles_fit(self) -> GpuSpec:
         # Profiles are named by nominal size (L40S-48C on a 48 GB = 44.99 GiB card): GB are allowed for GiB here.
         most = self.memory_gib * 2**30 / 1e9
