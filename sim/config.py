@@ -497,7 +497,8 @@ class ServeGenWorkload(BaseModel):
     model_config = _FROZEN
     type: Literal["servegen"] = "servegen"
     path: str
-    clients: tuple[str, ...] | None = Field(default=None, description="client ids; default: all in the folder")
+    clients: tuple[str, ...] | None = Field(default=None, min_length=1, description="client ids; default: all in "
+                                            "the folder")
     start_s: float = Field(default=0.0, ge=0)
     duration_s: float = Field(gt=0)
     rate_scale: float = Field(default=1.0, gt=0, le=1000)

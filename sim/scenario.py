@@ -26,7 +26,7 @@ from sim.config import FittedWorkload, Scenario, ServeGenWorkload, TraceWorkload
 from sim.errors import CatalogError, ScenarioError, unknown_name, with_input
 from sim.limits import MAX_REQUESTS, MAX_SECONDS, MAX_WINDOWS
 from sim.perf.kernel import Calibration
-from sim.workload.source import trace_arrays
+from sim.workload.source import servegen_empty_window, trace_arrays
 from sim.workload.synthesis import expected_arrivals, read_servegen
 from sim.workload.traces import read_trace
 from sim.yamlio import describe_yaml_error, load_yaml
@@ -309,6 +309,9 @@ def _check_synthetic(wl, at: str, source: str) -> None:
         clients = read_servegen(wl.path, list(wl.clients) if wl.clients else None)
         if not clients:
             raise ScenarioError(source, f"{at}.path", "holds no ServeGen client (chunk-<client>-trace.csv files)")
+        empty = servegen_empty_window(wl, clients)
+        if empty:
+            raise ScenarioError(source, f"{at}.start_s", f"{wl.path}: {empty}")
         # Every window is drawn (then cut to the time asked for): all of them count.
         expected = wl.rate_scale * sum(expected_arrivals(c.windows, 0.0, float("inf")) for c in clients)
     if expected > MAX_REQUESTS:

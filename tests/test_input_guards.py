@@ -107,3 +107,25 @@ def test_a_run_does_not_overwrite_the_scenario_file_it_runs(tmp_path):
     assert rc == 2 and "the file being run" in err and scenario.read_text(encoding="utf-8") == text
     rc, _, err = fleetsim("run", scenario, "--quiet", "--set", "workload.num_requests=20", "--out", tmp_path / "o")
     assert (rc, err) == (0, "")
+
+
+def _closed_loop(**workload):
+    return scenario({"workload": {"type": "closed_loop", "clients": 2, "prompt_tokens": {"dist": "fixed",
+                                                                                         "tokens": 5000},
+                                  "output_tokens": {"dist": "fixed", "tokens": 10}, **workload}})
+
+
+def test_a_closed_loop_whose_every_request_is_rejected_at_once_stops_with_an_error():
+    """Clients that resend the moment their request is rejected, with no request limit, would never let time pass."""
+    from sim import simulate
+    from sim.errors import FleetsimError
+
+    with pytest.raises(FleetsimError, match=r"rejected as they are sent \(exceeds_max_model_len\) and think_time_s "
+                                            r"is 0, so its 2 clients would resend for ever at t=0 s"):
+        simulate(_closed_loop(duration_s=10.0))
+    # A request limit, or a think time, lets it end: every request is accounted for, rejected with its reason.
+    for bounded in ({"num_requests": 30}, {"duration_s": 10.0, "think_time_s": 1.0}):
+        res = simulate(_closed_loop(**bounded))
+        counts = res.summary["requests"]
+        assert counts["arrived"] == counts["rejected"] > 0 and counts["finished"] == 0
+        assert set(res.requests["reject_reason"]) == {"exceeds_max_model_len"}

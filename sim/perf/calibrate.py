@@ -33,6 +33,7 @@ from sim.catalog import GpuSpec
 from sim.errors import TraceError
 from sim.perf.curves import LogGrid, bound_growth, fit_grid, isotonic_increasing, octave_knots
 from sim.perf.kernel import ACT_BYTES, AllReduceCurve, AttentionCurve, Calibration, GemmCurve, KernelModel
+from sim.workload.traces import plain
 
 GEMM_KERNELS = {"bfloat16": ("bf16", "torch.nn.functional.linear"), "fp8": ("fp8", "CutlassFP8ScaledMMLinearKernel")}
 ATTENTION_KERNELS = {"hopper": "vllm_flash_attn_fa3", "ada": "vllm_flash_attn_fa2"}
@@ -161,14 +162,14 @@ def check_measurements(frame: pd.DataFrame, path: str) -> None:
             if bad.any():
                 i = int(np.flatnonzero(bad)[0])
                 raise TraceError(path, int(rows.index[i]) + 2, f"{op} row: {col} must be {need}, "
-                                                               f"got {rows[col].iloc[i]!r}")
+                                                               f"got {plain(rows[col].iloc[i])!r}")
         dcol = CSV_DTYPES.get(op)
         if dcol is not None:
             bad = ~rows[dcol].isin(["bf16", "fp8"]).to_numpy()
             if bad.any():
                 i = int(np.flatnonzero(bad)[0])
                 raise TraceError(path, int(rows.index[i]) + 2, f"{op} row: {dcol} must be bf16 or fp8, "
-                                                               f"got {rows[dcol].iloc[i]!r}")
+                                                               f"got {plain(rows[dcol].iloc[i])!r}")
 
 
 def read_csv_measurements(path: Path | str) -> Tables:
@@ -188,7 +189,7 @@ def read_csv_measurements(path: Path | str) -> Tables:
     bad = ~frame["op"].isin(need)
     if bad.any():
         line = int(np.flatnonzero(bad)[0]) + 2
-        raise TraceError(path, line, f"op must be one of {sorted(need)}, got {frame['op'][bad].iloc[0]!r}")
+        raise TraceError(path, line, f"op must be one of {sorted(need)}, got {plain(frame['op'][bad].iloc[0])!r}")
     lat = pd.to_numeric(frame["latency_s"], errors="coerce")
     if (~(lat > 0)).any():
         line = int(np.flatnonzero(~(lat > 0))[0]) + 2

@@ -1,6 +1,6 @@
 """Readers of trace formats beyond Azure's: Mooncake JSONL, BurstGPT CSV, and generic CSV or Parquet with named
 columns. Each checks every row and raises :class:`~sim.errors.TraceError` naming the file and the 1-based line
-(the row number for Parquet) of the first bad one; arrival times are re-based to start at 0.
+(the 1-based row number for Parquet) of the first bad one; arrival times are re-based to start at 0.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from sim.workload.traces import (
     check_sorted,
     csv_header,
     first_undecodable_line,
+    plain,
     positive_int,
     reading,
     to_arrays,
@@ -28,6 +29,7 @@ TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
 
 
 def _float(value, path: str, line: int, column: str) -> float:
+    value = plain(value)
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -112,19 +114,34 @@ def read_burstgpt(path: str | Path) -> TraceArrays:
     return to_arrays(path, times, prompts, outputs)
 
 
+def _csv_line(path: str, record: int) -> int | None:
+    """The 1-based line on which CSV record ``record`` starts (0: the header), counting the blank and whitespace-only
+    lines pandas skips and the lines a quoted field spans; None if the file cannot be read so."""
+    start = 0  # the line the previous record ended on
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle)
+            for row in reader:
+                if row and (len(row) > 1 or row[0].strip()):
+                    if record == 0:
+                        return start + 1
+                    record -= 1
+                start = reader.line_num
+    except (OSError, UnicodeDecodeError, csv.Error):
+        pass
+    return None
+
+
 def read_table(path: str | Path, columns: dict[str, str], time_unit: str = "s") -> TraceArrays:
     """A generic CSV or Parquet trace: ``columns`` maps ``arrival``, ``prompt_tokens`` and ``output_tokens`` to the
-    file's column names; arrivals in ``time_unit`` (s, ms, us, ns) from any origin, sorted."""
+    file's column names; arrivals in ``time_unit`` (s, ms, us, ns) from any origin, sorted. A bad row is named by
+    its line in a CSV file, by its row number (from 1) in a Parquet one."""
     import pandas as pd
 
     path = str(path)
+    parquet = path.endswith(".parquet")
     try:
-        if path.endswith(".parquet"):
-            frame = pd.read_parquet(path)
-            first_line = 0  # rows are numbered from 0 in a Parquet file
-        else:
-            frame = pd.read_csv(path)
-            first_line = 2  # the header is line 1
+        frame = pd.read_parquet(path) if parquet else pd.read_csv(path)
     except FileNotFoundError:
         raise TraceError(path, 0, "file not found") from None
     except UnicodeDecodeError as err:
@@ -136,26 +153,40 @@ def read_table(path: str | Path, columns: dict[str, str], time_unit: str = "s") 
         ragged = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(err))
         if ragged:
             raise TraceError(path, int(ragged[2]), f"expected {ragged[1]} fields, got {ragged[3]}") from None
-        raise TraceError(path, 0, f"cannot read as {'Parquet' if path.endswith('.parquet') else 'CSV'}: "
+        raise TraceError(path, 0, f"cannot read as {'Parquet' if parquet else 'CSV'}: "
                          f"{str(err).splitlines()[0]}") from None
     missing = [name for name in columns.values() if name not in frame.columns]
     if missing:
-        raise TraceError(path, 1, f"no column {', '.join(map(repr, missing))}; the file has "
+        header = 0 if parquet else _csv_line(path, 0) or 1  # Parquet has no header line: the whole file
+        raise TraceError(path, header, f"no column {', '.join(map(repr, missing))}; the file has "
                          f"{', '.join(map(str, frame.columns))}")
+    names = (columns["arrival"], columns["prompt_tokens"], columns["output_tokens"])
     scale = TIME_UNITS[time_unit]
+
+    def row(line: int, values: tuple, previous: float | None) -> tuple[float, int, int]:
+        """One row, checked: (arrival in s, prompt tokens, output tokens)."""
+        for name, value in zip(names, values, strict=True):
+            if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):  # pd.NA: an empty
+                raise TraceError(path, line, f"{name} is empty")
+        stamp = _float(values[0], path, line, names[0]) * scale
+        check_sorted(path, line, stamp, previous, names[0])
+        return stamp, positive_int(values[1], path, line, names[1], 1), positive_int(values[2], path, line, names[2], 1)
+
     times, prompts, outputs = [], [], []
     previous = None
-    for i, (t, p, o) in enumerate(zip(frame[columns["arrival"]], frame[columns["prompt_tokens"]],
-                                      frame[columns["output_tokens"]], strict=True)):
-        line = first_line + i
-        for name, value in zip((columns["arrival"], columns["prompt_tokens"], columns["output_tokens"]), (t, p, o),
-                               strict=True):
-            if value is None or (isinstance(value, float) and np.isnan(value)):
-                raise TraceError(path, line, f"{name} is empty")
-        stamp = _float(t, path, line, columns["arrival"]) * scale
-        check_sorted(path, line, stamp, previous, columns["arrival"])
+    for i, values in enumerate(zip(*(frame[name] for name in names), strict=True)):
+        # Parquet rows count from 1 (0 would read as the whole file). A CSV row's line is i + 2 (after the header)
+        # unless pandas skipped blank lines before it: only a bad row, rare, pays for finding its true line.
+        line = i + 1 if parquet else i + 2
+        try:
+            stamp, prompt, output = row(line, values, previous)
+        except TraceError:
+            true_line = None if parquet else _csv_line(path, i + 1)
+            if true_line is not None and true_line != line:
+                row(true_line, values, previous)  # the same error, at the file's own line
+            raise
         previous = stamp
         times.append(stamp)
-        prompts.append(positive_int(p, path, line, columns["prompt_tokens"], 1))
-        outputs.append(positive_int(o, path, line, columns["output_tokens"], 1))
+        prompts.append(prompt)
+        outputs.append(output)
     return to_arrays(path, times, prompts, outputs)

@@ -9,9 +9,10 @@ import simpy
 
 from sim.config import ClosedLoopWorkload, FittedWorkload, OpenLoopWorkload, ServeGenWorkload, TraceWorkload
 from sim.engine.request import Request
+from sim.errors import FleetsimError, TraceError
 from sim.rng import Streams
 from sim.workload.lengths import LengthDist
-from sim.workload.synthesis import fit_trace, read_servegen, renewal_arrivals
+from sim.workload.synthesis import expected_arrivals, fit_trace, read_servegen, renewal_arrivals
 from sim.workload.traces import TraceArrays, read_trace
 from sim.workload.transforms import scale_rate, spread
 
@@ -55,17 +56,39 @@ def trace_arrays(wl: TraceWorkload, streams: Streams | None = None) -> TraceArra
 
 
 def fitted_arrays(wl: FittedWorkload, streams: Streams) -> TraceArrays:
-    """Arrivals fitted window by window to a trace, with (prompt, output) pairs resampled from it."""
+    """Arrivals fitted window by window to a trace, over the trace's span, with (prompt, output) pairs resampled
+    from it."""
     trace = read_trace(wl.format, wl.path, **wl.reader_options())
+    if trace.arrival_s[-1] <= 0:
+        raise TraceError(wl.path, 0, f"all {len(trace)} requests arrive at the same time: a fit needs them spread "
+                         "over time (replay the file with type: trace instead)")
     times = renewal_arrivals(fit_trace(trace, wl.window_s), streams.get("arrivals"), wl.rate_scale)
     pick = streams.get("lengths").integers(len(trace), size=len(times))
     return TraceArrays(times, trace.prompt_tokens[pick], trace.output_tokens[pick])
 
 
+def servegen_empty_window(wl: ServeGenWorkload, clients: list) -> str | None:
+    """Why ``wl``'s time window holds no request of ``clients`` (None: it holds some)."""
+    if sum(expected_arrivals(c.windows, wl.start_s, wl.start_s + wl.duration_s) for c in clients) > 0:
+        return None
+    busy = [(s, s + c.windows.window_s) for c in clients
+            for s, r in zip(c.windows.start_s, c.windows.rate_per_s, strict=True) if r > 0]
+    when = (f"the clients send requests between {min(a for a, _ in busy):g} s and {max(b for _, b in busy):g} s"
+            if busy else "every rate of the clients is 0")
+    return f"the window from start_s={wl.start_s:g} s lasting duration_s={wl.duration_s:g} s holds no request ({when})"
+
+
 def servegen_arrays(wl: ServeGenWorkload, streams: Streams) -> TraceArrays:
-    """Every ServeGen client's arrivals and lengths in ``[start_s, start_s + duration_s)``, merged, re-based to 0."""
+    """Every ServeGen client's arrivals and lengths in ``[start_s, start_s + duration_s)``, merged, re-based to 0.
+
+    A time window where no client sends anything is an error, as a trace's window without a request is.
+    """
+    clients = read_servegen(wl.path, list(wl.clients) if wl.clients is not None else None)
+    empty = servegen_empty_window(wl, clients)
+    if empty:
+        raise TraceError(wl.path, 0, empty)
     parts = []
-    for client in read_servegen(wl.path, list(wl.clients) if wl.clients is not None else None):
+    for client in clients:
         times = renewal_arrivals(client.windows, streams.get(f"servegen.{client.client}.arrivals"), wl.rate_scale)
         times = times[(times >= wl.start_s) & (times < wl.start_s + wl.duration_s)]
         prompts, outputs = client.sample_lengths(times, streams.get(f"servegen.{client.client}.lengths"))
@@ -145,6 +168,10 @@ class LengthStream:
         return self._buf.pop()
 
 
+#: Requests rejected at once, in a row at one instant, after which an unbounded closed loop is stopped as stuck.
+SPIN_LIMIT = 10_000
+
+
 class ClosedLoop:
     """``clients`` SimPy processes, each sending a request, waiting for it to end, thinking, and repeating.
 
@@ -163,6 +190,7 @@ class ClosedLoop:
             self.outputs = LengthStream(wl.output_tokens, streams.get("output_tokens"))
         self.sent = 0
         self.active = wl.clients
+        self._spin_at_s, self._spins = -1.0, 0  # requests rejected at once, one after another, at one instant
         for i in range(wl.clients):
             env.process(self.client(i * wl.ramp_up_s / wl.clients))
 
@@ -177,6 +205,19 @@ class ClosedLoop:
         if wl.num_requests is not None and self.sent >= wl.num_requests:
             return False
         return wl.duration_s is None or self.env.now < wl.duration_s
+
+    def _rejected_at_once(self, req: Request) -> None:
+        """Count a request rejected as it was sent, by a client that resends at once (no think time): with no
+        request limit and every request rejected, time would never pass. Many in a row at one instant, with no
+        request admitted between, can only be that."""
+        if self.env.now != self._spin_at_s:
+            self._spin_at_s, self._spins = self.env.now, 0
+        self._spins += 1
+        if self.wl.num_requests is None and self._spins > SPIN_LIMIT:
+            raise FleetsimError(
+                f"workload: the closed loop's requests are rejected as they are sent ({req.reject_reason}) and "
+                f"think_time_s is 0, so its {self.wl.clients} clients would resend for ever at t={self.env.now:g} s "
+                f"({SPIN_LIMIT:,} in a row); give lengths the pools can serve, think_time_s, or num_requests")
 
     def client(self, start_s: float):
         env = self.env
@@ -193,6 +234,9 @@ class ClosedLoop:
                 req.done = env.event()
                 yield req.done
                 timed = False
+                self._spins = 0
+            elif not self.wl.think_time_s:
+                self._rejected_at_once(req)
             if self.wl.think_time_s:
                 yield ArrivalTimeout(env, self.wl.think_time_s)
                 timed = True

@@ -25,29 +25,38 @@ from sim.workload.traces import TraceArrays, reading
 
 @dataclass(frozen=True, slots=True)
 class Windows:
-    """One source's traffic by window: start times, mean rates (req/s) and inter-arrival CVs."""
+    """One source's traffic by window: start times, mean rates (req/s) and inter-arrival CVs; with ``end_s``, no
+    traffic from then on (a fitted trace's last window is cut at its last request)."""
 
     start_s: np.ndarray
     rate_per_s: np.ndarray
     cv: np.ndarray
     window_s: float
+    end_s: float | None = None
+
+    def span(self, start: float) -> float:
+        """How long the window from ``start`` lasts: ``window_s``, or less where ``end_s`` cuts it."""
+        return self.window_s if self.end_s is None else max(0.0, min(self.window_s, self.end_s - start))
 
 
 def renewal_arrivals(w: Windows, rng: np.random.Generator, scale: float = 1.0) -> np.ndarray:
     """Arrival times of a renewal process whose rate (times ``scale``) and CV change window by window."""
     out = []
     for start, rate, cv in zip(w.start_s, w.rate_per_s * scale, w.cv, strict=True):
-        if rate <= 0:
+        # A rate is per second of the window's own span: the last window of a fitted trace ends at its last request.
+        span = w.span(start)
+        if rate <= 0 or span <= 0:
             continue
+        end = start + span
         cv = cv if np.isfinite(cv) and cv > 0 else 1.0
         shape = 1.0 / cv**2
-        n = max(8, int(rate * w.window_s * 1.5) + 8)
+        n = max(8, int(rate * span * 1.5) + 8)
         t = start + rng.uniform(0, 1 / rate)  # no arrival pinned to the window's start
         times = []
-        while t < start + w.window_s:
+        while t < end:
             gaps = rng.gamma(shape, 1.0 / (shape * rate), n)
             steps = t + np.concatenate([[0.0], np.cumsum(gaps)[:-1]])
-            keep = steps[steps < start + w.window_s]
+            keep = steps[steps < end]
             times.append(keep)
             if len(keep) < n:
                 break
@@ -58,22 +67,29 @@ def renewal_arrivals(w: Windows, rng: np.random.Generator, scale: float = 1.0) -
 
 def expected_arrivals(w: Windows, start_s: float, end_s: float) -> float:
     """The mean number of arrivals of ``w`` in ``[start_s, end_s)`` (each window's rate times its overlap)."""
+    end_s = end_s if w.end_s is None else min(end_s, w.end_s)
     overlap = np.clip(np.minimum(w.start_s + w.window_s, end_s) - np.maximum(w.start_s, start_s), 0, None)
     return float(np.sum(w.rate_per_s * overlap))
 
 
 def fit_trace(arrays: TraceArrays, window_s: float) -> Windows:
-    """Each ``window_s`` window's arrival rate and the CV of its inter-arrival gaps (1 where too few to tell)."""
+    """Each ``window_s`` window's arrival rate and the CV of its inter-arrival gaps (1 where too few to tell).
+
+    The windows cover the trace's span, ``[0, last arrival]``, and no more: the last one ends at the last request
+    (which it holds), its rate is over that part, and no traffic is made after it. A trace whose requests all
+    arrive at one instant has no span to fit: no traffic (the caller says so).
+    """
     end = float(arrays.arrival_s[-1]) if len(arrays) else 0.0
-    starts = np.arange(0.0, end + 1e-9, window_s) if end > 0 else np.zeros(1)
+    starts = np.arange(0.0, end, window_s) if end > 0 else np.zeros(1)
     rates, cvs = [], []
-    for start in starts:
-        inside = arrays.arrival_s[(arrays.arrival_s >= start) & (arrays.arrival_s < start + window_s)]
-        span = min(window_s, max(end - start, 1e-9)) if start + window_s > end else window_s
-        rates.append(len(inside) / span)
+    for i, start in enumerate(starts):
+        last = i == len(starts) - 1
+        inside = arrays.arrival_s[(arrays.arrival_s >= start) & (last | (arrays.arrival_s < start + window_s))]
+        span = min(window_s, end - start)
+        rates.append(len(inside) / span if span > 0 else 0.0)
         gaps = np.diff(inside)
         cvs.append(float(gaps.std() / gaps.mean()) if len(gaps) >= 3 and gaps.mean() > 0 else 1.0)
-    return Windows(starts, np.asarray(rates), np.asarray(cvs), window_s)
+    return Windows(starts, np.asarray(rates), np.asarray(cvs), window_s, end_s=end)
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,8 +52,15 @@ def first_undecodable_line(path: str) -> int:
 AZURE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
 
 
+def plain(value):
+    """``value`` as a Python scalar: a NumPy one (a Parquet or nullable pandas column's ``np.int64(5)``) as its
+    Python value, so that it is checked, and shown in a message, as the number it is."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def positive_int(value, path: str, line: int, column: str, minimum: int) -> int:
     """An integer field of a trace row (text, or a whole number from JSON or Parquet), at least ``minimum``."""
+    value = plain(value)  # np.bool_ becomes bool, refused below as any boolean is
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise TraceError(path, line, f"{column} must be an integer, got {as_written(value)}")
     try:
