@@ -383,6 +383,10 @@ def validate_scenario(data: dict, source: str) -> Scenario:
                 span = f"lasting duration_s={wl.duration_s:g} s" if wl.duration_s is not None else "to the end"
                 raise ScenarioError(source, f"{at}.start_s",
                                     f"the window from start_s={wl.start_s:g} s {span} holds no request of the trace")
+            if len(arrays) * wl.rate_scale < 1:
+                raise ScenarioError(source, f"{at}.rate_scale", f"{wl.rate_scale:g} keeps each of the window's "
+                                    f"{len(arrays)} requests with that probability: less than one request expected "
+                                    "(raise rate_scale, or take a longer window)")
             last = float(arrays.arrival_s[-1]) + wl.spread_s * wl.time_scale
             if last > MAX_SECONDS:
                 raise ScenarioError(source, f"{at}.time_scale", f"{wl.time_scale:g} stretches the trace {wl.path} to "

@@ -129,3 +129,12 @@ def test_a_closed_loop_whose_every_request_is_rejected_at_once_stops_with_an_err
         counts = res.summary["requests"]
         assert counts["arrived"] == counts["rejected"] > 0 and counts["finished"] == 0
         assert set(res.requests["reject_reason"]) == {"exceeds_max_model_len"}
+
+
+def test_a_trace_thinned_to_less_than_one_expected_request_is_refused():
+    from tests.conftest import AZURE_CONV
+
+    trace = {"type": "trace", "path": str(AZURE_CONV), "format": "azure", "num_requests": 10}
+    with pytest.raises(ScenarioError, match=r"workload\.rate_scale: 0\.01 keeps each of the window's 10 requests"):
+        scenario({"workload": {**trace, "rate_scale": 0.01}})
+    assert scenario({"workload": {**trace, "rate_scale": 0.1}}).workload.rate_scale == 0.1

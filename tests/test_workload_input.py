@@ -173,3 +173,21 @@ def test_csv_with_blank_lines_reads_every_row_and_names_the_header_line(tmp_path
     path.write_text("\n\nt,p\n0,100\n")
     with pytest.raises(TraceError, match=r"g\.csv:3: no column 'o'; the file has t, p"):
         read_table(path, COLUMNS)
+
+
+def test_a_csv_header_naming_a_mapped_column_twice_is_an_error(tmp_path):
+    """pandas would rename the second ``t`` to ``t.1`` and read the first, silently."""
+    path = tmp_path / "dup.csv"
+    path.write_text("t,p,o,t\n0,100,10,5\n1,200,20,6\n")
+    with pytest.raises(TraceError, match=r"dup\.csv:1: column 't' is named more than once in the header"):
+        read_table(path, {"arrival": "t", "prompt_tokens": "p", "output_tokens": "o"})
+    other = tmp_path / "other.csv"  # a repeated column the trace does not use is no concern of ours
+    other.write_text("a,a,t,p,o\n1,2,0,100,10\n")
+    assert len(read_table(other, {"arrival": "t", "prompt_tokens": "p", "output_tokens": "o"})) == 1
+
+
+def test_a_mooncake_timestamp_of_true_is_not_one_millisecond(tmp_path):
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"timestamp": true, "input_length": 10, "output_length": 5}\n')
+    with pytest.raises(TraceError, match=r"m\.jsonl:1: timestamp must be a number, got true"):
+        read_trace("mooncake", path)

@@ -31,6 +31,8 @@ TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
 def _float(value, path: str, line: int, column: str) -> float:
     value = plain(value)
     try:
+        if isinstance(value, bool):  # float(True) is 1.0: a JSON true is not a time
+            raise TypeError
         number = float(value)
     except (TypeError, ValueError):
         raise TraceError(path, line, f"{column} must be a number, got {as_written(value)}") from None
@@ -155,6 +157,13 @@ def read_table(path: str | Path, columns: dict[str, str], time_unit: str = "s") 
             raise TraceError(path, int(ragged[2]), f"expected {ragged[1]} fields, got {ragged[3]}") from None
         raise TraceError(path, 0, f"cannot read as {'Parquet' if parquet else 'CSV'}: "
                          f"{str(err).splitlines()[0]}") from None
+    if not parquet:  # pandas renames a repeated header name (t, t.1): the first would be read, silently
+        with open(path, newline="", encoding="utf-8") as handle:
+            names = next(csv.reader(line for line in handle if line.strip()), [])
+        twice = sorted({n for n in names if names.count(n) > 1} & set(columns.values()))
+        if twice:
+            raise TraceError(path, _csv_line(path, 0) or 1, f"column {twice[0]!r} is named more than once in the "
+                             "header; rename one")
     missing = [name for name in columns.values() if name not in frame.columns]
     if missing:
         header = 0 if parquet else _csv_line(path, 0) or 1  # Parquet has no header line: the whole file

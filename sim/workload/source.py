@@ -39,7 +39,8 @@ def trace_arrays(wl: TraceWorkload, streams: Streams | None = None) -> TraceArra
     """A trace file, windowed to ``[start_s, start_s + duration_s)``, re-based to 0, time-scaled and cut; with
     ``streams``, also spread (``spread_s``) and rate-scaled (``rate_scale``) by their own streams.
 
-    Without ``streams`` (load-time checks) the transforms that draw are left out; they never empty a window.
+    Without ``streams`` (load-time checks) the transforms that draw are left out: spreading never empties a
+    window, and thinning (``rate_scale`` below 1) is checked there to expect at least one request.
     """
     full = read_trace(wl.format, wl.path, **wl.reader_options())
     keep = full.arrival_s >= wl.start_s
