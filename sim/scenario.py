@@ -26,7 +26,7 @@ from sim.config import FittedWorkload, Scenario, ServeGenWorkload, TraceWorkload
 from sim.errors import CatalogError, ScenarioError, unknown_name, with_input
 from sim.limits import MAX_REQUESTS, MAX_SECONDS, MAX_WINDOWS
 from sim.perf.kernel import Calibration
-from sim.workload.source import servegen_empty_window, trace_arrays
+from sim.workload.source import fitted_no_span, servegen_empty_window, trace_arrays
 from sim.workload.synthesis import expected_arrivals, read_servegen
 from sim.workload.traces import read_trace
 from sim.yamlio import describe_yaml_error, load_yaml
@@ -301,6 +301,8 @@ def _check_synthetic(wl, at: str, source: str) -> None:
     if fitted:
         arrays = read_trace(wl.format, wl.path, **wl.reader_options())
         span = float(arrays.arrival_s[-1])
+        if span <= 0:
+            raise ScenarioError(source, f"{at}.path", f"{wl.path}: {fitted_no_span(arrays)}")
         if span / wl.window_s > MAX_WINDOWS:
             raise ScenarioError(source, f"{at}.window_s", f"{wl.window_s:g} s cuts the trace's {span:g} s into "
                                 f"{span / wl.window_s:.3g} windows; at most {MAX_WINDOWS:,} (use a longer window)")
@@ -370,11 +372,11 @@ def validate_scenario(data: dict, source: str) -> Scenario:
             _check_synthetic(wl, at, source)
         arrival = getattr(wl, "arrival", None)
         if arrival is not None and wl.num_requests is not None and wl.duration_s is None \
-                and arrival.expected_arrivals(MAX_SECONDS) < wl.num_requests:
+                and scenario.run.max_duration_s is None and arrival.expected_arrivals(MAX_SECONDS) < wl.num_requests:
             # Nothing else would end the run before the last arrival, decades of clock hours later.
             raise ScenarioError(source, f"{at}.arrival", f"{wl.num_requests:,} requests at {arrival.mean_rate_per_s:g} "
                                 f"requests/s take more than {MAX_SECONDS:g} s (about 31 years) to arrive; a wrong "
-                                "unit? (or set duration_s)")
+                                "unit? (or set duration_s, or run.max_duration_s)")
         if isinstance(wl, TraceWorkload):
             if not Path(wl.path).is_file():
                 raise ScenarioError(source, f"{at}.path", f"trace file not found: {wl.path}")

@@ -51,13 +51,13 @@ def test_a_report_that_cannot_be_written_is_a_one_line_error(tmp_path, monkeypat
                               "directory\n"
 
 
-@pytest.mark.parametrize("damage", ["", "garbage{", "{}", "[1, 2]"])
+@pytest.mark.parametrize("damage", [b"", b"garbage{", b"{}", b"[1, 2]", b"\xff\xfe"])
 def test_a_damaged_cached_summary_is_simulated_again(tmp_path, capsys, damage):
     exp, runs = load_experiment(write_experiment(tmp_path, metrics=["ttft_s.p50"]))
     out = tmp_path / "out"
     first = run_sweep(exp, runs, out, progress=False)
     (cached,) = (out / "cache").glob("*.json")
-    cached.write_text(damage, encoding="utf-8")
+    cached.write_bytes(damage)
     capsys.readouterr()
     simulated = []
     again = run_sweep(exp, runs, out, progress=False, on_run=simulated.append)
@@ -121,7 +121,7 @@ def test_a_closed_loop_whose_every_request_is_rejected_at_once_stops_with_an_err
     from sim.errors import FleetsimError
 
     with pytest.raises(FleetsimError, match=r"rejected as they are sent \(exceeds_max_model_len\) and think_time_s "
-                                            r"is 0, so its 2 clients would resend for ever at t=0 s"):
+                                            r"is 0, so a client would resend for ever at t=0 s"):
         simulate(_closed_loop(duration_s=10.0))
     # A request limit, or a think time, lets it end: every request is accounted for, rejected with its reason.
     for bounded in ({"num_requests": 30}, {"duration_s": 10.0, "think_time_s": 1.0}):
@@ -138,3 +138,44 @@ def test_a_trace_thinned_to_less_than_one_expected_request_is_refused():
     with pytest.raises(ScenarioError, match=r"workload\.rate_scale: 0\.01 keeps each of the window's 10 requests"):
         scenario({"workload": {**trace, "rate_scale": 0.01}})
     assert scenario({"workload": {**trace, "rate_scale": 0.1}}).workload.rate_scale == 0.1
+
+
+def test_many_clients_with_some_requests_too_long_run_to_the_end():
+    """Rejections at t=0 by many clients add up past the limit, but each client is admitted after a few tries: only
+    one client's rejections in a row mean it is stuck (5,000 clients, three quarters of the prompts too long)."""
+    from sim import simulate
+
+    sc = scenario({"workload": {"type": "closed_loop", "clients": 5000, "duration_s": 0.05,
+                                "prompt_tokens": {"dist": "uniform", "low": 1000, "high": 16000},
+                                "output_tokens": {"dist": "fixed", "tokens": 2}},
+                   "pools": {"p": {"replicas": 4}}})
+    counts = simulate(sc).summary["requests"]
+    assert counts["rejected"] > 10_000 and counts["arrived"] == counts["finished"] + counts["rejected"] + \
+        counts["in_flight"]
+
+
+def test_a_folder_in_place_of_a_cached_summary_is_an_error_not_a_deletion(tmp_path):
+    exp, runs = load_experiment(write_experiment(tmp_path, metrics=["ttft_s.p50"]))
+    out = tmp_path / "out"
+    run_sweep(exp, runs, out, progress=False)
+    (cached,) = (out / "cache").glob("*.json")
+    cached.unlink()
+    cached.mkdir()
+    with pytest.raises(SweepError, match=r"a folder where a cached run summary belongs"):
+        run_sweep(exp, runs, out, progress=False)
+    assert cached.is_dir()
+
+
+def test_the_decades_check_leaves_runs_bounded_by_max_duration_alone():
+    sc = scenario({"workload": {"num_requests": 2_000_000, "arrival": {"process": "poisson", "rate_per_s": 0.001}},
+                   "run": {"max_duration_s": 86400.0}})
+    assert sc.run.max_duration_s == 86400.0
+
+
+def test_a_fitted_trace_at_one_instant_is_found_by_validation(tmp_path):
+    trace = tmp_path / "one.csv"
+    trace.write_text("t,p,o\n5,100,10\n")
+    fitted = {"type": "fitted", "path": str(trace), "format": "csv", "window_s": 60.0,
+              "columns": {"arrival": "t", "prompt_tokens": "p", "output_tokens": "o"}}
+    with pytest.raises(ScenarioError, match=r"workload\.path: .*one\.csv: its one request arrives: a fit needs"):
+        scenario({"workload": fitted})

@@ -191,3 +191,20 @@ def test_a_mooncake_timestamp_of_true_is_not_one_millisecond(tmp_path):
     path.write_text('{"timestamp": true, "input_length": 10, "output_length": 5}\n')
     with pytest.raises(TraceError, match=r"m\.jsonl:1: timestamp must be a number, got true"):
         read_trace("mooncake", path)
+
+
+def test_a_repeated_header_name_is_found_behind_a_byte_order_mark(tmp_path):
+    path = tmp_path / "bom.csv"
+    path.write_bytes("\ufefft,p,t\n0,100,1\n".encode())
+    with pytest.raises(TraceError, match=r"column 't' is named more than once"):
+        read_table(path, {"arrival": "t", "prompt_tokens": "p", "output_tokens": "t"})
+
+
+def test_a_trace_ending_on_a_rounded_window_edge_loses_no_request():
+    """3 x 0.1 is 0.30000000000000004: arange's fourth start equals the end and made a window of no length."""
+    from sim.workload.synthesis import expected_arrivals, fit_trace
+    from sim.workload.traces import TraceArrays
+
+    times = np.array([0, .05, .1, .15, .2, .25, 3 * 0.1])
+    w = fit_trace(TraceArrays(times, np.full(7, 10), np.full(7, 5)), 0.1)
+    assert len(w.start_s) == 3 and expected_arrivals(w, 0.0, 1.0) == pytest.approx(7)

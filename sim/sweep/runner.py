@@ -211,8 +211,8 @@ def run_sweep(exp: Experiment, runs: list[Run], out: Path, backend: str = "local
         d.mkdir(parents=True, exist_ok=True)
         for stale in d.glob("*.tmp"):  # a file that was being written when a sweep was killed
             stale.unlink()
-    cached = {p.stem for p in cache.glob("*.json") if _cached_summary(p) is not None}
     unique = {run.scenario_id: run for run in runs}  # arms that resolve to one scenario share its simulation
+    cached = {sid for sid in unique if _cached_summary(cache / f"{sid}.json") is not None}
     todo = [run for sid, run in unique.items() if sid not in cached]
     from tqdm import tqdm
 
@@ -264,17 +264,27 @@ def run_sweep(exp: Experiment, runs: list[Run], out: Path, backend: str = "local
 
 
 def _cached_summary(path: Path) -> dict | None:
-    """A cached run summary, or None (after saying so on stderr, and removing the file) if it cannot be read as
-    one: a file emptied or edited by hand is simulated again rather than stopping the sweep or feeding it rows."""
+    """A cached run summary; None if there is none, or (after saying so on stderr, and removing the file) if the file
+    cannot be read as one: a file emptied or edited by hand is simulated again rather than stopping the sweep or
+    feeding it rows."""
+    if not path.exists():
+        return None
+    if not path.is_file():
+        raise SweepError(f"{path}: a folder where a cached run summary belongs; remove it")
     try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-        if isinstance(summary, dict) and isinstance(summary.get("requests"), dict):
-            return summary
-        problem = "not a run summary"
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        problem = getattr(err, "strerror", None) or str(err)
+        data = path.read_bytes()
+    except OSError as err:  # not ours to delete (permissions): say so
+        raise SweepError(f"{path}: cannot read the cached run summary: {err.strerror or err}") from None
+    try:
+        summary = json.loads(data.decode("utf-8"))
+        problem = None if isinstance(summary, dict) and isinstance(summary.get("requests"), dict) else \
+            "not a run summary"
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        problem = str(err)
+    if problem is None:
+        return summary
     sys.stderr.write(f"fleetsim: warning: {path}: {problem}; simulating that run again\n")
-    path.unlink(missing_ok=True)
+    path.unlink()
     return None
 
 

@@ -24,6 +24,7 @@ from sim.sweep.expand import replication_seeds
 from sim.sweep.files import SweepError, read_study_file
 from sim.sweep.runner import metric_value, simulate_summary
 from sim.tune.config import TuneConfig
+from sim.workload.traces import plain
 
 
 @dataclass
@@ -209,7 +210,7 @@ def write_results(study: Study, table: pd.DataFrame, out: Path) -> dict:
         result["pareto"] = front
     best = best_trial(table, objective)
     if best is not None:
-        values = {k.removeprefix("param:"): _plain(best[k]) for k in table.columns if k.startswith("param:")}
+        values = {k.removeprefix("param:"): plain(best[k]) for k in table.columns if k.startswith("param:")}
         seed = replication_seeds(cfg.seed, cfg.replications)[0]  # replication 0's: it reproduces that run
         scenario = study.scenario(values, seed)
         text = (f"# Best policy of tuning study {cfg.name!r} ({cfg.objective.minimize} = {best[objective]:.6g} over "
@@ -220,12 +221,3 @@ def write_results(study: Study, table: pd.DataFrame, out: Path) -> dict:
         (out / "best_scenario.yaml").write_text(text, encoding="utf-8")
         result["best"] = {"trial": int(best["trial"]), "values": values, objective: float(best[objective])}
     return result
-
-
-def _plain(value):
-    """A NumPy scalar from a DataFrame as the plain Python value the scenario expects."""
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    return value

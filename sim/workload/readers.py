@@ -158,7 +158,7 @@ def read_table(path: str | Path, columns: dict[str, str], time_unit: str = "s") 
         raise TraceError(path, 0, f"cannot read as {'Parquet' if parquet else 'CSV'}: "
                          f"{str(err).splitlines()[0]}") from None
     if not parquet:  # pandas renames a repeated header name (t, t.1): the first would be read, silently
-        with open(path, newline="", encoding="utf-8") as handle:
+        with open(path, newline="", encoding="utf-8-sig") as handle:  # -sig: as pandas, a BOM is not in a name
             names = next(csv.reader(line for line in handle if line.strip()), [])
         twice = sorted({n for n in names if names.count(n) > 1} & set(columns.values()))
         if twice:

@@ -56,13 +56,18 @@ def trace_arrays(wl: TraceWorkload, streams: Streams | None = None) -> TraceArra
     return arrays
 
 
+def fitted_no_span(trace: TraceArrays) -> str:
+    """Why a trace whose requests all arrive at one instant cannot be fitted."""
+    which = "its one request arrives" if len(trace) == 1 else f"all {len(trace)} requests arrive at the same time"
+    return f"{which}: a fit needs requests spread over time (replay the file with type: trace instead)"
+
+
 def fitted_arrays(wl: FittedWorkload, streams: Streams) -> TraceArrays:
     """Arrivals fitted window by window to a trace, over the trace's span, with (prompt, output) pairs resampled
     from it."""
     trace = read_trace(wl.format, wl.path, **wl.reader_options())
     if trace.arrival_s[-1] <= 0:
-        raise TraceError(wl.path, 0, f"all {len(trace)} requests arrive at the same time: a fit needs them spread "
-                         "over time (replay the file with type: trace instead)")
+        raise TraceError(wl.path, 0, fitted_no_span(trace))
     times = renewal_arrivals(fit_trace(trace, wl.window_s), streams.get("arrivals"), wl.rate_scale)
     pick = streams.get("lengths").integers(len(trace), size=len(times))
     return TraceArrays(times, trace.prompt_tokens[pick], trace.output_tokens[pick])
@@ -169,7 +174,8 @@ class LengthStream:
         return self._buf.pop()
 
 
-#: Requests rejected at once, in a row at one instant, after which an unbounded closed loop is stopped as stuck.
+#: One client's requests rejected as they were sent, in a row (no simulated time passes between them), after which a
+#: closed loop with no request limit is stopped as stuck.
 SPIN_LIMIT = 10_000
 
 
@@ -191,7 +197,6 @@ class ClosedLoop:
             self.outputs = LengthStream(wl.output_tokens, streams.get("output_tokens"))
         self.sent = 0
         self.active = wl.clients
-        self._spin_at_s, self._spins = -1.0, 0  # requests rejected at once, one after another, at one instant
         for i in range(wl.clients):
             env.process(self.client(i * wl.ramp_up_s / wl.clients))
 
@@ -207,18 +212,11 @@ class ClosedLoop:
             return False
         return wl.duration_s is None or self.env.now < wl.duration_s
 
-    def _rejected_at_once(self, req: Request) -> None:
-        """Count a request rejected as it was sent, by a client that resends at once (no think time): with no
-        request limit and every request rejected, time would never pass. Many in a row at one instant, with no
-        request admitted between, can only be that."""
-        if self.env.now != self._spin_at_s:
-            self._spin_at_s, self._spins = self.env.now, 0
-        self._spins += 1
-        if self.wl.num_requests is None and self._spins > SPIN_LIMIT:
-            raise FleetsimError(
-                f"workload: the closed loop's requests are rejected as they are sent ({req.reject_reason}) and "
-                f"think_time_s is 0, so its {self.wl.clients} clients would resend for ever at t={self.env.now:g} s "
-                f"({SPIN_LIMIT:,} in a row); give lengths the pools can serve, think_time_s, or num_requests")
+    def _stuck(self, req: Request) -> FleetsimError:
+        return FleetsimError(
+            f"workload: the closed loop's requests are rejected as they are sent ({req.reject_reason}) and "
+            f"think_time_s is 0, so a client would resend for ever at t={self.env.now:g} s ({SPIN_LIMIT:,} "
+            "rejections in a row); give lengths the pools can serve, think_time_s, or num_requests")
 
     def client(self, start_s: float):
         env = self.env
@@ -226,6 +224,7 @@ class ClosedLoop:
         if start_s > 0:
             yield ArrivalTimeout(env, start_s)
             timed = True
+        rejected = 0  # this client's requests rejected as sent, in a row: no time passes between them
         while self._more():
             self.sent += 1
             # A send after a timeout fires before the step ends of its instant, like a trace arrival; a send
@@ -235,9 +234,11 @@ class ClosedLoop:
                 req.done = env.event()
                 yield req.done
                 timed = False
-                self._spins = 0
+                rejected = 0
             elif not self.wl.think_time_s:
-                self._rejected_at_once(req)
+                rejected += 1
+                if self.wl.num_requests is None and rejected > SPIN_LIMIT:  # only a request limit would end it
+                    raise self._stuck(req)
             if self.wl.think_time_s:
                 yield ArrivalTimeout(env, self.wl.think_time_s)
                 timed = True

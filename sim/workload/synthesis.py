@@ -81,6 +81,8 @@ def fit_trace(arrays: TraceArrays, window_s: float) -> Windows:
     """
     end = float(arrays.arrival_s[-1]) if len(arrays) else 0.0
     starts = np.arange(0.0, end, window_s) if end > 0 else np.zeros(1)
+    if end > 0:  # arange's last start can round to the end itself (3 * 0.1): a window of no length
+        starts = starts[starts < end]
     rates, cvs = [], []
     for i, start in enumerate(starts):
         last = i == len(starts) - 1
