@@ -130,12 +130,13 @@ def slo_text(targets: dict) -> str:
     return ", ".join(f"{k} <= {v:g}" for k, v in targets.items())
 
 
-def write_results(res: Results, out: Path) -> list[Path]:
+def write_results(res: Results, out: str | Path) -> list[Path]:
     """Write the run's data for notebooks: Parquet tables, summary.json and the resolved scenario.
 
     A run that spilled its records has them as Parquet datasets ``requests/`` and ``timeseries/`` (folders of
     part files, read whole by ``pandas.read_parquet(folder)``) instead of single files.
     """
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     files = {"cost_by_hour.parquet": res.cost_by_hour, "replicas.parquet": res.replicas}
     for name in ("gpus", "nodes", "lifecycle", "scaling", "monitoring", "alerts", "maintenance"):
@@ -144,11 +145,11 @@ def write_results(res: Results, out: Path) -> list[Path]:
         if frame is not None and (len(frame) or name in ("monitoring", "alerts", "maintenance")):
             files[f"{name}.parquet"] = frame
     written = []
-    for name, parts, frame in (("requests", res.requests_parts, res.requests_in_memory),
-                               ("timeseries", res.timeseries_parts, res.timeseries_in_memory)):
+    for name, frame in (("requests", res.requests_in_memory), ("timeseries", res.timeseries_in_memory)):
         if frame is not None:
             files[f"{name}.parquet"] = frame
             continue
+        parts = res.parts(name)
         folder = out / name
         folder.mkdir(exist_ok=True)
         if parts and parts[0].parent.resolve() != folder.resolve():  # an earlier run's parts would join these

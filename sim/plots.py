@@ -17,6 +17,15 @@ def _axes(ax):
     return ax
 
 
+def _legend(ax, empty: str = "no data", **kwargs) -> None:
+    """The legend, or where nothing was drawn (no rows, or none of the pools asked for) a note that says so: an
+    empty figure should not look like a bug, nor warn."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kwargs)
+    else:
+        ax.text(0.5, 0.5, empty, transform=ax.transAxes, ha="center", va="center")
+
+
 def plot_latency_cdf(requests: pd.DataFrame, metric: str = "ttft_s", *, by: str = "pool", ax=None):
     """Empirical CDF of a latency column (finished requests), one line per ``by`` group, log-x."""
     ax = _axes(ax)
@@ -29,10 +38,7 @@ def plot_latency_cdf(requests: pd.DataFrame, metric: str = "ttft_s", *, by: str 
     ax.set_xlabel(metric)
     ax.set_ylabel("fraction of requests")
     ax.grid(True, which="both", alpha=0.3)
-    if ax.lines:
-        ax.legend(title=by)
-    else:  # no request finished: an empty plot that says so, not a legend warning
-        ax.text(0.5, 0.5, "no finished requests", transform=ax.transAxes, ha="center", va="center")
+    _legend(ax, "no finished requests", title=by)
     return ax
 
 
@@ -43,7 +49,7 @@ def plot_pool_timeseries(timeseries: pd.DataFrame, column: str = "running", *, a
         ax.step(group["time_s"], group[column], where="post", label=str(name))
     ax.set_xlabel("time_s")
     ax.set_ylabel(column)
-    ax.legend(title="pool")
+    _legend(ax, title="pool")
     return ax
 
 
@@ -60,7 +66,7 @@ def plot_cost_by_hour(cost_by_hour: pd.DataFrame, *, order: list[str] | None = N
     ax.set_xticks(table.index)
     ax.set_xlabel("clock hour of the run")
     ax.set_ylabel("USD in the hour")
-    ax.legend(title="pool")
+    _legend(ax, title="pool")
     return ax
 
 
@@ -78,10 +84,11 @@ def plot_replicas_over_time(replicas: pd.DataFrame, *, order: list[str] | None =
         rows = replicas[replicas["pool"].astype(str) == pool]
         start, end = rows["start_s"].to_numpy(), rows["end_s"].to_numpy()
         counts.append(((start[None, :] <= times[:, None]) & (end[None, :] > times[:, None])).sum(axis=1))
-    ax.stackplot(times, counts, labels=pools, step="post")
+    if pools:
+        ax.stackplot(times, counts, labels=pools, step="post")
     ax.set_xlabel("time_s")
     ax.set_ylabel("replicas")
-    ax.legend(title="pool", loc="upper left")
+    _legend(ax, title="pool", loc="upper left")
     return ax
 
 
@@ -117,7 +124,7 @@ def plot_gpu_comparison(table: pd.DataFrame, metric: str = "usd_per_m_tokens", *
         ax.bar(x + i * width, pivot[gpu].to_numpy(), width, label=str(gpu))
     ax.set_xticks(x + width * (len(pivot.columns) - 1) / 2, pivot.index, rotation=30, ha="right")
     ax.set_ylabel(metric)
-    ax.legend(title="gpu")
+    _legend(ax, title="gpu")
     return ax
 
 
@@ -132,7 +139,7 @@ def plot_pareto(trials: pd.DataFrame, objective: str, other: str, front: pd.Data
         ax.step(front[objective], front[other], where="post", color="tab:blue", label="Pareto front")
     ax.set_xlabel(objective)
     ax.set_ylabel(other)
-    ax.legend()
+    _legend(ax)
     return ax
 
 
@@ -157,7 +164,7 @@ def plot_sweep_metric(summary: pd.DataFrame, metric: str, x: str, *, by: str | N
         ax.errorbar(group["_x"], group["mean"], yerr=err.fillna(0), marker="o", capsize=3, label=str(name))
     ax.set_xlabel(x)
     ax.set_ylabel(metric)
-    ax.legend()
+    _legend(ax)
     return ax
 
 
@@ -174,5 +181,5 @@ def plot_monitoring(monitoring: pd.DataFrame, metric: str, alerts: pd.DataFrame 
             ax.axvspan(a["start_s"], a["end_s"], color="tab:red", alpha=0.2, label=a["alert"] if i == 0 else None)
     ax.set_xlabel("time_s")
     ax.set_ylabel(metric)
-    ax.legend()
+    _legend(ax)
     return ax

@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import pandas as pd
 
 from sim.config import Scenario
+from sim.errors import FleetsimError
 from sim.metrics.summary import pool_table
 
 
-@dataclass(frozen=True)
+def _stamp(part: Path) -> tuple[int, int] | None:
+    """A part file's size and modification time (ns), or None if it is gone: what tells it from a later run's."""
+    try:
+        st = part.stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+# eq=False: the frames make field-wise equality ambiguous (and unhashable); two results are the same object or not.
+@dataclass(frozen=True, eq=False)
 class Results:
     """Outputs of one simulation.
 
@@ -40,8 +52,8 @@ class Results:
     requests_parts, timeseries_parts
         The Parquet part files of spilled records (request rows in completion order), else empty. Unless the run
         was given a spill folder (``spill_dir``, ``run.spill_dir`` or the CLI's ``--out``), they are in a temporary
-        folder removed once these results (and every copy of them) are gone, or when Python exits: copy them (or
-        use :func:`sim.cli.write_results`) to keep them.
+        folder removed once these results (and every deep copy or ``dataclasses.replace`` of them; not a pickled
+        copy) are gone, or when Python exits: copy them (or use :func:`sim.cli.write_results`) to keep them.
     gpus
         One row per shared physical GPU (vGPU, MIG, time-slicing, MPS): its tenants, busy fraction, switch time
         and hourly cost including any vGPU licence (see :func:`sim.metrics.usage.usage_frames`); empty when no
@@ -68,13 +80,44 @@ class Results:
     # The temporary folders of spilled parts (sim.metrics.store.TempFolder), held so that they last as long as these
     # results (and their copies) and are removed after.
     spill_folders: tuple = ()
+    # Each spilled part's (size, mtime ns) as the run left it: a later run spilling into the same folder replaces
+    # the parts, and reading them back then must fail, not return the other run's rows.
+    part_stamps: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.part_stamps:
+            stamps = {p: _stamp(p) for p in (*self.requests_parts, *self.timeseries_parts)}
+            object.__setattr__(self, "part_stamps", stamps)
+
+    def __deepcopy__(self, memo: dict) -> Results:
+        # The temporary folders are shared, not copied: a copy keeps the spilled parts alive as the original does.
+        shared = ("spill_folders", "requests_parts", "timeseries_parts", "part_stamps")
+        return Results(**{f.name: getattr(self, f.name) if f.name in shared else copy.deepcopy(getattr(self, f.name),
+                                                                                              memo)
+                          for f in fields(self)})
+
+    def parts(self, name: str) -> tuple[Path, ...]:
+        """The spilled part files of ``requests`` or ``timeseries``, checked to be the ones this run wrote."""
+        parts = self.requests_parts if name == "requests" else self.timeseries_parts
+        for part in parts:
+            now = _stamp(part)
+            if now is None:
+                raise FleetsimError(
+                    f"{part}: the spilled {name} of this run are gone: they were in a temporary folder, removed with "
+                    "the results that made it (a pickled copy, or one from another process, does not keep it); give "
+                    "simulate a spill_dir, or write them with sim.cli.write_results, to keep them")
+            if now != self.part_stamps.get(part):
+                raise FleetsimError(
+                    f"{part}: the spilled {name} of this run were replaced, by a later run spilling into the same "
+                    "folder; give each run its own spill_dir")
+        return parts
 
     @property
     def requests(self) -> pd.DataFrame:
         """Every request's record (read back from ``requests_parts`` if the run spilled them)."""
         if self.requests_in_memory is not None:
             return self.requests_in_memory
-        frame = pd.concat([pd.read_parquet(p) for p in self.requests_parts], ignore_index=True)
+        frame = pd.concat([pd.read_parquet(p) for p in self.parts("requests")], ignore_index=True)
         return frame.sort_values("request_id", kind="stable", ignore_index=True)
 
     @property
@@ -82,7 +125,7 @@ class Results:
         """Pool change points (read back from ``timeseries_parts`` if the run spilled them)."""
         if self.timeseries_in_memory is not None:
             return self.timeseries_in_memory
-        return pd.concat([pd.read_parquet(p) for p in self.timeseries_parts], ignore_index=True)
+        return pd.concat([pd.read_parquet(p) for p in self.parts("timeseries")], ignore_index=True)
 
     def table(self) -> pd.DataFrame:
         """Per-pool headline figures (latency percentiles, throughput, SLO attainment, USD per hour)."""

@@ -435,6 +435,9 @@ def load_scenario(path: str | Path, overrides: Iterable[str] = ()) -> Scenario:
     """
     if not isinstance(path, str | os.PathLike):
         raise ScenarioError("path", "", f"give the path of a scenario file, not a {type(path).__name__}")
+    if isinstance(overrides, dict):  # its keys alone would be read as assignments
+        raise ScenarioError("overrides", "", "give a list of 'dotted.key=value' strings, not a dict (for typed "
+                            "values by key, use sim.scenario.load_scenario_with)")
     if isinstance(overrides, str | bytes) or not isinstance(overrides, Iterable):
         raise ScenarioError("overrides", "", f"give a list of 'dotted.key=value' strings, not a "
                             f"{type(overrides).__name__}")

@@ -179,3 +179,41 @@ def test_a_fitted_trace_at_one_instant_is_found_by_validation(tmp_path):
               "columns": {"arrival": "t", "prompt_tokens": "p", "output_tokens": "o"}}
     with pytest.raises(ScenarioError, match=r"workload\.path: .*one\.csv: its one request arrives: a fit needs"):
         scenario({"workload": fitted})
+
+
+def test_sweep_and_study_arguments_from_a_notebook_are_checked(tmp_path):
+    from sim.sweep import summarize_sweep
+
+    exp, runs = load_experiment(write_experiment(tmp_path, metrics=["ttft_s.p50"]))
+    for workers in ("2", None, 2.5, 0, True):
+        with pytest.raises(SweepError, match=r"workers .*: must be a whole number, at least 1"):
+            run_sweep(exp, runs, tmp_path / "o", workers=workers, progress=False)
+    with pytest.raises(SweepError, match="out: give a folder path"):
+        run_sweep(exp, runs, None, progress=False)
+    with pytest.raises(SweepError, match="runs: none to simulate"):
+        run_sweep(exp, [], tmp_path / "o", progress=False)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SweepError, match="is a file; give a folder"):
+        run_sweep(exp, runs, tmp_path / "file", progress=False)
+    data = run_sweep(exp, runs, tmp_path / "o", progress=False)
+    for confidence in (-1, 1.5, "0.9", 0, 1):
+        with pytest.raises(SweepError, match=r"confidence .*: must be a number between 0 and 1"):
+            summarize_sweep(data, confidence=confidence)
+    assert len(summarize_sweep(data, confidence=0.9)) == 1
+
+
+def test_a_results_table_of_no_finished_request_is_float():
+    from sim import simulate
+
+    res = simulate(scenario({"pools": {"p": {"engine": {"max_model_len": 16}}}}))
+    table = res.table()
+    assert res.summary["requests"]["finished"] == 0
+    assert all(table[c].dtype == float for c in table.columns if c not in ("pool", "finished", "rejected"))
+
+
+def test_overrides_given_as_a_dict_are_pointed_to_load_scenario_with():
+    from sim import load_scenario
+
+    with pytest.raises(ScenarioError, match=r"not a dict \(for typed values by key, use sim\.scenario\."
+                                            r"load_scenario_with\)"):
+        load_scenario(QUICKSTART, {"workload.num_requests": 50})

@@ -131,3 +131,22 @@ def test_a_latency_cdf_of_no_finished_request_says_so_without_warnings():
         ax = plot_latency_cdf(requests)
     assert [t.get_text() for t in ax.texts] == ["no finished requests"] and ax.get_legend() is None
     plt.close("all")
+
+
+def test_plots_of_empty_tables_or_unknown_pools_say_so_without_warnings():
+    import warnings
+
+    from sim import simulate
+    from sim.plots import plot_cost_by_hour, plot_pool_timeseries, plot_replicas_over_time
+    from tests.conftest import scenario
+
+    res = simulate(scenario())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        axes = [plot_pool_timeseries(res.timeseries.iloc[:0]), plot_cost_by_hour(res.cost_by_hour.iloc[:0]),
+                plot_cost_by_hour(res.cost_by_hour, order=["nope"]), plot_replicas_over_time(res.replicas,
+                                                                                            order=["nope"])]
+        drawn = plot_cost_by_hour(res.cost_by_hour)
+    assert all([t.get_text() for t in ax.texts] == ["no data"] for ax in axes)
+    assert drawn.get_legend() is not None and not drawn.texts
+    plt.close("all")

@@ -131,3 +131,48 @@ def test_parquet_parts_read_back_the_same_frames_exactly(tmp_path):
         pd.testing.assert_frame_equal(back, pd.read_parquet(tmp_path / f"{name}-default.parquet"), check_exact=True)
         numeric = frame.select_dtypes("number").columns
         pd.testing.assert_frame_equal(back[numeric], frame[numeric], check_exact=True)
+
+
+def test_deep_and_pickled_copies_of_spilled_results(small_chunks, tmp_path, monkeypatch):
+    """A deep copy keeps the temporary parts alive as the original does; a pickled copy does not (another process
+    could not), and reading it after the original is gone says so instead of a raw FileNotFoundError."""
+    import copy
+    import gc
+    import pickle
+    import tempfile
+
+    from sim.errors import FleetsimError
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    res = simulate(scenario({**PATCH, "run": {"spill_after_requests": 120}}))
+    expected = res.requests
+    pickled = pickle.loads(pickle.dumps(res))
+    del pickled
+    gc.collect()
+    pd.testing.assert_frame_equal(res.requests, expected)  # freeing a pickled copy removes nothing
+    deep = copy.deepcopy(res)
+    pickled = pickle.loads(pickle.dumps(res))
+    del res
+    gc.collect()
+    pd.testing.assert_frame_equal(deep.requests, expected)
+    del deep
+    gc.collect()
+    with pytest.raises(FleetsimError, match=r"the spilled requests of this run are gone: .*give simulate a spill_dir"):
+        _ = pickled.requests
+
+
+def test_a_later_run_in_the_same_spill_folder_is_not_read_as_this_ones(small_chunks, tmp_path):
+    from sim.cli import write_results
+    from sim.errors import FleetsimError
+
+    first = simulate(scenario({**PATCH, "run": {"spill_after_requests": 120}}), spill_dir=tmp_path)
+    assert len(first.requests) == 600
+    second = simulate(scenario({**PATCH, "workload": {"num_requests": 300}, "run": {"spill_after_requests": 120}}),
+                      spill_dir=tmp_path)
+    assert len(second.requests) == 300
+    for read in (lambda: first.requests, lambda: first.timeseries, lambda: write_results(first, str(tmp_path / "o"))):
+        with pytest.raises(FleetsimError, match=r"were replaced, by a later run spilling into the same folder"):
+            read()
+    write_results(second, str(tmp_path / "o"))  # a str folder, as a notebook gives
+    assert len(pd.read_parquet(tmp_path / "o" / "requests")) == 300
+    assert first == first and first != second  # identity, not an ambiguous comparison of frames

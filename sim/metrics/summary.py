@@ -178,4 +178,8 @@ def pool_table(summary: dict) -> pd.DataFrame:
         row["slo_attainment"] = block["slo"]["attainment"]
         row["usd_per_hour"] = block["cost"]["usd_per_hour"]
         rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    # A figure of no request is None in the summary (null in JSON): NaN here, so every figure column is float.
+    figures = [c for c in table.columns if c not in ("pool", "finished", "rejected")]
+    table[figures] = table[figures].astype(float)
+    return table

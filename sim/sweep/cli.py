@@ -10,6 +10,7 @@ import pandas as pd
 
 from sim.outpaths import out_folder
 from sim.sweep import BACKENDS, SweepError, load_experiment, run_sweep, summarize_sweep
+from sim.sweep.runner import check_workers
 
 
 def add_parser(sub) -> None:
@@ -38,8 +39,7 @@ def summary_table(summary: pd.DataFrame, metrics: list[str] | None = None) -> pd
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    if args.workers < 1:
-        raise SweepError(f"--workers {args.workers}: must be at least 1")
+    check_workers(args.workers, "--workers")
     if args.address is not None and args.backend != "ray":
         raise SweepError("--address is for --backend ray")
     exp, runs = load_experiment(args.experiment)

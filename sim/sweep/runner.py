@@ -181,6 +181,13 @@ def _ray(todo: list[Run], workers: int, address: str | None) -> Iterator[tuple[R
             ray.shutdown()
 
 
+def check_workers(workers, option: str = "workers") -> int:
+    """``workers`` as the whole number of at least 1 it must be (``option``: how the caller named it)."""
+    if isinstance(workers, bool) or not isinstance(workers, int | np.integer) or workers < 1:
+        raise SweepError(f"{option} {workers!r}: must be a whole number, at least 1")
+    return int(workers)
+
+
 def run_sweep(exp: Experiment, runs: list[Run], out: Path, backend: str = "local", workers: int = 1,
               address: str | None = None, progress: bool = True,
               on_run: Callable[[Run], None] | None = None, source: str | None = None) -> pd.DataFrame:
@@ -205,7 +212,14 @@ def run_sweep(exp: Experiment, runs: list[Run], out: Path, backend: str = "local
     """
     if backend not in BACKENDS:
         raise SweepError(f"--backend {backend!r}: allowed: {', '.join(BACKENDS)}")
+    workers = check_workers(workers)
+    if not isinstance(out, str | os.PathLike):
+        raise SweepError(f"out: give a folder path, not a {type(out).__name__}")
+    if not runs:
+        raise SweepError("runs: none to simulate (plan them from the experiment: load_experiment or plan_runs)")
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise SweepError(f"{out}: is a file; give a folder for the sweep's results")
     cache, folder = out / "cache", out / "runs"
     for d in (cache, folder):
         d.mkdir(parents=True, exist_ok=True)
@@ -302,6 +316,8 @@ def summarize_sweep(data: pd.DataFrame, confidence: float = 0.95) -> pd.DataFram
     (Student t with n - 1 degrees of freedom; NaN half-width for one replication), clipped to the values the figure
     can take (:func:`_metric_range`: an attainment's interval never passes 1). NaN values (a figure a run did not
     reach, e.g. no finished request) are left out and counted in ``missing``."""
+    if isinstance(confidence, bool) or not isinstance(confidence, float | int) or not 0 < confidence < 1:
+        raise SweepError(f"confidence {confidence!r}: must be a number between 0 and 1 (e.g. 0.95)")
     rows = []
     for (arm, label, metric), group in data.groupby(["arm", "arm_label", "metric"], sort=True):
         values = group["value"].to_numpy(dtype=float)

@@ -22,7 +22,7 @@ from sim.scenario import load_scenario_with
 from sim.sweep.config import RandomParameter
 from sim.sweep.expand import replication_seeds
 from sim.sweep.files import SweepError, read_study_file
-from sim.sweep.runner import metric_value, simulate_summary
+from sim.sweep.runner import check_workers, metric_value, simulate_summary
 from sim.tune.config import TuneConfig
 from sim.workload.traces import plain
 
@@ -109,6 +109,7 @@ def _row(study: Study, number: int, values: dict, figures: dict[str, float]) -> 
 
 def run_study(study: Study, workers: int = 1, progress: bool = True) -> pd.DataFrame:
     """Run the search; one row per trial: ``param:<key>`` values, the figures, ``violation``, ``feasible``."""
+    workers = check_workers(workers)
     cfg = study.config
     seeds = replication_seeds(cfg.seed, cfg.replications)
     sampler = cfg.sampler

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from sim.outpaths import out_folder
-from sim.sweep import SweepError
+from sim.sweep.runner import check_workers
 from sim.tune import load_study, run_study, write_results
 
 
@@ -23,8 +23,7 @@ def add_parser(sub) -> None:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    if args.workers < 1:
-        raise SweepError(f"--workers {args.workers}: must be at least 1")
+    check_workers(args.workers, "--workers")
     study = load_study(args.study)
     cfg = study.config
     out = out_folder(args.out or Path("results") / cfg.name, "--out")
