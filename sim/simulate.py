@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -98,6 +99,13 @@ def simulate(
         raise FleetsimError(f"spill_dir: give a folder path, not a {type(spill_dir).__name__}")
     if progress is not None and not callable(progress):
         raise FleetsimError(f"progress: give a function of (now_s, done, expected), not a {type(progress).__name__}")
+    if progress is not None:
+        try:  # now, not after the run has been built, with a TypeError from deep inside
+            inspect.signature(progress).bind(0.0, 0, 0)
+        except TypeError:
+            raise FleetsimError(f"progress: {progress!r} cannot be called with (now_s, done, expected)") from None
+        except ValueError:  # no signature to read (some builtins): it will tell when called
+            pass
     seed = scenario.seed if seed is None else seed
     if isinstance(seed, int) and seed != scenario.seed:
         # The results carry the scenario that ran: written out, it re-runs with the same seed. (A SeedSequence has

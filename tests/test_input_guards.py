@@ -217,3 +217,24 @@ def test_overrides_given_as_a_dict_are_pointed_to_load_scenario_with():
     with pytest.raises(ScenarioError, match=r"not a dict \(for typed values by key, use sim\.scenario\."
                                             r"load_scenario_with\)"):
         load_scenario(QUICKSTART, {"workload.num_requests": 50})
+
+
+def test_runs_planned_from_another_version_of_the_experiment_are_refused(tmp_path):
+    exp, runs = load_experiment(write_experiment(tmp_path, metrics=["ttft_s.p50"]))
+    changed = exp.model_copy(update={"set": {**exp.set, "workload.num_requests": 20}})
+    with pytest.raises(SweepError, match="runs: planned from another version of the experiment"):
+        run_sweep(changed, runs, tmp_path / "o", progress=False)
+    # A new name or other metrics keep the runs (they decide only which rows are kept).
+    renamed = exp.model_copy(update={"name": "other", "metrics": ("ttft_s.p99",)})
+    assert set(run_sweep(renamed, runs, tmp_path / "o", progress=False)["metric"]) == {"ttft_s.p99"}
+
+
+def test_a_progress_function_of_the_wrong_shape_is_named_before_the_run():
+    from sim import simulate
+    from sim.errors import FleetsimError
+
+    with pytest.raises(FleetsimError, match=r"progress: .* cannot be called with \(now_s, done, expected\)"):
+        simulate(scenario(), progress=lambda now_s: None)
+    seen = []
+    simulate(scenario(), progress=lambda now_s, done, expected: seen.append(done))
+    assert seen and seen[-1] == 50

@@ -112,3 +112,13 @@ def test_a_candidate_too_short_for_the_requests_is_not_planned(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "sim", "plan", str(path), "--out", str(tmp_path / "o")],
                           capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.returncode in (0, 1) and "Traceback" not in proc.stderr
+
+
+def test_a_plan_of_some_candidates_gives_the_others_none_and_a_wrong_name_is_named(tmp_path):
+    planner = load_plan(write_plan_file(tmp_path))
+    names = [c.name for c in planner.candidates]
+    sc = planner.scenario({names[0]: 2})
+    assert list(sc.pools) == [names[0]] and sc.pools[names[0]].replicas == 2
+    assert planner.cost({names[0]: 2}) == planner.cost({names[0]: 2, names[1]: 0})
+    with pytest.raises(SweepError, match=r"unknown candidate 'l4-fp9'"):
+        planner.scenario({"l4-fp9": 1})

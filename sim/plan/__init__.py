@@ -21,7 +21,7 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 from sim.catalog import load_catalog
 from sim.cluster.deploy import plan_pools
 from sim.config import ClosedLoopWorkload, Scenario
-from sim.errors import ScenarioError
+from sim.errors import ScenarioError, unknown_name
 from sim.perf import build_perf_model
 from sim.plan.capacity import Capacity, replica_capacity
 from sim.plan.config import PlanConfig
@@ -51,14 +51,24 @@ class Planner:
     mean_prompt: float = 0.0
     mean_output: float = 0.0
 
+    def _counts(self, counts: dict[str, int]) -> dict[str, int]:
+        """Replicas per candidate (a candidate left out has none); a name that is no candidate is an error."""
+        names = [c.name for c in self.candidates]
+        unknown = [k for k in counts if k not in names]
+        if unknown:
+            raise SweepError(f"{self.source}: plan {counts}: {unknown_name('candidate', unknown[0], names)}")
+        return {name: counts.get(name, 0) for name in names}
+
     def scenario(self, counts: dict[str, int]) -> Scenario:
-        """The base scenario with one pool per candidate that has replicas."""
+        """The base scenario with one pool per candidate that has replicas (candidates not in ``counts``: none)."""
+        counts = self._counts(counts)
         data = self.base.model_dump(mode="json", by_alias=True)
         data["pools"] = {c.name: {**c.pool, "replicas": counts[c.name]} for c in self.candidates if counts[c.name]}
         data.pop("fleet_autoscale", None)
         return validate_scenario(data, f"{self.source}: plan {counts}")
 
     def cost(self, counts: dict[str, int]) -> float:
+        counts = self._counts(counts)
         return sum(c.usd_per_hour * counts[c.name] for c in self.candidates)
 
 

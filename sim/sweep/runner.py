@@ -42,6 +42,7 @@ class Run:
     replication: int
     seed: int
     scenario_json: str
+    planned_from: str = ""  # plan_fingerprint of the experiment the run was planned from
 
     @property
     def scenario_id(self) -> str:
@@ -56,9 +57,15 @@ class Run:
         return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
+def plan_fingerprint(exp: Experiment) -> str:
+    """What decides an experiment's runs (all but its name and metrics, which decide only the rows kept)."""
+    return hashlib.sha256(exp.model_dump_json(exclude={"name", "metrics"}).encode()).hexdigest()[:16]
+
+
 def plan_runs(exp: Experiment, scenario_path: Path, source: str) -> list[Run]:
     """Every run of ``exp``, each scenario resolved and validated now (before anything runs)."""
     seeds = replication_seeds(exp.seed, exp.replications)
+    planned_from = plan_fingerprint(exp)
     runs = []
     for arm in expand(exp):
         try:
@@ -69,7 +76,7 @@ def plan_runs(exp: Experiment, scenario_path: Path, source: str) -> list[Run]:
         for r, seed in enumerate(seeds):
             text = json.dumps(scenario.model_copy(update={"seed": seed}).model_dump(mode="json", by_alias=True),
                               sort_keys=True)
-            runs.append(Run(arm, r, seed, text))
+            runs.append(Run(arm, r, seed, text, planned_from))
     return runs
 
 
@@ -217,6 +224,10 @@ def run_sweep(exp: Experiment, runs: list[Run], out: Path, backend: str = "local
         raise SweepError(f"out: give a folder path, not a {type(out).__name__}")
     if not runs:
         raise SweepError("runs: none to simulate (plan them from the experiment: load_experiment or plan_runs)")
+    if any(run.planned_from != plan_fingerprint(exp) for run in runs):
+        # Their scenarios would run under this experiment's labels: rows that say one thing and measure another.
+        raise SweepError("runs: planned from another version of the experiment (its scenario, set, parameters, "
+                         "replications or seed differ); plan them again from this one (load_experiment or plan_runs)")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise SweepError(f"{out}: is a file; give a folder for the sweep's results")
