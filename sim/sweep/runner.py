@@ -224,7 +224,8 @@ def run_sweep(exp: Experiment, runs: list[Run], out: Path, backend: str = "local
         raise SweepError(f"out: give a folder path, not a {type(out).__name__}")
     if not runs:
         raise SweepError("runs: none to simulate (plan them from the experiment: load_experiment or plan_runs)")
-    if any(run.planned_from != plan_fingerprint(exp) for run in runs):
+    planned_from = plan_fingerprint(exp)
+    if any(run.planned_from != planned_from for run in runs):
         # Their scenarios would run under this experiment's labels: rows that say one thing and measure another.
         raise SweepError("runs: planned from another version of the experiment (its scenario, set, parameters, "
                          "replications or seed differ); plan them again from this one (load_experiment or plan_runs)")
